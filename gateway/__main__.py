@@ -1,0 +1,24 @@
+"""`python -m tunereel.gateway`: serve the HTTP gateway with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from .app import GatewaySettings, create_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tunereel-gateway", description="tunereel HTTP gateway")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--composer", default="127.0.0.1:50050", help="ComposerService target")
+    args = parser.parse_args(argv)
+    app = create_app(GatewaySettings(composer_target=args.composer))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""The HTTP gateway: the prototype's POST /generate_content, health, and the browser UI, in front of the composer.
+
+Thin on purpose: the request model validates (the same model the composer uses), one table maps gRPC errors to
+HTTP, and the channel to the composer is opened once in the lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import quote
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import tunereel
+from tunereel import wire
+from tunereel.channels import open_aio_channel
+from tunereel.request import LIMITS, GenerationRequest, InvalidRequest
+from tunereel.v1 import composer_pb2, composer_pb2_grpc
+
+from . import errors
+
+COMPOSER_SERVICE = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
+BACKEND_HEALTH_NAMES = {
+    "composer": COMPOSER_SERVICE,
+    "music": "tunereel.v1.MusicService",
+    "video": "tunereel.v1.VideoService",
+}
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    composer_target: str = "127.0.0.1:50050"
+    request_timeout_s: float = 3600.0  # deadline for one /generate_content call, end to end
+
+
+class ComposerEndedEarly(Exception):
+    pass
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        channel = open_aio_channel(settings.composer_target)
+        app.state.composer = composer_pb2_grpc.ComposerServiceStub(channel)
+        app.state.health = health_pb2_grpc.HealthStub(channel)
+        try:
+            yield
+        finally:
+            await channel.close()
+
+    app = FastAPI(
+        title="tunereel",
+        version=tunereel.__version__,
+        summary="Genre + duration + video prompt → an MP4 music video.",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(grpc.aio.AioRpcError, errors.on_rpc_error)
+    app.add_exception_handler(InvalidRequest, errors.on_invalid_request)
+    app.add_exception_handler(RequestValidationError, errors.on_validation_error)
+
+    @app.post(
+        "/generate_content",
+        response_class=Response,
+        responses={
+            200: {"content": {"video/mp4": {}}, "description": "The MP4 music video."},
+            400: {"description": "Body is not a JSON object."},
+            422: {"description": "A field breaks a rule; the body names it."},
+            503: {"description": "A backend service is down or lacks its model."},
+        },
+        summary="Make a music video and return the MP4 (the prototype's contract).",
+    )
+    async def generate_content(body: GenerationRequest, request: Request) -> Response:
+        call = app.state.composer.Compose(
+            composer_pb2.ComposeRequest(request=wire.request_to_proto(body)), timeout=settings.request_timeout_s
+        )
+        try:
+            result = await _until_result(call, request)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if result is None:  # the HTTP client went away; the compose call was cancelled
+            return Response(status_code=499)
+        provenance = wire.provenance_to_dict(result.provenance)
+        return StreamingResponse(
+            _mp4_chunks(call),
+            media_type="video/mp4",
+            headers={
+                "Content-Length": str(result.size_bytes),
+                "Content-Disposition": f'inline; filename="tunereel-{provenance["seed"]}.mp4"',
+                "X-Tunereel-Seed": str(provenance["seed"]),
+                "X-Tunereel-Music-Model": quote(provenance["music_model_id"]),
+                "X-Tunereel-Video-Model": quote(provenance["video_model_id"]),
+                "X-Tunereel-Frames": str(result.frame_count),
+            },
+        )
+
+    @app.get("/healthz", summary="200 when the composer, music and video services all report SERVING.")
+    async def healthz() -> JSONResponse:
+        statuses = {}
+        for label, service in BACKEND_HEALTH_NAMES.items():
+            try:
+                reply = await app.state.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=3.0)
+                statuses[label] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as error:
+                statuses[label] = f"UNREACHABLE ({error.code().name})"
+        healthy = all(status == "SERVING" for status in statuses.values())
+        return JSONResponse({"status": "ok" if healthy else "unavailable", "services": statuses}, status_code=200 if healthy else 503)
+
+    @app.get("/v1/limits", summary="The request limits the server enforces (the UI mirrors them).")
+    async def limits() -> dict:
+        return LIMITS.model_dump()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(resources.files("tunereel.gateway").joinpath("static/index.html").read_text())
+
+    return app
+
+
+async def _until_result(call, request: Request) -> composer_pb2.ComposeResult | None:
+    """Read progress until the result header; cancel the call if the HTTP client disconnects meanwhile."""
+
+    async def watch_disconnect() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.25)
+        call.cancel()
+
+    watcher = asyncio.create_task(watch_disconnect())
+    try:
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                raise ComposerEndedEarly("the composer ended the stream without a result")
+            if message.WhichOneof("payload") == "result":
+                return message.result
+    except asyncio.CancelledError:
+        if call.cancelled():
+            return None
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def _mp4_chunks(call) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            if message.WhichOneof("payload") == "chunk":
+                yield message.chunk.data
+    finally:
+        call.cancel()

@@ -1,0 +1,247 @@
+"""Composer core: music and video streams in flight together, frames muxed as they arrive. No gRPC server here.
+
+compose(): pick the seed → start both backend streams → read each in its own thread into one queue → this thread
+alone feeds the muxer (frames as they come, the audio once it is mastered) → close the MP4 → return it with its
+provenance. A cancel flag or a failing backend stops both streams at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+import tunereel
+from tunereel import wire
+from tunereel.request import GenerationRequest
+from tunereel.streaming import Cancelled
+from tunereel.v1 import common_pb2, music_pb2, video_pb2
+
+from .backends import Backend, BackendFailure, Backends
+from .loudness import master
+from .muxer import AudioSpec, Mp4Muxer, MuxResult, VideoSpec
+
+log = logging.getLogger("tunereel.composer")
+
+ProgressSink = Callable[[common_pb2.Progress], None]
+
+
+@dataclass(frozen=True)
+class Composition:
+    path: Path
+    provenance: common_pb2.Provenance
+    mux: MuxResult
+    sample_rate: int
+
+
+class Composer:
+    def __init__(self, backends: Backends, work_dir: Path, *, backend_timeout: float = 3600.0):
+        self.backends = backends
+        self.work_dir = work_dir
+        self.backend_timeout = backend_timeout
+        work_dir.mkdir(parents=True, exist_ok=True)
+
+    def compose(
+        self,
+        request: GenerationRequest,
+        *,
+        on_progress: ProgressSink,
+        cancelled: threading.Event,
+        timeout: float | None = None,
+    ) -> Composition:
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+        frame_count = request.frame_count
+        deadline = min(timeout or self.backend_timeout, self.backend_timeout)
+
+        music_call = self.backends.music_stub.GenerateMusic(
+            music_pb2.GenerateMusicRequest(
+                prompt=request.music_prompt,
+                duration_seconds=request.exact_duration,
+                seed=seed,
+                model=request.music_model or "",
+            ),
+            timeout=deadline,
+        )
+        video_call = self.backends.video_stub.GenerateVideo(
+            video_pb2.GenerateVideoRequest(
+                prompt=request.video_prompt,
+                width=request.width,
+                height=request.height,
+                fps=request.fps,
+                num_frames=frame_count,
+                seed=seed,
+                model=request.video_model or "",
+            ),
+            timeout=deadline,
+        )
+        calls = (music_call, video_call)
+        inbox: queue.Queue = queue.Queue(maxsize=256)
+        readers = [
+            threading.Thread(target=_read, args=(self.backends.music, music_call, inbox), daemon=True, name="read-music"),
+            threading.Thread(target=_read, args=(self.backends.video, video_call, inbox), daemon=True, name="read-video"),
+        ]
+        for reader in readers:
+            reader.start()
+
+        path = self.work_dir / f"compose-{uuid.uuid4().hex}.mp4"
+        try:
+            return self._mux(request, seed, frame_count, path, inbox, on_progress, cancelled)
+        except BaseException:
+            for call in calls:
+                call.cancel()
+            path.unlink(missing_ok=True)
+            raise
+
+    def _mux(
+        self,
+        request: GenerationRequest,
+        seed: int,
+        frame_count: int,
+        path: Path,
+        inbox: queue.Queue,
+        on_progress: ProgressSink,
+        cancelled: threading.Event,
+    ) -> Composition:
+        music_header: music_pb2.AudioHeader | None = None
+        video_header: video_pb2.VideoHeader | None = None
+        assembler: wire.FrameAssembler | None = None
+        pcm_parts: list[np.ndarray] = []
+        audio_ready: np.ndarray | None = None
+        frames_ready: list[np.ndarray] = []  # usually one frame: they go to the encoder as soon as it is open
+        muxer: Mp4Muxer | None = None
+        frames_muxed = 0
+
+        try:
+            for source, message in _drain(inbox, cancelled):
+                kind = message.WhichOneof("payload") if message is not None else None
+                if kind == "progress":
+                    on_progress(message.progress)
+                elif source == "music" and kind == "header":
+                    music_header = message.header
+                elif source == "music" and kind == "chunk":
+                    pcm_parts.append(wire.pcm_from_bytes(message.chunk.pcm, music_header.channels))
+                elif source == "video" and kind == "header":
+                    video_header = message.header
+                    _check_video_header(video_header, request, frame_count)
+                    assembler = wire.FrameAssembler(video_header.width, video_header.height)
+                elif source == "video" and kind == "frame":
+                    frame = assembler.add(message.frame.frame_index, message.frame.offset, message.frame.data)
+                    if frame is not None:
+                        frames_ready.append(frame)
+                elif source == "music-done":
+                    pcm = _join_audio(pcm_parts, music_header)
+                    pcm_parts = []
+                    on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "mastering the audio"))
+                    audio_ready = master(pcm, music_header.sample_rate)
+                elif source == "video-done":
+                    done = assembler.frames_done if assembler else 0
+                    if done != frame_count:
+                        raise BackendFailure(
+                            grpc.StatusCode.INTERNAL, f"video service: sent {done} of {frame_count} frames"
+                        )
+
+                if muxer is None and music_header is not None and video_header is not None:
+                    provenance = _provenance(request, seed, music_header, video_header)
+                    muxer = Mp4Muxer(
+                        path,
+                        VideoSpec(width=video_header.width, height=video_header.height, fps=video_header.fps),
+                        AudioSpec(sample_rate=music_header.sample_rate, channels=music_header.channels),
+                        metadata={"comment": provenance_json(provenance)},
+                    )
+                if muxer is not None:
+                    if audio_ready is not None:
+                        muxer.add_audio(audio_ready)
+                        audio_ready = None
+                    for frame in frames_ready:
+                        muxer.add_frame(frame)
+                        frames_muxed += 1
+                        if frames_muxed % 8 == 0 or frames_muxed == frame_count:
+                            on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "encoding"))
+                    frames_ready.clear()
+
+            result = muxer.close()
+            muxer = None
+        finally:
+            if muxer is not None:
+                muxer.__exit__(Cancelled, Cancelled(), None)  # abandons and removes the partial file
+        on_progress(_progress(common_pb2.STAGE_DONE, 1.0, "done"))
+        return Composition(path=path, provenance=provenance, mux=result, sample_rate=music_header.sample_rate)
+
+
+def _read(backend: Backend, call, inbox: queue.Queue) -> None:
+    """Reader thread: every message of one backend stream into the shared inbox, then a done or error marker."""
+    try:
+        for message in call:
+            inbox.put((backend.name, message))
+        inbox.put((f"{backend.name}-done", None))
+    except grpc.RpcError as error:
+        inbox.put((f"{backend.name}-error", backend.failure(error)))
+
+
+def _drain(inbox: queue.Queue, cancelled: threading.Event) -> Iterator[tuple[str, object]]:
+    """Messages from both streams until both ended; raises on the first failure or on cancel."""
+    open_streams = {"music", "video"}
+    while open_streams:
+        if cancelled.is_set():
+            raise Cancelled("compose cancelled by the caller")
+        try:
+            source, message = inbox.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if source.endswith("-error"):
+            raise message
+        if source.endswith("-done"):
+            open_streams.discard(source.removesuffix("-done"))
+        yield source, message
+
+
+def _check_video_header(header: video_pb2.VideoHeader, request: GenerationRequest, frame_count: int) -> None:
+    expected = (request.width, request.height, request.fps, frame_count, "rgb24")
+    got = (header.width, header.height, header.fps, header.frame_count, header.pixel_format)
+    if got != expected:
+        raise BackendFailure(grpc.StatusCode.INTERNAL, f"video service: header {got} does not match the request {expected}")
+
+
+def _join_audio(parts: list[np.ndarray], header: music_pb2.AudioHeader | None) -> np.ndarray:
+    if header is None:
+        raise BackendFailure(grpc.StatusCode.INTERNAL, "music service: stream ended without a header")
+    pcm = np.concatenate(parts) if parts else np.zeros((0, header.channels), np.float32)
+    if len(pcm) != header.total_samples:
+        raise BackendFailure(
+            grpc.StatusCode.INTERNAL, f"music service: sent {len(pcm)} of {header.total_samples} samples"
+        )
+    return pcm
+
+
+def _progress(stage: int, fraction: float, message: str) -> common_pb2.Progress:
+    return common_pb2.Progress(
+        stage=stage, fraction=min(max(fraction, 0.0), 1.0), segment=0, total_segments=1, message=message
+    )
+
+
+def _provenance(
+    request: GenerationRequest, seed: int, music_header: music_pb2.AudioHeader, video_header: video_pb2.VideoHeader
+) -> common_pb2.Provenance:
+    effective = request.model_copy(update={"seed": seed})
+    return common_pb2.Provenance(
+        request=wire.request_to_proto(effective),
+        seed=seed,
+        music_model_id=music_header.model_id,
+        video_model_id=video_header.model_id,
+        music_prompt=request.music_prompt,
+        version=tunereel.__version__,
+    )
+
+
+def provenance_json(provenance: common_pb2.Provenance) -> str:
+    """The provenance as the JSON written into the MP4 (the same shape the HTTP API returns)."""
+    return json.dumps(wire.provenance_to_dict(provenance), sort_keys=True)

@@ -1,0 +1,79 @@
+"""The one request model: defaults, limits with field names, the music prompt, proto round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunereel import wire
+from tunereel.request import LIMITS, InvalidRequest, build_music_prompt, validate_request
+
+PROTOTYPE = {"genre": "pop", "duration": 3, "video_prompt": "A beautiful sunset over the ocean."}
+
+
+def test_prototype_body_gets_defaults():
+    request = validate_request(PROTOTYPE)
+    assert (request.width, request.height, request.fps) == (768, 512, 24)
+    assert request.frame_count == 72
+    assert request.seed is None and request.instruments == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"genre": ""}, "genre", "at least 1"),
+        ({"genre": "   "}, "genre", "at least 1"),
+        ({"video_prompt": ""}, "video_prompt", "at least 1"),
+        ({"duration": 0}, "duration", "greater than 0"),
+        ({"duration": -2}, "duration", "greater than 0"),
+        ({"duration": 600}, "duration", f"at most {LIMITS.max_duration_seconds:g} s"),
+        ({"duration": float("nan")}, "duration", "finite"),
+        ({"duration": "long"}, "duration", "valid number"),
+        ({"duration": 0.01}, "duration", "less than one frame"),
+        ({"duration": 9, "fps": 60}, "duration", "257 frames"),
+        ({"width": 100}, "width", "multiple of 32"),
+        ({"height": 32}, "height", "greater than or equal to 64"),
+        ({"fps": 0}, "fps", "greater than or equal to 8"),
+        ({"tempo_bpm": 500}, "tempo_bpm", "less than or equal to 240"),
+        ({"seed": -1}, "seed", "greater than or equal to 0"),
+        ({"instruments": ["piano"] * 11}, "instruments", "at most 10"),
+        ({"music_model": "../etc"}, "music_model", "pattern"),
+        ({"colour": "red"}, "colour", "unknown field"),
+    ],
+)
+def test_bad_fields_are_named(change, field, words):
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request({**PROTOTYPE, **change})
+    assert caught.value.field == field
+    assert words in caught.value.reason
+
+
+@pytest.mark.parametrize("missing", ["genre", "duration", "video_prompt"])
+def test_required_fields(missing):
+    body = dict(PROTOTYPE)
+    del body[missing]
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request(body)
+    assert caught.value.field == missing
+
+
+def test_music_prompt_built_in_one_place():
+    assert build_music_prompt("pop", None, None, []) == "pop"
+    assert build_music_prompt("jazz", "mellow", 90, ["piano"]) == "jazz, mellow, 90 bpm, with piano"
+    assert (
+        validate_request({**PROTOTYPE, "mood": "upbeat", "tempo_bpm": 120, "instruments": ["piano", "bass", "drums"]}).music_prompt
+        == "pop, upbeat, 120 bpm, with piano, bass and drums"
+    )
+
+
+def test_proto_round_trip_keeps_every_field():
+    request = validate_request(
+        {**PROTOTYPE, "mood": "calm", "tempo_bpm": 80, "instruments": ["harp"], "seed": 7, "width": 256, "height": 128,
+         "fps": 12, "music_model": "tiny", "video_model": "tiny"}
+    )
+    assert validate_request(wire.request_from_proto(wire.request_to_proto(request))) == request
+
+
+def test_proto_zero_means_default():
+    request = validate_request(PROTOTYPE)
+    back = validate_request(wire.request_from_proto(wire.request_to_proto(request.model_copy(update={"seed": None}))))
+    assert back.seed is None and back.tempo_bpm is None and back.width == 768

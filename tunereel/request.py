@@ -1,0 +1,185 @@
+"""The one request model: validated once, shared by the gateway (HTTP JSON) and the composer (gRPC).
+
+Limits live here as named constants, and every error names the field and the allowed range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "GenerationRequest",
+    "InvalidRequest",
+    "validate_request",
+    "build_music_prompt",
+    "LIMITS",
+]
+
+
+class Limits(BaseModel):
+    """Explicit limits of a request. Data, so the UI and the docs can show them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_duration_seconds: float = 10.0  # one model pass; longer output is made in segments (separate issue)
+    max_frames_per_pass: int = 257  # LTX-Video's per-pass limit
+    min_size: int = 64
+    max_size: int = 1280
+    size_multiple: int = 32  # LTX-Video's VAE compresses space by 32
+    min_fps: int = 8
+    max_fps: int = 60
+    min_tempo_bpm: int = 40
+    max_tempo_bpm: int = 240
+    max_seed: int = 2**32 - 1
+    max_instruments: int = 10
+
+
+LIMITS = Limits()
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+PresetName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+
+
+class GenerationRequest(BaseModel):
+    """A music-video request: the prototype's three fields plus optional controls."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    genre: NonEmpty = Field(max_length=200, description="Music genre, e.g. 'pop'.", examples=["pop"])
+    duration: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        description=f"Seconds of video, > 0 and ≤ {LIMITS.max_duration_seconds:g}.",
+        examples=[3],
+    )
+    video_prompt: NonEmpty = Field(
+        max_length=1000, description="What the video shows.", examples=["A beautiful sunset over the ocean."]
+    )
+    mood: str | None = Field(default=None, max_length=100, description="Mood of the music, e.g. 'upbeat'.")
+    tempo_bpm: int | None = Field(
+        default=None, ge=LIMITS.min_tempo_bpm, le=LIMITS.max_tempo_bpm, description="Tempo in beats per minute."
+    )
+    instruments: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]] = Field(
+        default_factory=list, max_length=LIMITS.max_instruments, description="Instruments to feature."
+    )
+    seed: int | None = Field(default=None, ge=0, le=LIMITS.max_seed, description="Seed; omitted means random.")
+    width: int = Field(default=768, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.")
+    height: int = Field(default=512, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.")
+    fps: int = Field(default=24, ge=LIMITS.min_fps, le=LIMITS.max_fps, description="Frames per second.")
+    music_model: PresetName | None = Field(default=None, description="Music preset; omitted means the served one.")
+    video_model: PresetName | None = Field(default=None, description="Video preset; omitted means the served one.")
+
+    @field_validator("duration")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        if value > LIMITS.max_duration_seconds:
+            raise ValueError(
+                f"must be at most {LIMITS.max_duration_seconds:g} s (got {value:g}): "
+                "this version makes each video in one model pass"
+            )
+        return value
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value % LIMITS.size_multiple:
+            raise ValueError(f"must be a multiple of {LIMITS.size_multiple} (got {value})")
+        return value
+
+    @field_validator("mood")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _fits_one_pass(self) -> GenerationRequest:
+        if self.frame_count < 1:
+            raise ValueError(f"duration: {self.duration} s at {self.fps} fps is less than one frame")
+        if self.frame_count > LIMITS.max_frames_per_pass:
+            raise ValueError(
+                f"duration: {self.duration:g} s at {self.fps} fps is {self.frame_count} frames; "
+                f"at most {LIMITS.max_frames_per_pass} frames are supported (one model pass)"
+            )
+        return self
+
+    @property
+    def frame_count(self) -> int:
+        """Exact number of video frames; the audio has the same length."""
+        return round(self.duration * self.fps)
+
+    @property
+    def exact_duration(self) -> float:
+        """Duration snapped to whole frames: what the MP4 really lasts."""
+        return self.frame_count / self.fps
+
+    @property
+    def music_prompt(self) -> str:
+        return build_music_prompt(self.genre, self.mood, self.tempo_bpm, self.instruments)
+
+
+def build_music_prompt(genre: str, mood: str | None, tempo_bpm: int | None, instruments: list[str]) -> str:
+    """The single place where the musical fields become MusicGen's text prompt."""
+    parts = [genre.strip()]
+    if mood:
+        parts.append(mood.strip())
+    if tempo_bpm:
+        parts.append(f"{tempo_bpm} bpm")
+    if instruments:
+        names = [name.strip() for name in instruments]
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        parts.append(f"with {listed}")
+    return ", ".join(parts)
+
+
+class InvalidRequest(ValueError):
+    """A request broke a rule; `field` names the offending field (dotted path) and `reason` says why."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+    @classmethod
+    def from_validation_error(cls, error: ValidationError) -> InvalidRequest:
+        return cls.from_validation_error_list(error.errors(include_url=False))
+
+    @classmethod
+    def from_validation_error_list(cls, errors: Sequence[dict[str, Any]]) -> InvalidRequest:
+        """The first problem of a pydantic error list (FastAPI hands the list over as is)."""
+        first = errors[0] if errors else {"msg": "invalid request"}
+        return cls(_field_of(first), _reason_of(first))
+
+
+def _field_of(err: dict[str, Any]) -> str:
+    loc = [str(part) for part in err.get("loc", ()) if part != "body"]
+    if not loc and err.get("type") == "value_error":
+        # model-level rules put the field name first in the message ("duration: ...")
+        message = str(err.get("msg", ""))
+        head = message.removeprefix("Value error, ").split(":", 1)[0]
+        if head in GenerationRequest.model_fields:
+            return head
+    return ".".join(loc)
+
+
+def _reason_of(err: dict[str, Any]) -> str:
+    message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    field = _field_of(err)
+    if field and message.startswith(field + ": "):
+        message = message[len(field) + 2 :]
+    if err.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return message
+
+
+def validate_request(data: dict[str, Any]) -> GenerationRequest:
+    """Validate a plain dict into a GenerationRequest, raising InvalidRequest with the first problem."""
+    try:
+        return GenerationRequest.model_validate(data)
+    except ValidationError as error:
+        raise InvalidRequest.from_validation_error(error) from None

@@ -1,0 +1,292 @@
+"""Random-weight "tiny" MusicGen and LTX-Video models, built offline.
+
+No model hub is reachable here, so tests and the offline `make run` use models of the *same classes* as the real
+checkpoints, built from small configs, saved with `save_pretrained` and loaded back through the normal
+`from_pretrained(folder)` path. What must match the real models is kept: MusicGen's 32 kHz EnCodec at 50 frames per
+second with 4 delayed codebooks; LTX's VAE compression (32x spatial, 8x temporal), its 128-token T5 prompt and its
+scheduler config. Everything else is shrunk so a CPU runs it in seconds. Outputs are noise, never music or video.
+
+    python -m tunereel.tiny --models-dir models/    # builds both (if missing) and prints their folders
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+MUSICGEN_DIRNAME = "tiny-musicgen"
+LTX_DIRNAME = "tiny-ltx"
+
+# Marker written last into a finished build; a folder without it is never treated as a model.
+_DONE = ".tiny-complete"
+
+# One small word list serves both tokenizers; any other word maps to <unk> (never an error), digits split one by one.
+_WORDS = """
+a an and the of with in on at to by for from into over under through while as is are
+pop rock jazz blues classical electronic edm house techno ambient hip hop rap lofi lo-fi funk soul disco metal punk
+folk country reggae latin cinematic orchestral piano drums guitar bass synth strings violin cello brass saxophone
+trumpet flute choir vocals beat upbeat calm happy sad dark bright energetic chill relaxing epic dreamy melancholic
+slow fast bpm tempo music song video camera city night day sunset sunrise sea ocean forest mountain sky sun rain
+snow street car people dancing dance light lights neon aerial shot close-up wide slow-motion motion moving flying
+""".split()
+_PUNCT = list(",.:;!?-'\"()")
+_DIGITS = list("0123456789")
+
+# ---------------------------------------------------------------------------------------------------------------
+# MusicGen (transformers MusicgenForConditionalGeneration), shaped like facebook/musicgen-small.
+# ---------------------------------------------------------------------------------------------------------------
+_MUSICGEN_CODEBOOK_SIZE = 128  # the real one has 2048; the decoder's pad/bos id must equal it (one past the codes)
+
+MUSICGEN_TEXT_ENCODER = dict(  # T5 encoder; the real one is t5-base
+    model_type="t5",
+    vocab_size=None,  # filled in from the tokenizer
+    d_model=32,
+    d_kv=8,
+    d_ff=64,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=8,
+    dropout_rate=0.0,
+    feed_forward_proj="relu",
+)
+MUSICGEN_AUDIO_ENCODER = dict(  # EnCodec; only decode() runs at generation time
+    model_type="encodec",
+    sampling_rate=32000,
+    audio_channels=1,
+    upsampling_ratios=[8, 5, 4, 4],  # hop 640 samples -> 50 frames per second, as the real model
+    target_bandwidths=[2.2],  # 2.2 kbps at 50 Hz x 11 bits -> 4 codebooks, as the real model
+    codebook_size=_MUSICGEN_CODEBOOK_SIZE,
+    hidden_size=16,
+    codebook_dim=16,
+    num_filters=4,
+    num_residual_layers=1,
+    num_lstm_layers=1,
+    norm_type="weight_norm",
+    use_conv_shortcut=False,
+    normalize=False,
+    use_causal_conv=False,
+    pad_mode="reflect",
+    chunk_length_s=None,
+    overlap=None,
+)
+MUSICGEN_DECODER = dict(
+    vocab_size=_MUSICGEN_CODEBOOK_SIZE,
+    num_codebooks=4,
+    audio_channels=1,
+    hidden_size=32,
+    ffn_dim=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=2048,
+    dropout=0.0,
+    pad_token_id=_MUSICGEN_CODEBOOK_SIZE,
+    bos_token_id=_MUSICGEN_CODEBOOK_SIZE,
+)
+# As facebook/musicgen-*'s generation_config.json: sampling, top-k 250, CFG 3.0, max 1500 steps (30 s at 50 Hz).
+MUSICGEN_GENERATION = dict(
+    do_sample=True,
+    top_k=250,
+    guidance_scale=3.0,
+    max_length=1500,
+    pad_token_id=_MUSICGEN_CODEBOOK_SIZE,
+    bos_token_id=_MUSICGEN_CODEBOOK_SIZE,
+    decoder_start_token_id=_MUSICGEN_CODEBOOK_SIZE,
+)
+
+# ---------------------------------------------------------------------------------------------------------------
+# LTX-Video (diffusers LTXPipeline), shaped like Lightricks/LTX-Video.
+# ---------------------------------------------------------------------------------------------------------------
+_LTX_LATENT_CHANNELS = 8  # the real one has 128
+
+LTX_TEXT_ENCODER = dict(  # T5 encoder; the real one is t5-v1_1-xxl (d_model 4096)
+    vocab_size=None,  # filled in from the tokenizer
+    d_model=32,
+    d_kv=8,
+    d_ff=64,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=8,
+    dropout_rate=0.0,
+    feed_forward_proj="gated-gelu",
+)
+LTX_TRANSFORMER = dict(
+    in_channels=_LTX_LATENT_CHANNELS,
+    out_channels=_LTX_LATENT_CHANNELS,
+    patch_size=1,
+    patch_size_t=1,
+    num_attention_heads=2,
+    attention_head_dim=8,
+    cross_attention_dim=16,
+    num_layers=1,
+    caption_channels=32,  # = the text encoder's d_model
+)
+LTX_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=_LTX_LATENT_CHANNELS,
+    # patch_size 4 x three 2x spatio-temporal stages = 32x spatial and 8x temporal compression, as the real VAE.
+    patch_size=4,
+    patch_size_t=1,
+    spatio_temporal_scaling=(True, True, True, False),
+    decoder_spatio_temporal_scaling=(True, True, True, False),
+    block_out_channels=(8, 8, 8, 8),
+    decoder_block_out_channels=(8, 8, 8, 8),
+    layers_per_block=(0, 0, 0, 0, 0),
+    decoder_layers_per_block=(0, 0, 0, 0, 0),  # no resnets: decode time is most of a tiny run
+    decoder_inject_noise=(False, False, False, False, False),
+    timestep_conditioning=False,
+    encoder_causal=True,
+    decoder_causal=False,
+)
+# As the diffusers conversion script writes LTX-Video's scheduler (resolution-dependent shift, terminal sigma 0.1).
+LTX_SCHEDULER = dict(
+    num_train_timesteps=1000,
+    shift=1.0,
+    use_dynamic_shifting=True,
+    base_shift=0.95,
+    max_shift=2.05,
+    base_image_seq_len=1024,
+    max_image_seq_len=4096,
+    shift_terminal=0.1,
+)
+LTX_MAX_PROMPT_TOKENS = 128  # LTXPipeline encodes prompts to 128 tokens
+
+
+def _tokenizer(model_max_length: int):
+    """A real `T5Tokenizer` (the class both checkpoints use) over a small word vocabulary, built offline.
+
+    transformers 5's T5Tokenizer accepts a Unigram vocabulary directly. Words are "▁word" pieces; anything not in
+    the list falls back to <unk>. Ids follow T5's layout: <pad>=0, </s>=1, <unk>=2.
+    """
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("▁" + w, -1.0) for w in dict.fromkeys(_WORDS)]
+    vocab += [(p, -2.0) for p in _PUNCT + _DIGITS] + [("▁", -3.0)]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
+
+
+@torch.no_grad()
+def _make_codec_audible(codec) -> None:
+    """Make a random EnCodec decode different codes to different, noise-like audio at about -20 dBFS.
+
+    At random init its codebooks are zeros (every code decodes alike) and its weight-norm gains are tiny, so the
+    output would be a fixed bias pattern with a DC offset. Give the codebooks random vectors, drop the decoder
+    biases, and scale each top-level conv so its output has unit variance on random codes (the last one: 0.1).
+    """
+    for layer in codec.quantizer.layers:
+        layer.codebook.embed.normal_()
+        layer.codebook.embed_avg.copy_(layer.codebook.embed)
+    for module in codec.decoder.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)) and module.bias is not None:
+            module.bias.zero_()
+    codes = torch.randint(codec.config.codebook_size, (len(codec.quantizer.layers), 1, 200))
+    hidden = codec.quantizer.decode(codes)
+    last = len(codec.decoder.layers) - 1
+    for i, layer in enumerate(codec.decoder.layers):
+        conv = getattr(layer, "conv", None)
+        if conv is not None:  # weight norm: weight = g * v / |v|, so scaling g scales the (bias-free) output
+            target = 0.1 if i == last else 1.0
+            conv.parametrizations.weight.original0.mul_(target / layer(hidden).std())
+        hidden = layer(hidden)
+
+
+def build_tiny_musicgen(out_dir: Path, seed: int = 0) -> Path:
+    """Save a random-weight MusicGen model + processor into `out_dir`; returns `out_dir`."""
+    from transformers import (
+        EncodecFeatureExtractor,
+        GenerationConfig,
+        MusicgenConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenProcessor,
+    )
+
+    out_dir = Path(out_dir)
+    tokenizer = _tokenizer(model_max_length=512)
+    config = MusicgenConfig(
+        text_encoder={**MUSICGEN_TEXT_ENCODER, "vocab_size": len(tokenizer)},
+        audio_encoder=MUSICGEN_AUDIO_ENCODER,
+        decoder=MUSICGEN_DECODER,
+    )
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(config).eval()
+    _make_codec_audible(model.audio_encoder)
+    model.generation_config = GenerationConfig(**MUSICGEN_GENERATION)
+    model.save_pretrained(out_dir)
+
+    features = EncodecFeatureExtractor(feature_size=1, sampling_rate=32000, padding_value=0.0)
+    MusicgenProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_ltx(out_dir: Path, seed: int = 0) -> Path:
+    """Save a random-weight LTX-Video pipeline into `out_dir`; returns `out_dir`."""
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    out_dir = Path(out_dir)
+    tokenizer = _tokenizer(model_max_length=LTX_MAX_PROMPT_TOKENS)
+    torch.manual_seed(seed)
+    pipe = LTXPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER),
+        vae=AutoencoderKLLTXVideo(**LTX_VAE).eval(),
+        text_encoder=T5EncoderModel(T5Config(**{**LTX_TEXT_ENCODER, "vocab_size": len(tokenizer)})).eval(),
+        tokenizer=tokenizer,
+        transformer=LTXVideoTransformer3DModel(**LTX_TRANSFORMER).eval(),
+    )
+    pipe.save_pretrained(out_dir)
+    return out_dir
+
+
+_BUILDERS = {"musicgen": (MUSICGEN_DIRNAME, build_tiny_musicgen), "ltx": (LTX_DIRNAME, build_tiny_ltx)}
+
+
+def ensure_tiny_models(models_dir: Path) -> dict[str, Path]:
+    """Build each tiny model that `models_dir` lacks; returns {"musicgen": folder, "ltx": folder}.
+
+    Each build goes to a private temporary folder inside `models_dir` and is renamed into place only when complete,
+    so a killed build leaves only a stray temp folder, and two concurrent builders both succeed (the loser of the
+    rename discards its copy: builds are deterministic, so the copies are identical).
+    """
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, (dirname, build) in _BUILDERS.items():
+        final = models_dir / dirname
+        if not (final / _DONE).exists():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=models_dir))
+            try:
+                build(tmp)
+                (tmp / _DONE).touch()
+                try:
+                    os.rename(tmp, final)  # atomic; fails if `final` exists (built concurrently, or a stale folder)
+                except OSError:
+                    if not (final / _DONE).exists():
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        paths[key] = final
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tunereel.tiny", description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, required=True, help="folder to build the tiny models into")
+    args = parser.parse_args(argv)
+    for key, path in ensure_tiny_models(args.models_dir).items():
+        print(f"{key}\t{path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

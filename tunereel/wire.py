@@ -1,0 +1,134 @@
+"""Conversions between Python values and the tunereel.v1 wire types: requests, PCM and frames.
+
+Every service uses these, so the byte layouts promised in protos/ are written down once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from tunereel.request import GenerationRequest, validate_request
+from tunereel.v1 import common_pb2
+
+__all__ = [
+    "FRAME_CHUNK_BYTES",
+    "AUDIO_CHUNK_SAMPLES",
+    "request_to_proto",
+    "request_from_proto",
+    "provenance_to_dict",
+    "pcm_to_bytes",
+    "pcm_from_bytes",
+    "split_frame",
+    "FrameAssembler",
+]
+
+# 1 MiB keeps every message far below gRPC's 4 MiB default; a 768x512 RGB frame (1.18 MB) takes two chunks.
+FRAME_CHUNK_BYTES = 1 << 20
+# One second of 32 kHz audio per message (128 KB as float32 mono).
+AUDIO_CHUNK_SAMPLES = 32_000
+
+
+def request_to_proto(request: GenerationRequest) -> common_pb2.GenerationRequest:
+    message = common_pb2.GenerationRequest(
+        genre=request.genre,
+        duration_seconds=request.duration,
+        video_prompt=request.video_prompt,
+        mood=request.mood or "",
+        instruments=request.instruments,
+        width=request.width,
+        height=request.height,
+        fps=request.fps,
+        music_model=request.music_model or "",
+        video_model=request.video_model or "",
+    )
+    if request.tempo_bpm is not None:
+        message.tempo_bpm = request.tempo_bpm
+    if request.seed is not None:
+        message.seed = request.seed
+    return message
+
+
+def request_from_proto(message: common_pb2.GenerationRequest) -> dict:
+    """The proto as the plain dict the request model validates (zero means "default" for sizes and fps)."""
+    data: dict = {
+        "genre": message.genre,
+        "duration": message.duration_seconds,
+        "video_prompt": message.video_prompt,
+        "mood": message.mood or None,
+        "instruments": list(message.instruments),
+        "music_model": message.music_model or None,
+        "video_model": message.video_model or None,
+    }
+    if message.HasField("tempo_bpm"):
+        data["tempo_bpm"] = message.tempo_bpm
+    if message.HasField("seed"):
+        data["seed"] = message.seed
+    for name in ("width", "height", "fps"):
+        if getattr(message, name):
+            data[name] = getattr(message, name)
+    return data
+
+
+def provenance_to_dict(provenance: common_pb2.Provenance) -> dict:
+    """Plain JSON-ready provenance: the request in the HTTP API's own field names, numbers as numbers."""
+    return {
+        "request": validate_request(request_from_proto(provenance.request)).model_dump(),
+        "seed": provenance.seed,
+        "music_model_id": provenance.music_model_id,
+        "video_model_id": provenance.video_model_id,
+        "music_prompt": provenance.music_prompt,
+        "version": provenance.version,
+    }
+
+
+def pcm_to_bytes(pcm: np.ndarray) -> bytes:
+    """(samples, channels) float → interleaved float32 little-endian bytes."""
+    return np.ascontiguousarray(pcm, dtype="<f4").tobytes()
+
+
+def pcm_from_bytes(data: bytes, channels: int) -> np.ndarray:
+    """Interleaved float32 little-endian bytes → (samples, channels) float32 array (a copy, writable)."""
+    return np.frombuffer(data, dtype="<f4").reshape(-1, channels).astype(np.float32)
+
+
+def split_frame(frame: np.ndarray, chunk_bytes: int = FRAME_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """Yield (offset, bytes) pieces of one HxWx3 uint8 frame."""
+    data = memoryview(np.ascontiguousarray(frame, dtype=np.uint8)).cast("B")
+    for offset in range(0, len(data), chunk_bytes):
+        yield offset, bytes(data[offset : offset + chunk_bytes])
+
+
+class FrameAssembler:
+    """Rebuilds whole frames from FrameChunk pieces, checking order and sizes."""
+
+    def __init__(self, width: int, height: int):
+        self.shape = (height, width, 3)
+        self.frame_bytes = width * height * 3
+        self._buffer = bytearray(self.frame_bytes)
+        self._index = 0
+        self._filled = 0
+
+    def add(self, frame_index: int, offset: int, data: bytes) -> np.ndarray | None:
+        """Add a piece; returns the frame once its last byte arrived, else None."""
+        if frame_index != self._index or offset != self._filled:
+            raise ValueError(
+                f"frame chunk out of order: got frame {frame_index} offset {offset}, "
+                f"expected frame {self._index} offset {self._filled}"
+            )
+        end = offset + len(data)
+        if end > self.frame_bytes:
+            raise ValueError(f"frame {frame_index} is larger than {self.frame_bytes} bytes")
+        self._buffer[offset:end] = data
+        self._filled = end
+        if end < self.frame_bytes:
+            return None
+        frame = np.frombuffer(bytes(self._buffer), dtype=np.uint8).reshape(self.shape)
+        self._index += 1
+        self._filled = 0
+        return frame
+
+    @property
+    def frames_done(self) -> int:
+        return self._index
