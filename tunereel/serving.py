@@ -29,6 +29,7 @@ class GrpcServer:
         self.health = health_servicer
         self.service_names = list(service_names)
         self.port = port
+        self.servicer: object | None = None  # the main servicer, for introspection and tests
 
     def set_status(self, status: int, service: str | None = None) -> None:
         for name in [service] if service is not None else ["", *self.service_names]:

@@ -40,7 +40,7 @@ _DIGITS = list("0123456789")
 # ---------------------------------------------------------------------------------------------------------------
 # MusicGen (transformers MusicgenForConditionalGeneration), shaped like facebook/musicgen-small.
 # ---------------------------------------------------------------------------------------------------------------
-_MUSICGEN_CODEBOOK_SIZE = 128  # the real one has 2048; the decoder's pad/bos id must equal it (one past the codes)
+_MUSICGEN_CODEBOOK_SIZE = 2048  # as the real one: 11 bits x 4 codebooks x 50 Hz = 2.2 kbps; pad/bos id = 2048
 
 MUSICGEN_TEXT_ENCODER = dict(  # T5 encoder; the real one is t5-base
     model_type="t5",
@@ -54,7 +54,7 @@ MUSICGEN_TEXT_ENCODER = dict(  # T5 encoder; the real one is t5-base
     dropout_rate=0.0,
     feed_forward_proj="relu",
 )
-MUSICGEN_AUDIO_ENCODER = dict(  # EnCodec; only decode() runs at generation time
+MUSICGEN_AUDIO_ENCODER = dict(  # EnCodec: decodes the generated codes (encodes audio prompts)
     model_type="encodec",
     sampling_rate=32000,
     audio_channels=1,
@@ -252,31 +252,35 @@ _BUILDERS = {"musicgen": (MUSICGEN_DIRNAME, build_tiny_musicgen), "ltx": (LTX_DI
 
 
 def ensure_tiny_models(models_dir: Path) -> dict[str, Path]:
-    """Build each tiny model that `models_dir` lacks; returns {"musicgen": folder, "ltx": folder}.
-
-    Each build goes to a private temporary folder inside `models_dir` and is renamed into place only when complete,
-    so a killed build leaves only a stray temp folder, and two concurrent builders both succeed (the loser of the
-    rename discards its copy: builds are deterministic, so the copies are identical).
-    """
+    """Build each tiny model that `models_dir` lacks; returns {"musicgen": folder, "ltx": folder}. Idempotent."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for key, (dirname, build) in _BUILDERS.items():
-        final = models_dir / dirname
-        if not (final / _DONE).exists():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}.", dir=models_dir))
-            try:
-                build(tmp)
-                (tmp / _DONE).touch()
-                try:
-                    os.rename(tmp, final)  # atomic; fails if `final` exists (built concurrently, or a stale folder)
-                except OSError:
-                    if not (final / _DONE).exists():
-                        raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        paths[key] = final
+        paths[key] = models_dir / dirname
+        if not (paths[key] / _DONE).exists():
+            _build_atomically(build, paths[key])
     return paths
+
+
+def _build_atomically(build, final: Path) -> None:
+    """Build into a private temp folder next to `final`, then rename it into place in one step.
+
+    A killed build leaves only a hidden `.<name>.*` temp folder, never a partial `final`. Two concurrent builders
+    both succeed: the loser of the rename drops its copy (builds are deterministic, so the copies are identical).
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        build(tmp)
+        (tmp / _DONE).touch()
+        tmp.chmod(0o755)  # mkdtemp makes it 0700; services may run as other users
+        try:
+            os.rename(tmp, final)  # atomic; fails when `final` already exists
+        except OSError:
+            if not (final / _DONE).exists():
+                raise RuntimeError(f"{final} exists but is not a complete tiny-model build; remove it") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None) -> int:

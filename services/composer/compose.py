@@ -27,8 +27,7 @@ from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2, music_pb2, video_pb2
 
 from .backends import Backend, BackendFailure, Backends
-from .loudness import master
-from .muxer import AudioSpec, Mp4Muxer, MuxResult, VideoSpec
+from .muxer import AudioSpec, Mp4Muxer, MuxResult, VideoSpec, master_for_aac
 
 log = logging.getLogger("tunereel.composer")
 
@@ -141,7 +140,7 @@ class Composer:
                     pcm = _join_audio(pcm_parts, music_header)
                     pcm_parts = []
                     on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "mastering the audio"))
-                    audio_ready = master(pcm, music_header.sample_rate)
+                    audio_ready = master_for_aac(pcm, AudioSpec(sample_rate=music_header.sample_rate, channels=music_header.channels))
                 elif source == "video-done":
                     done = assembler.frames_done if assembler else 0
                     if done != frame_count:
@@ -172,7 +171,7 @@ class Composer:
             muxer = None
         finally:
             if muxer is not None:
-                muxer.__exit__(Cancelled, Cancelled(), None)  # abandons and removes the partial file
+                muxer.abort()  # removes the partial file
         on_progress(_progress(common_pb2.STAGE_DONE, 1.0, "done"))
         return Composition(path=path, provenance=provenance, mux=result, sample_rate=music_header.sample_rate)
 

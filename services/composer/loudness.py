@@ -225,7 +225,7 @@ def master(
 
     1. Raised-cosine fade-out over min(fade_out_s, a quarter of the clip).
     2. Gain to `target_lufs` integrated loudness.
-    3. Look-ahead true-peak limiter (gain reduction from the 4x oversampled peak envelope, smooth dB-linear attack
+    3. Look-ahead true-peak limiter (gain reduction from the 4x oversampled peak envelope, smooth exponential attack
        and release; not a clipper) with its ceiling at `max_true_peak_dbtp - headroom_db` (-1.5 dBTP by default) so
        the peak still holds after AAC encoding.
     4. Limiting lowers the loudness, so re-measure and re-apply gain + limiter (a few passes) until both hold:

@@ -123,6 +123,7 @@ def serve(preset: str, *, host: str, port: int, models_dir: Path | None) -> Grpc
     server = start_server(
         lambda s: music_pb2_grpc.add_MusicServiceServicer_to_server(servicer, s), [SERVICE_NAME], host=host, port=port
     )
+    server.servicer = servicer
     servicer.load(models_dir)
     server.set_serving(servicer.pipeline is not None)
     return server

@@ -55,7 +55,7 @@ class VideoPipeline:
     def from_preset(cls, preset: VideoPreset, models_dir: Path | None = None) -> VideoPipeline:
         source = resolve_source(preset.source, models_dir)
         device = pick_device()
-        pipe = load_offline(LTXPipeline.from_pretrained, source, torch_dtype=pick_dtype(preset.dtype, device))
+        pipe = load_offline(LTXPipeline.from_pretrained, source, dtype=pick_dtype(preset.dtype, device))
         pipe.to(device)
         # Decoding hundreds of frames at once would need tens of GB; tiles bound it.
         pipe.vae.enable_tiling()
