@@ -17,12 +17,15 @@ class Cancelled(Exception):
     """The caller cancelled; the work stopped early."""
 
 
-def events_from_thread(work: Callable[[Callable[[T], None]], None], *, name: str = "work") -> Iterator[T]:
+def events_from_thread(
+    work: Callable[[Callable[[T], None]], None], *, name: str = "work", cancelled: threading.Event | None = None
+) -> Iterator[T]:
     """Yield what `work(emit)` emits, in order, while it runs in its own thread.
 
     An exception raised by `work` is re-raised here after the events emitted before it. If the consumer stops
     early (the generator is closed, e.g. the RPC was cancelled), the next `emit` raises Cancelled in the worker,
-    so the work unwinds instead of blocking on a full queue forever.
+    so the work unwinds instead of blocking on a full queue forever; so does a set `cancelled` flag (the RPC's
+    cancel callback), which gRPC raises well before it closes the generator.
     """
     events: queue.Queue = queue.Queue(maxsize=64)  # bounded: a slow consumer slows the producer, memory stays flat
     abandoned = threading.Event()
@@ -30,7 +33,7 @@ def events_from_thread(work: Callable[[Callable[[T], None]], None], *, name: str
 
     def emit(item: Any) -> None:
         while True:
-            if abandoned.is_set():
+            if abandoned.is_set() or (cancelled is not None and cancelled.is_set()):
                 raise Cancelled("the consumer stopped reading")
             try:
                 events.put(item, timeout=0.1)
@@ -44,10 +47,13 @@ def events_from_thread(work: Callable[[Callable[[T], None]], None], *, name: str
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
             failure.append(error)
         finally:
-            try:
-                emit(_DONE)
-            except Cancelled:
-                pass
+            abandoned_or_done = abandoned.is_set()
+            while not abandoned_or_done:
+                try:
+                    events.put(_DONE, timeout=0.1)
+                    abandoned_or_done = True
+                except queue.Full:
+                    abandoned_or_done = abandoned.is_set()
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()

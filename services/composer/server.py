@@ -6,6 +6,7 @@ import argparse
 import logging
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -54,14 +55,22 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
                 )
             )
 
+        started = time.monotonic()
+        log.info("compose: %d frames at %dx%d", generation.frame_count, generation.width, generation.height)
         try:
-            yield from events_from_thread(work, name="compose")
+            yield from events_from_thread(work, name="compose", cancelled=cancelled)
         except BackendFailure as failure:
+            log.warning("compose failed after %.1f s: %s %s", time.monotonic() - started, failure.code.name, failure.message)
             context.abort(failure.code, failure.message)
         except Cancelled:
+            log.info("compose cancelled after %.1f s", time.monotonic() - started)
             context.abort(grpc.StatusCode.CANCELLED, "compose cancelled")
+        except GeneratorExit:  # the caller cancelled: gRPC stopped reading this stream
+            log.info("compose cancelled by the caller after %.1f s", time.monotonic() - started)
+            raise
         finally:
             self.slots.release()
+        log.info("compose done in %.1f s", time.monotonic() - started)
 
         result = composition[0]
         try:

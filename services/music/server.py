@@ -96,10 +96,16 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
                     )
                 )
 
+        def logged_work(emit) -> None:
+            try:
+                work(emit)
+            except Cancelled:
+                log.info("generation cancelled by the caller")
+                raise
+
         try:
-            yield from events_from_thread(work, name="musicgen")
+            yield from events_from_thread(logged_work, name="musicgen", cancelled=cancelled)
         except Cancelled:
-            log.info("generation cancelled by the caller")
             context.abort(grpc.StatusCode.CANCELLED, "music generation cancelled")
 
 

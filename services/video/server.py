@@ -102,10 +102,16 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                         )
                     )
 
+        def logged_work(emit) -> None:
+            try:
+                work(emit)
+            except Cancelled:
+                log.info("generation cancelled by the caller")
+                raise
+
         try:
-            yield from events_from_thread(work, name="ltx")
+            yield from events_from_thread(logged_work, name="ltx", cancelled=cancelled)
         except Cancelled:
-            log.info("generation cancelled by the caller")
             context.abort(grpc.StatusCode.CANCELLED, "video generation cancelled")
 
 

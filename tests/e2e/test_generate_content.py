@@ -146,3 +146,18 @@ def test_backend_down_gives_503_not_a_hang(stack, client, backend):
     finally:
         stack.start_service(backend)
         stack.wait_ready()
+
+
+def test_http_client_disconnect_cancels_the_backends(stack):
+    video_log = stack.log_dir / "video.log"
+    music_log = stack.log_dir / "music.log"
+    marks = video_log.read_text().count("cancelled by the caller")
+    body = {**PROTOTYPE, "duration": 10}
+    with pytest.raises(httpx.ReadTimeout):
+        # the client gives up after 2 s and closes its connection mid-request
+        httpx.post(stack.gateway_url + "/generate_content", json=body, timeout=httpx.Timeout(2.0, connect=5.0))
+    deadline = time.monotonic() + 20
+    while video_log.read_text().count("cancelled by the caller") == marks and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert video_log.read_text().count("cancelled by the caller") > marks, "video kept generating"
+    assert "Traceback" not in music_log.read_text()

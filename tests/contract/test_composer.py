@@ -1,0 +1,182 @@
+"""Contract tests of ComposerService on in-process backends: concurrency, cancel propagation, status codes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from tunereel import wire
+from tunereel.channels import open_channel
+from tunereel.composer import server as composer_server
+from tunereel.music import server as music_server
+from tunereel.request import validate_request
+from tunereel.v1 import composer_pb2, composer_pb2_grpc
+from tunereel.video import server as video_server
+
+
+class Recorder:
+    """Wraps a pipeline: records when each call ran and how many steps it made; can slow each step down."""
+
+    def __init__(self, pipeline, step_delay: float = 0.0):
+        self.pipeline = pipeline
+        self.step_delay = step_delay
+        self.calls: list[dict] = []
+
+    def __getattr__(self, name):
+        return getattr(self.pipeline, name)
+
+    def __call__(self, *args, on_step=None, **kwargs):
+        record = {"start": time.monotonic(), "steps": 0, "total": None, "end": None}
+        self.calls.append(record)
+
+        def step(done, total):
+            record["steps"], record["total"] = done, total
+            if self.step_delay:
+                time.sleep(self.step_delay)
+            if on_step:
+                on_step(done, total)
+
+        try:
+            return self.pipeline(*args, on_step=step, **kwargs)
+        finally:
+            record["end"] = time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def system(models_dir, tmp_path_factory):
+    music = music_server.serve("tiny", host="127.0.0.1", port=0, models_dir=models_dir)
+    video = video_server.serve("tiny", host="127.0.0.1", port=0, models_dir=models_dir)
+    music.servicer.pipeline = Recorder(music.servicer.pipeline)
+    video.servicer.pipeline = Recorder(video.servicer.pipeline)
+    composer, mirror = composer_server.serve(
+        host="127.0.0.1",
+        port=0,
+        music_target=f"127.0.0.1:{music.port}",
+        video_target=f"127.0.0.1:{video.port}",
+        work_dir=tmp_path_factory.mktemp("work"),
+        max_concurrent=1,
+    )
+    channel = open_channel(f"127.0.0.1:{composer.port}")
+    deadline = time.monotonic() + 30
+    health = health_pb2_grpc.HealthStub(channel)
+    while health.Check(health_pb2.HealthCheckRequest(service="")).status != health_pb2.HealthCheckResponse.SERVING:
+        assert time.monotonic() < deadline, "composer never reported SERVING"
+        time.sleep(0.1)
+    yield {
+        "music": music,
+        "video": video,
+        "composer": composer,
+        "channel": channel,
+        "stub": composer_pb2_grpc.ComposerServiceStub(channel),
+    }
+    mirror.stop()
+    channel.close()
+    for server in (composer, music, video):
+        server.stop(0)
+
+
+def _request(**fields):
+    body = {"genre": "pop", "duration": 2, "video_prompt": "a sunset", "width": 256, "height": 256, **fields}
+    return composer_pb2.ComposeRequest(request=wire.request_to_proto(validate_request(body)))
+
+
+def test_stream_layout_and_both_backends_in_flight_together(system):
+    music_calls = system["music"].servicer.pipeline.calls
+    video_calls = system["video"].servicer.pipeline.calls
+    before = len(music_calls), len(video_calls)
+    messages = list(system["stub"].Compose(_request(duration=3, seed=5), timeout=120))
+
+    kinds = [m.WhichOneof("payload") for m in messages]
+    first_result = kinds.index("result")
+    assert set(kinds[:first_result]) == {"progress"}
+    assert set(kinds[first_result + 1 :]) == {"chunk"} and kinds.count("result") == 1
+    result = messages[first_result].result
+    chunks = [m.chunk for m in messages[first_result + 1 :]]
+    assert sum(len(c.data) for c in chunks) == result.size_bytes
+    assert [c.offset for c in chunks] == [sum(len(c.data) for c in chunks[:i]) for i in range(len(chunks))]
+    assert result.frame_count == 72 and result.duration_seconds == pytest.approx(3.0)
+    assert result.provenance.seed == 5 and result.provenance.music_model_id == "tiny-musicgen"
+    stages = {m.progress.stage for m in messages if m.WhichOneof("payload") == "progress"}
+    assert {2, 3, 4, 5} <= stages  # MUSIC, VIDEO, MUX, DONE
+
+    music, video = music_calls[before[0]], video_calls[before[1]]
+    # Both generations ran at the same time: each started before the other ended.
+    assert music["start"] < video["end"] and video["start"] < music["end"]
+    overlap = min(music["end"], video["end"]) - max(music["start"], video["start"])
+    print(f"music {music['end'] - music['start']:.2f} s, video {video['end'] - video['start']:.2f} s, overlap {overlap:.2f} s")
+    assert overlap > 0
+
+
+def test_cancel_reaches_both_backends_and_stops_them(system):
+    music_pipeline = system["music"].servicer.pipeline
+    video_pipeline = system["video"].servicer.pipeline
+    music_pipeline.step_delay = video_pipeline.step_delay = 0.05  # slow models: both still busy when we cancel
+    try:
+        call = system["stub"].Compose(_request(duration=10, width=768, height=512), timeout=300)
+        seen = set()
+        for message in call:
+            if message.WhichOneof("payload") == "progress" and message.progress.step > 0:
+                seen.add(message.progress.stage)
+            if {2, 3} <= seen:
+                break
+        call.cancel()
+        locks = [system[name].servicer.turnstile._lock for name in ("music", "video")]
+        deadline = time.monotonic() + 15
+        while any(lock.locked() for lock in locks) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(lock.locked() for lock in locks), "a backend kept generating after the cancel"
+        music_call, video_call = music_pipeline.calls[-1], video_pipeline.calls[-1]
+        assert music_call["steps"] < music_call["total"]
+        assert video_call["steps"] < video_call["total"]
+    finally:
+        music_pipeline.step_delay = video_pipeline.step_delay = 0.0
+
+
+def test_invalid_argument_names_the_field(system):
+    bad = composer_pb2.ComposeRequest(request=wire.request_to_proto(validate_request({"genre": "pop", "duration": 1, "video_prompt": "x"})))
+    bad.request.width = 100
+    with pytest.raises(grpc.RpcError) as caught:
+        list(system["stub"].Compose(bad, timeout=30))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("width:")
+    empty = composer_pb2.ComposeRequest()
+    with pytest.raises(grpc.RpcError) as caught:
+        list(system["stub"].Compose(empty, timeout=30))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_deadline_exceeded(system):
+    with pytest.raises(grpc.RpcError) as caught:
+        list(system["stub"].Compose(_request(duration=10, width=768, height=512), timeout=0.5))
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    lock = system["video"].servicer.turnstile._lock
+    deadline = time.monotonic() + 15
+    while lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not lock.locked()
+
+
+def test_resource_exhausted_when_full(system):
+    system["music"].servicer.pipeline.step_delay = 0.02
+    try:
+        first = system["stub"].Compose(_request(duration=5), timeout=120)
+        next(iter(first))  # the first composition holds the only slot
+        with pytest.raises(grpc.RpcError) as caught:
+            list(system["stub"].Compose(_request(duration=1), timeout=30))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        first.cancel()
+    finally:
+        system["music"].servicer.pipeline.step_delay = 0.0
+
+
+def test_health_and_reflection(system):
+    health = health_pb2_grpc.HealthStub(system["channel"])
+    for service in ("", "tunereel.v1.ComposerService", "tunereel.v1.MusicService", "tunereel.v1.VideoService"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+    services = set(ProtoReflectionDescriptorDatabase(system["channel"]).get_services())
+    assert {"tunereel.v1.ComposerService", "grpc.health.v1.Health"} <= services
