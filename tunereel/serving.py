@@ -111,3 +111,8 @@ class Turnstile:
 
     def leave(self) -> None:
         self._lock.release()
+
+    @property
+    def busy(self) -> bool:
+        """True while a generation holds the model."""
+        return self._lock.locked()

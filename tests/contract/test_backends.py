@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from tunereel import wire
 from tunereel.channels import open_channel
+from tunereel.serving import Turnstile
 from tunereel.music import server as music_server
 from tunereel.v1 import music_pb2, music_pb2_grpc, video_pb2, video_pb2_grpc
 from tunereel.video import server as video_server
@@ -152,12 +153,12 @@ def test_cancel_stops_the_video_backend(video):
     for message in call:
         if message.WhichOneof("payload") == "progress" and message.progress.step >= 1:
             break
-    assert servicer_lock.locked()  # generation is running
+    assert servicer_lock.busy  # generation is running
     call.cancel()
     deadline = time.monotonic() + 20
-    while servicer_lock.locked() and time.monotonic() < deadline:
+    while servicer_lock.busy and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not servicer_lock.locked(), "the pipeline kept running after the cancel"
+    assert not servicer_lock.busy, "the pipeline kept running after the cancel"
 
 
 def test_cancel_stops_the_music_backend(music):
@@ -173,15 +174,14 @@ def test_cancel_stops_the_music_backend(music):
                 break
     call.cancel()
     deadline = time.monotonic() + 20
-    while servicer_lock.locked() and time.monotonic() < deadline:
+    while servicer_lock.busy and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not servicer_lock.locked()
+    assert not servicer_lock.busy
     assert steps_seen < total
 
 
-def _turnstile_lock(server) -> threading.Lock:
-    servicer = server.servicer
-    return servicer.turnstile._lock
+def _turnstile_lock(server) -> Turnstile:
+    return server.servicer.host.turnstile
 
 
 @pytest.mark.parametrize("fixture", ["music", "video"])

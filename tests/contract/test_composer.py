@@ -51,8 +51,8 @@ class Recorder:
 def system(models_dir, tmp_path_factory):
     music = music_server.serve("tiny", host="127.0.0.1", port=0, models_dir=models_dir)
     video = video_server.serve("tiny", host="127.0.0.1", port=0, models_dir=models_dir)
-    music.servicer.pipeline = Recorder(music.servicer.pipeline)
-    video.servicer.pipeline = Recorder(video.servicer.pipeline)
+    music.servicer.host.pipeline = Recorder(music.servicer.host.pipeline)
+    video.servicer.host.pipeline = Recorder(video.servicer.host.pipeline)
     composer, mirror = composer_server.serve(
         host="127.0.0.1",
         port=0,
@@ -86,8 +86,8 @@ def _request(**fields):
 
 
 def test_stream_layout_and_both_backends_in_flight_together(system):
-    music_calls = system["music"].servicer.pipeline.calls
-    video_calls = system["video"].servicer.pipeline.calls
+    music_calls = system["music"].servicer.host.pipeline.calls
+    video_calls = system["video"].servicer.host.pipeline.calls
     before = len(music_calls), len(video_calls)
     messages = list(system["stub"].Compose(_request(duration=3, seed=5), timeout=120))
 
@@ -113,8 +113,8 @@ def test_stream_layout_and_both_backends_in_flight_together(system):
 
 
 def test_cancel_reaches_both_backends_and_stops_them(system):
-    music_pipeline = system["music"].servicer.pipeline
-    video_pipeline = system["video"].servicer.pipeline
+    music_pipeline = system["music"].servicer.host.pipeline
+    video_pipeline = system["video"].servicer.host.pipeline
     music_pipeline.step_delay = video_pipeline.step_delay = 0.05  # slow models: both still busy when we cancel
     try:
         call = system["stub"].Compose(_request(duration=10, width=768, height=512), timeout=300)
@@ -125,11 +125,11 @@ def test_cancel_reaches_both_backends_and_stops_them(system):
             if {2, 3} <= seen:
                 break
         call.cancel()
-        locks = [system[name].servicer.turnstile._lock for name in ("music", "video")]
+        locks = [system[name].servicer.host.turnstile for name in ("music", "video")]
         deadline = time.monotonic() + 15
-        while any(lock.locked() for lock in locks) and time.monotonic() < deadline:
+        while any(lock.busy for lock in locks) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not any(lock.locked() for lock in locks), "a backend kept generating after the cancel"
+        assert not any(lock.busy for lock in locks), "a backend kept generating after the cancel"
         music_call, video_call = music_pipeline.calls[-1], video_pipeline.calls[-1]
         assert music_call["steps"] < music_call["total"]
         assert video_call["steps"] < video_call["total"]
@@ -154,15 +154,15 @@ def test_deadline_exceeded(system):
     with pytest.raises(grpc.RpcError) as caught:
         list(system["stub"].Compose(_request(duration=10, width=768, height=512), timeout=0.5))
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    lock = system["video"].servicer.turnstile._lock
+    lock = system["video"].servicer.host.turnstile
     deadline = time.monotonic() + 15
-    while lock.locked() and time.monotonic() < deadline:
+    while lock.busy and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not lock.locked()
+    assert not lock.busy
 
 
 def test_resource_exhausted_when_full(system):
-    system["music"].servicer.pipeline.step_delay = 0.02
+    system["music"].servicer.host.pipeline.step_delay = 0.02
     try:
         first = system["stub"].Compose(_request(duration=5), timeout=120)
         next(iter(first))  # the first composition holds the only slot
@@ -171,7 +171,7 @@ def test_resource_exhausted_when_full(system):
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         first.cancel()
     finally:
-        system["music"].servicer.pipeline.step_delay = 0.0
+        system["music"].servicer.host.pipeline.step_delay = 0.0
 
 
 def test_health_and_reflection(system):

@@ -1,0 +1,129 @@
+"""What the music and video services share: one model per replica, loaded at start, one generation at a time,
+streamed as header → progress/data messages, stopped by the caller's cancel. Each service adds only its model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from tunereel.loading import ModelMissing
+from tunereel.presets import UnknownPreset, default_models_dir
+from tunereel.serving import GrpcServer, Turnstile, start_server
+from tunereel.streaming import Cancelled, events_from_thread
+from tunereel.v1 import common_pb2
+
+__all__ = ["ModelHost", "progress", "serve_model", "model_main"]
+
+P = TypeVar("P")  # the pipeline type
+R = TypeVar("R")  # what one generation returns
+
+
+def progress(stage: int, fraction: float, step: int = 0, total_steps: int = 0, message: str = "") -> common_pb2.Progress:
+    return common_pb2.Progress(
+        stage=stage,
+        fraction=min(max(float(fraction), 0.0), 1.0),
+        step=step,
+        total_steps=total_steps,
+        segment=0,
+        total_segments=1,
+        message=message,
+    )
+
+
+class ModelHost(Generic[P]):
+    def __init__(self, kind: str, preset_name: str, load: Callable[[str, Path | None], P]):
+        self.kind = kind
+        self.preset_name = preset_name
+        self._load = load
+        self.pipeline: P | None = None
+        self.load_error: str | None = "model is still loading"
+        self.turnstile = Turnstile()
+        self.log = logging.getLogger(f"tunereel.{kind}")
+
+    def load(self, models_dir: Path | None) -> None:
+        try:
+            self.pipeline = self._load(self.preset_name, models_dir)
+            self.load_error = None
+        except (ModelMissing, UnknownPreset) as error:
+            self.load_error = getattr(error, "message", None) or str(error)
+            self.log.error("%s model not loaded: %s", self.kind, self.load_error)
+
+    def ready_pipeline(self, requested_model: str, context: grpc.ServicerContext) -> P:
+        """The loaded pipeline, or the call ends with FAILED_PRECONDITION saying why there is none."""
+        if self.pipeline is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{self.kind} service: {self.load_error}")
+        if requested_model and requested_model != self.preset_name:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model: this {self.kind} service serves preset {self.preset_name!r}, not {requested_model!r}",
+            )
+        return self.pipeline
+
+    def stream(
+        self,
+        context: grpc.ServicerContext,
+        header: Any,
+        generate: Callable[[Callable[[Any], None], threading.Event], R],
+        pieces: Callable[[R], Iterable[Any]],
+        queued: Any,
+    ) -> Iterator[Any]:
+        """header, then whatever `generate(emit, cancelled)` emits while it holds the model, then `pieces(result)`.
+
+        The caller's cancel sets `cancelled`; generate must watch it (the pipelines do, once per step).
+        """
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)
+        yield header
+
+        def work(emit: Callable[[Any], None]) -> None:
+            try:
+                if not self.turnstile.enter(cancelled, lambda: emit(queued)):
+                    raise Cancelled()
+                try:
+                    result = generate(emit, cancelled)
+                finally:
+                    self.turnstile.leave()
+                for piece in pieces(result):
+                    emit(piece)
+            except Cancelled:
+                self.log.info("generation cancelled by the caller")
+                raise
+
+        try:
+            yield from events_from_thread(work, name=self.kind, cancelled=cancelled)
+        except Cancelled:
+            context.abort(grpc.StatusCode.CANCELLED, f"{self.kind} generation cancelled")
+
+
+def serve_model(
+    servicer: Any, add_to_server: Callable[[Any, grpc.Server], None], service_name: str, *, host: str, port: int,
+    models_dir: Path | None,
+) -> GrpcServer:
+    """Start the server at once (health NOT_SERVING, so probes answer while weights load), load, then SERVING."""
+    server = start_server(lambda s: add_to_server(servicer, s), [service_name], host=host, port=port)
+    server.servicer = servicer
+    servicer.host.load(models_dir)
+    server.set_serving(servicer.host.pipeline is not None)
+    return server
+
+
+def model_main(
+    kind: str, description: str, default_port: int, serve: Callable[..., GrpcServer], argv: list[str] | None
+) -> int:
+    parser = argparse.ArgumentParser(prog=f"tunereel-{kind}", description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port)
+    parser.add_argument("--preset", default="tiny", help=f"{kind} preset name (see tunereel.presets)")
+    parser.add_argument("--models-dir", type=Path, default=None, help="folder of local model folders (tiny)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {kind} %(levelname)s %(message)s")
+    server = serve(args.preset, host=args.host, port=args.port, models_dir=args.models_dir or default_models_dir())
+    logging.getLogger(f"tunereel.{kind}").info("%s on %s:%d (preset %s)", description, args.host, server.port, args.preset)
+    server.wait_for_signals()
+    return 0
