@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
+	mkdir -p tunereel/v1  # the generated package's folder must exist for the editable install
 	$(PIP) install -q -e ".[dev]"
 	touch $(STAMP)
 

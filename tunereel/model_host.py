@@ -121,9 +121,14 @@ def model_main(
     parser.add_argument("--port", type=int, default=default_port)
     parser.add_argument("--preset", default="tiny", help=f"{kind} preset name (see tunereel.presets)")
     parser.add_argument("--models-dir", type=Path, default=None, help="folder of local model folders (tiny)")
+    parser.add_argument(
+        "--weights", default=None, help="load the preset's settings with these weights: a local folder or a hub id"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {kind} %(levelname)s %(message)s")
-    server = serve(args.preset, host=args.host, port=args.port, models_dir=args.models_dir or default_models_dir())
+    server = serve(
+        args.preset, host=args.host, port=args.port, models_dir=args.models_dir or default_models_dir(), weights=args.weights
+    )
     logging.getLogger(f"tunereel.{kind}").info("%s on %s:%d (preset %s)", description, args.host, server.port, args.preset)
     server.wait_for_signals()
     return 0

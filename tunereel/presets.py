@@ -7,7 +7,7 @@ or, for `tiny`, a folder under the models directory built offline by `python -m 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = [
@@ -81,18 +81,22 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
 }
 
 
-def music_preset(name: str) -> MusicPreset:
+def music_preset(name: str, weights: str | None = None) -> MusicPreset:
+    """A music preset by name; `weights` (a folder or hub id) replaces where its weights come from."""
     try:
-        return MUSIC_PRESETS[name]
+        preset = MUSIC_PRESETS[name]
     except KeyError:
         raise UnknownPreset("music", name, list(MUSIC_PRESETS)) from None
+    return replace(preset, source=weights) if weights else preset
 
 
-def video_preset(name: str) -> VideoPreset:
+def video_preset(name: str, weights: str | None = None) -> VideoPreset:
+    """A video preset by name; `weights` (a folder or hub id) replaces where its weights come from."""
     try:
-        return VIDEO_PRESETS[name]
+        preset = VIDEO_PRESETS[name]
     except KeyError:
         raise UnknownPreset("video", name, list(VIDEO_PRESETS)) from None
+    return replace(preset, source=weights) if weights else preset
 
 
 def default_models_dir() -> Path:

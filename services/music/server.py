@@ -18,9 +18,9 @@ SERVICE_NAME = music_pb2.DESCRIPTOR.services_by_name["MusicService"].full_name
 
 
 class MusicServicer(music_pb2_grpc.MusicServiceServicer):
-    def __init__(self, preset_name: str):
+    def __init__(self, preset_name: str, weights: str | None = None):
         self.host: ModelHost[MusicPipeline] = ModelHost(
-            "music", preset_name, lambda name, models_dir: MusicPipeline.from_preset(music_preset(name), models_dir)
+            "music", preset_name, lambda name, models_dir: MusicPipeline.from_preset(music_preset(name, weights), models_dir)
         )
 
     def GenerateMusic(self, request: music_pb2.GenerateMusicRequest, context: grpc.ServicerContext):
@@ -71,9 +71,9 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
         )
 
 
-def serve(preset: str, *, host: str, port: int, models_dir: Path | None) -> GrpcServer:
+def serve(preset: str, *, host: str, port: int, models_dir: Path | None, weights: str | None = None) -> GrpcServer:
     return serve_model(
-        MusicServicer(preset), music_pb2_grpc.add_MusicServiceServicer_to_server, SERVICE_NAME,
+        MusicServicer(preset, weights), music_pb2_grpc.add_MusicServiceServicer_to_server, SERVICE_NAME,
         host=host, port=port, models_dir=models_dir,
     )  # fmt: skip
 

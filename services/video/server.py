@@ -18,9 +18,9 @@ SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 
 
 class VideoServicer(video_pb2_grpc.VideoServiceServicer):
-    def __init__(self, preset_name: str):
+    def __init__(self, preset_name: str, weights: str | None = None):
         self.host: ModelHost[VideoPipeline] = ModelHost(
-            "video", preset_name, lambda name, models_dir: VideoPipeline.from_preset(video_preset(name), models_dir)
+            "video", preset_name, lambda name, models_dir: VideoPipeline.from_preset(video_preset(name, weights), models_dir)
         )
 
     def GenerateVideo(self, request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext):
@@ -80,9 +80,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         )
 
 
-def serve(preset: str, *, host: str, port: int, models_dir: Path | None) -> GrpcServer:
+def serve(preset: str, *, host: str, port: int, models_dir: Path | None, weights: str | None = None) -> GrpcServer:
     return serve_model(
-        VideoServicer(preset), video_pb2_grpc.add_VideoServiceServicer_to_server, SERVICE_NAME,
+        VideoServicer(preset, weights), video_pb2_grpc.add_VideoServiceServicer_to_server, SERVICE_NAME,
         host=host, port=port, models_dir=models_dir,
     )  # fmt: skip
 

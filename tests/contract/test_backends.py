@@ -211,3 +211,17 @@ def test_missing_weights_give_failed_precondition_with_instructions(tmp_path, mo
     finally:
         channel.close()
         server.stop(0)
+
+
+def test_preset_settings_with_weights_from_a_local_folder(models_dir):
+    server = music_server.serve(
+        "small", host="127.0.0.1", port=0, models_dir=None, weights=str(models_dir / "tiny-musicgen")
+    )
+    channel = open_channel(f"127.0.0.1:{server.port}")
+    try:
+        header = next(iter(music_pb2_grpc.MusicServiceStub(channel).GenerateMusic(
+            music_pb2.GenerateMusicRequest(prompt="pop", duration_seconds=0.5, model="small"), timeout=30))).header
+        assert header.model_id == "tiny-musicgen"
+    finally:
+        channel.close()
+        server.stop(0)
