@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+import sys
+
 import uvicorn
+
+from tunereel.auth import ApiKeys, InsecureBinding, refuse_open_binding
 
 from .app import GatewaySettings, create_app
 
@@ -15,7 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--composer", default="127.0.0.1:50050", help="ComposerService target")
     args = parser.parse_args(argv)
-    app = create_app(GatewaySettings(composer_target=args.composer))
+    keys = ApiKeys.from_env()
+    try:
+        refuse_open_binding(args.host, keys, "the gateway")
+    except InsecureBinding as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    app = create_app(GatewaySettings(composer_target=args.composer, api_keys=keys))
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -14,18 +14,21 @@ from importlib import resources
 from urllib.parse import quote
 
 import grpc
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import tunereel
 from tunereel import wire
+from tunereel.auth import ApiKeys
 from tunereel.channels import open_aio_channel
 from tunereel.request import LIMITS, GenerationRequest, InvalidRequest
-from tunereel.v1 import composer_pb2, composer_pb2_grpc
+from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
 
-from . import errors
+from . import errors, jobs
+from .security import caller_metadata
 
 COMPOSER_SERVICE = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
 BACKEND_HEALTH_NAMES = {
@@ -39,6 +42,7 @@ BACKEND_HEALTH_NAMES = {
 class GatewaySettings:
     composer_target: str = "127.0.0.1:50050"
     request_timeout_s: float = 3600.0  # deadline for one /generate_content call, end to end
+    api_keys: ApiKeys = ApiKeys()  # TUNEREEL_API_KEYS: when set, /generate_content and /v1 need a Bearer key
 
 
 class ComposerEndedEarly(Exception):
@@ -52,6 +56,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         channel = open_aio_channel(settings.composer_target)
         app.state.composer = composer_pb2_grpc.ComposerServiceStub(channel)
+        app.state.jobs = jobs_pb2_grpc.JobServiceStub(channel)
         app.state.health = health_pb2_grpc.HealthStub(channel)
         try:
             yield
@@ -64,7 +69,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="Genre + duration + video prompt → an MP4 music video.",
         lifespan=lifespan,
     )
+    app.state.api_keys = settings.api_keys
+    app.include_router(jobs.router)
     app.add_exception_handler(grpc.aio.AioRpcError, errors.on_rpc_error)
+    app.add_exception_handler(StarletteHTTPException, errors.on_http_error)
     app.add_exception_handler(InvalidRequest, errors.on_invalid_request)
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
 
@@ -79,9 +87,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         },
         summary="Make a music video and return the MP4 (the prototype's contract).",
     )
-    async def generate_content(body: GenerationRequest, request: Request) -> Response:
+    async def generate_content(
+        body: GenerationRequest, request: Request, metadata: list = Depends(caller_metadata)
+    ) -> Response:
         call = app.state.composer.Compose(
-            composer_pb2.ComposeRequest(request=wire.request_to_proto(body)), timeout=settings.request_timeout_s
+            composer_pb2.ComposeRequest(request=wire.request_to_proto(body)),
+            timeout=settings.request_timeout_s,
+            metadata=metadata,
         )
         try:
             result = await _until_result(call, request)

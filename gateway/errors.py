@@ -6,11 +6,12 @@ import grpc
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunereel.request import InvalidRequest
 
 GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,  # the composer's own checks; the gateway's model answers 422 first
     grpc.StatusCode.OUT_OF_RANGE: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
@@ -38,6 +39,10 @@ async def on_rpc_error(request: Request, error: grpc.aio.AioRpcError) -> JSONRes
     status = GRPC_TO_HTTP.get(code, 502)  # anything else is a backend fault, reported as a bad gateway
     headers = {"Retry-After": "5"} if status in (429, 503) else None
     return JSONResponse(error_body(error.details() or code.name, code=code.name), status_code=status, headers=headers)
+
+
+async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse(error_body(str(error.detail)), status_code=error.status_code, headers=error.headers)
 
 
 async def on_invalid_request(request: Request, error: InvalidRequest) -> JSONResponse:

@@ -31,8 +31,11 @@ def free_port() -> int:
 class LocalStack:
     models_dir: Path
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tunereel-logs-")))
+    data_dir: Path | None = None  # job store and results; kept across restarts (defaults to log_dir/data)
     music_preset: str = "tiny"
     video_preset: str = "tiny"
+    composer_args: list[str] = field(default_factory=list)  # extra flags, e.g. ["--lease-seconds", "5"]
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for every service
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -41,6 +44,7 @@ class LocalStack:
         for name in ("music", "video", "composer", "gateway"):
             self.ports.setdefault(name, free_port())
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.data_dir or self.log_dir / "data"
 
     @property
     def gateway_url(self) -> str:
@@ -60,7 +64,7 @@ class LocalStack:
             return [
                 *py, "tunereel.composer.server", *port,
                 "--music", self.target("music"), "--video", self.target("video"),
-                "--work-dir", str(self.log_dir / "composer-work"),
+                "--data-dir", str(self.data_dir), *self.composer_args,
             ]  # fmt: skip
         if name == "gateway":
             return [*py, "tunereel.gateway", *port, "--composer", self.target("composer")]
@@ -68,7 +72,7 @@ class LocalStack:
 
     def start_service(self, name: str) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child's lifetime
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **self.env}
         process = subprocess.Popen(self.command(name), stdout=log, stderr=subprocess.STDOUT, env=env)
         self.processes[name] = process
         return process
@@ -131,10 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--music-preset", default="tiny")
     parser.add_argument("--video-preset", default="tiny")
     parser.add_argument("--log-dir", type=Path, default=Path(".cache/tunereel/logs"))
+    parser.add_argument("--data-dir", type=Path, default=Path(".cache/tunereel/data"), help="jobs and results")
     args = parser.parse_args(argv)
     stack = LocalStack(
         models_dir=args.models_dir.resolve(),
         log_dir=args.log_dir.resolve(),
+        data_dir=args.data_dir.resolve(),
         music_preset=args.music_preset,
         video_preset=args.video_preset,
         ports={"gateway": args.port},

@@ -85,6 +85,7 @@ class ModelHost(Generic[P]):
             try:
                 if not self.turnstile.enter(cancelled, lambda: emit(queued)):
                     raise Cancelled()
+                self.log.info("generation started")
                 try:
                     result = generate(emit, cancelled)
                 finally:

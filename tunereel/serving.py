@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tunereel.auth import ApiKeyInterceptor, ApiKeys, refuse_open_binding
 from tunereel.channels import MESSAGE_LIMIT_BYTES
 
 __all__ = ["GrpcServer", "start_server", "Turnstile", "SERVING", "NOT_SERVING"]
@@ -64,10 +65,18 @@ def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
     max_workers: int = 16,
+    api_keys: ApiKeys | None = None,
 ) -> GrpcServer:
-    """pool → servicers → health → reflection → port → start. Health starts NOT_SERVING."""
+    """pool → servicers → health → reflection → port → start. Health starts NOT_SERVING.
+
+    With API keys (TUNEREEL_API_KEYS), every call but health and reflection needs one; without keys the server
+    refuses to bind beyond loopback.
+    """
+    api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
+    refuse_open_binding(host, api_keys, "this gRPC server")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[ApiKeyInterceptor(api_keys)],
         options=[
             ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
             ("grpc.max_receive_message_length", MESSAGE_LIMIT_BYTES),

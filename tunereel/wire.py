@@ -18,6 +18,7 @@ __all__ = [
     "request_to_proto",
     "request_from_proto",
     "provenance_to_dict",
+    "job_to_dict",
     "pcm_to_bytes",
     "pcm_from_bytes",
     "split_frame",
@@ -80,6 +81,35 @@ def provenance_to_dict(provenance: common_pb2.Provenance) -> dict:
         "video_model_id": provenance.video_model_id,
         "music_prompt": provenance.music_prompt,
         "version": provenance.version,
+    }
+
+
+JOB_STATE_NAMES = {1: "queued", 2: "running", 3: "succeeded", 4: "failed", 5: "canceled"}
+STAGE_NAMES = {0: None, 1: "queued", 2: "music", 3: "video", 4: "mux", 5: "done"}
+
+
+def job_to_dict(job) -> dict:
+    """A tunereel.v1.Job as the HTTP API and webhooks show it."""
+
+    def when(field: str) -> str | None:
+        return getattr(job, field).ToJsonString() if job.HasField(field) else None
+
+    return {
+        "id": job.id,
+        "state": JOB_STATE_NAMES[job.state],
+        "progress": round(job.progress, 4),
+        "stage": STAGE_NAMES.get(job.stage),
+        "queue_position": job.queue_position,
+        "eta_seconds": job.eta_seconds if job.HasField("eta_seconds") else None,
+        "created_at": when("create_time"),
+        "started_at": when("start_time"),
+        "ended_at": when("end_time"),
+        "request": validate_request(request_from_proto(job.request)).model_dump(),
+        "provenance": provenance_to_dict(job.provenance) if job.HasField("provenance") else None,
+        "error": job.error or None,
+        "attempts": job.attempts,
+        "result_size_bytes": job.result_size_bytes or None,
+        "webhook_url": job.webhook_url or None,
     }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tunereel.auth import bearer_metadata
 from tunereel.channels import open_channel
 from tunereel.serving import NOT_SERVING, SERVING, GrpcServer
 from tunereel.v1 import music_pb2, music_pb2_grpc, video_pb2, video_pb2_grpc
@@ -57,7 +58,8 @@ class Backend:
 
 
 class Backends:
-    def __init__(self, music_target: str, video_target: str):
+    def __init__(self, music_target: str, video_target: str, api_key: str | None = None):
+        self.metadata = bearer_metadata(api_key)
         self.music = Backend("music", music_target, MUSIC_SERVICE, open_channel(music_target))
         self.video = Backend("video", video_target, VIDEO_SERVICE, open_channel(video_target))
         self.music_stub = music_pb2_grpc.MusicServiceStub(self.music.channel)
@@ -75,7 +77,11 @@ class HealthMirror:
     when the composer and both backends are, so one Check against the composer answers for the whole system.
     """
 
-    def __init__(self, backends: Backends, server: GrpcServer, own_service: str, interval: float = 1.0):
+    def __init__(
+        self, backends: Backends, server: GrpcServer, own_service: str, interval: float = 1.0,
+        extra_services: list[str] | None = None,
+    ):  # fmt: skip
+        self.extra_services = extra_services or []
         self.backends = backends
         self.server = server
         self.own_service = own_service
@@ -84,7 +90,8 @@ class HealthMirror:
         self._thread = threading.Thread(target=self._run, name="health-mirror", daemon=True)
 
     def start(self) -> None:
-        self.server.set_status(SERVING, self.own_service)
+        for service in (self.own_service, *self.extra_services):
+            self.server.set_status(SERVING, service)
         self.server.set_status(NOT_SERVING, "")
         self._thread.start()
 

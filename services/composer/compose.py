@@ -69,6 +69,7 @@ class Composer:
                 model=request.music_model or "",
             ),
             timeout=deadline,
+            metadata=self.backends.metadata,
         )
         video_call = self.backends.video_stub.GenerateVideo(
             video_pb2.GenerateVideoRequest(
@@ -81,6 +82,7 @@ class Composer:
                 model=request.video_model or "",
             ),
             timeout=deadline,
+            metadata=self.backends.metadata,
         )
         calls = (music_call, video_call)
         inbox: queue.Queue = queue.Queue(maxsize=256)

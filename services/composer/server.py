@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
+import os
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from tunereel import wire
+from tunereel.auth import ApiKeys, InsecureBinding
 from tunereel.request import InvalidRequest, validate_request
 from tunereel.serving import GrpcServer, start_server
 from tunereel.streaming import Cancelled, events_from_thread
-from tunereel.v1 import composer_pb2, composer_pb2_grpc
+from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
 
 from .backends import BackendFailure, Backends, HealthMirror
 from .compose import Composer, Composition
+from .job_service import SERVICE_NAME as JOB_SERVICE_NAME
+from .job_service import JobServicer
+from .jobs import JobRunner, JobSettings
+from .store import JobStore, sqlite_url
 
 log = logging.getLogger("tunereel.composer")
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
@@ -95,42 +102,122 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
 
 
 def serve(
-    *, host: str, port: int, music_target: str, video_target: str, work_dir: Path, max_concurrent: int = 2
-) -> tuple[GrpcServer, HealthMirror]:
-    backends = Backends(music_target, video_target)
-    servicer = ComposerServicer(Composer(backends, work_dir), max_concurrent=max_concurrent)
-    server = start_server(
-        lambda s: composer_pb2_grpc.add_ComposerServiceServicer_to_server(servicer, s),
-        [SERVICE_NAME],
-        host=host,
-        port=port,
+    *,
+    host: str,
+    port: int,
+    music_target: str,
+    video_target: str,
+    data_dir: Path,
+    database_url: str | None = None,
+    max_concurrent: int = 2,
+    job_workers: int = 1,
+    max_queue: int = 100,
+    max_attempts: int = 5,
+    lease_seconds: float = 30.0,
+    retry_base_seconds: float = 1.0,
+    retention_hours: float = 168.0,
+    webhook_hosts: frozenset[str] = frozenset(),
+    webhook_secret: str = "",
+    api_keys: ApiKeys | None = None,
+) -> Composed:
+    """Composer, job service and job workers on one port; health mirrors the backends."""
+    api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = JobSettings(
+        data_dir=data_dir,
+        workers=job_workers,
+        retry_base_seconds=retry_base_seconds,
+        retention_seconds=retention_hours * 3600.0,
+        webhook_secret=webhook_secret,
     )
-    mirror = HealthMirror(backends, server, SERVICE_NAME)
+    store = JobStore(
+        database_url or sqlite_url(data_dir), max_queue=max_queue, max_attempts=max_attempts, lease_seconds=lease_seconds
+    )
+    store.migrate()
+    backends = Backends(music_target, video_target, api_key=api_keys.any_key)
+    composer = Composer(backends, settings.work_dir)
+    servicer = ComposerServicer(composer, max_concurrent=max_concurrent)
+    jobs = JobServicer(store, api_keys, webhook_hosts=webhook_hosts, workers=job_workers)
+
+    def register(server: grpc.Server) -> None:
+        composer_pb2_grpc.add_ComposerServiceServicer_to_server(servicer, server)
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+
+    server = start_server(register, [SERVICE_NAME, JOB_SERVICE_NAME], host=host, port=port, api_keys=api_keys)
+    mirror = HealthMirror(backends, server, SERVICE_NAME, extra_services=[JOB_SERVICE_NAME])
     mirror.start()
-    return server, mirror
+    runner = JobRunner(store, composer, settings)
+    runner.start()
+    return Composed(server=server, mirror=mirror, runner=runner, store=store)
+
+
+@dataclass
+class Composed:
+    server: GrpcServer
+    mirror: HealthMirror
+    runner: JobRunner
+    store: JobStore
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def stop(self, grace: float = 0.0) -> None:
+        self.runner.stop()
+        self.mirror.stop()
+        self.server.stop(grace)
+        self.store.close()
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tunereel-composer", description="tunereel ComposerService")
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="tunereel-composer", description="tunereel ComposerService + JobService")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50050)
     parser.add_argument("--music", default="127.0.0.1:50051", help="MusicService target, e.g. dns:///music:50051")
     parser.add_argument("--video", default="127.0.0.1:50052", help="VideoService target, e.g. dns:///video:50052")
-    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "tunereel-composer")
-    parser.add_argument("--max-concurrent", type=int, default=2, help="compositions at once; more get RESOURCE_EXHAUSTED")
+    parser.add_argument("--data-dir", type=Path, default=Path(env("TUNEREEL_DATA_DIR", ".cache/tunereel/data")),
+                        help="results, temp files and the SQLite job store; shared by replicas of one deployment")
+    parser.add_argument("--database-url", default=env("TUNEREEL_DATABASE_URL"),
+                        help="SQLAlchemy URL of the job store (postgresql://... for several replicas); default SQLite")
+    parser.add_argument("--max-concurrent", type=int, default=2, help="direct Compose calls at once")
+    parser.add_argument("--workers", type=int, default=int(env("TUNEREEL_JOB_WORKERS", "1")), help="jobs at once")
+    parser.add_argument("--max-queue", type=int, default=int(env("TUNEREEL_MAX_QUEUE", "100")))
+    parser.add_argument("--max-attempts", type=int, default=int(env("TUNEREEL_MAX_ATTEMPTS", "5")))
+    parser.add_argument("--lease-seconds", type=float, default=_env_float("TUNEREEL_LEASE_SECONDS", 30.0))
+    parser.add_argument("--retry-base-seconds", type=float, default=_env_float("TUNEREEL_RETRY_BASE_SECONDS", 1.0))
+    parser.add_argument("--retention-hours", type=float, default=_env_float("TUNEREEL_RETENTION_HOURS", 168.0))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s composer %(levelname)s %(message)s")
-    server, mirror = serve(
-        host=args.host,
-        port=args.port,
-        music_target=args.music,
-        video_target=args.video,
-        work_dir=args.work_dir,
-        max_concurrent=args.max_concurrent,
-    )
-    log.info("ComposerService on %s:%d (music %s, video %s)", args.host, server.port, args.music, args.video)
-    server.wait_for_signals()
-    mirror.stop()
+    try:
+        composed = serve(
+            host=args.host,
+            port=args.port,
+            music_target=args.music,
+            video_target=args.video,
+            data_dir=args.data_dir,
+            database_url=args.database_url,
+            max_concurrent=args.max_concurrent,
+            job_workers=args.workers,
+            max_queue=args.max_queue,
+            max_attempts=args.max_attempts,
+            lease_seconds=args.lease_seconds,
+            retry_base_seconds=args.retry_base_seconds,
+            retention_hours=args.retention_hours,
+            webhook_hosts=frozenset(h.strip().lower() for h in env("TUNEREEL_WEBHOOK_ALLOW", "").split(",") if h.strip()),
+            webhook_secret=env("TUNEREEL_WEBHOOK_SECRET", ""),
+        )
+    except InsecureBinding as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    log.info("ComposerService on %s:%d (music %s, video %s)", args.host, composed.port, args.music, args.video)
+    composed.server.wait_for_signals()
+    composed.runner.stop()
+    composed.mirror.stop()
     return 0
 
 

@@ -53,12 +53,12 @@ def system(models_dir, tmp_path_factory):
     video = video_server.serve("tiny", host="127.0.0.1", port=0, models_dir=models_dir)
     music.servicer.host.pipeline = Recorder(music.servicer.host.pipeline)
     video.servicer.host.pipeline = Recorder(video.servicer.host.pipeline)
-    composer, mirror = composer_server.serve(
+    composer = composer_server.serve(
         host="127.0.0.1",
         port=0,
         music_target=f"127.0.0.1:{music.port}",
         video_target=f"127.0.0.1:{video.port}",
-        work_dir=tmp_path_factory.mktemp("work"),
+        data_dir=tmp_path_factory.mktemp("data"),
         max_concurrent=1,
     )
     channel = open_channel(f"127.0.0.1:{composer.port}")
@@ -74,7 +74,6 @@ def system(models_dir, tmp_path_factory):
         "channel": channel,
         "stub": composer_pb2_grpc.ComposerServiceStub(channel),
     }
-    mirror.stop()
     channel.close()
     for server in (composer, music, video):
         server.stop(0)

@@ -1,0 +1,494 @@
+"""JobStore: the only module that touches SQL. SQLite (WAL) by default, PostgreSQL for several composer replicas.
+
+A job is claimed with a lease: the worker renews it while working, and a job whose lease expired (its worker died)
+goes back to the queue, up to a maximum number of attempts. Every state change after the claim is a compare-and-set
+on (id, lease_owner, state), so two workers can never both finish one job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+__all__ = [
+    "JobStore",
+    "JobRecord",
+    "Heartbeat",
+    "QueueFull",
+    "IdempotencyConflict",
+    "QUEUED",
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "CANCELED",
+    "TERMINAL",
+    "metadata",
+    "jobs",
+]
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+
+metadata = sa.MetaData()
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False, server_default=""),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("request_json", sa.Text, nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("webhook_url", sa.Text, nullable=True),
+    sa.Column("progress", sa.Float, nullable=False, server_default="0"),
+    sa.Column("stage", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("not_before", sa.Float, nullable=False, server_default="0"),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("result_path", sa.Text, nullable=True),
+    sa.Column("result_size", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("provenance_json", sa.Text, nullable=True),
+    sa.Column("webhook_state", sa.String(16), nullable=False, server_default="none"),
+    sa.Column("webhook_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("webhook_next_at", sa.Float, nullable=False, server_default="0"),
+    sa.UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
+    sa.Index("ix_jobs_state_created", "state", "created_at"),
+    sa.Index("ix_jobs_owner_created", "owner", "created_at"),
+)
+
+
+class QueueFull(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"the queue is full ({limit} jobs waiting or running); retry later")
+        self.limit = limit
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, key: str, job_id: str):
+        super().__init__(f"idempotency key {key!r} was already used for job {job_id} with a different request")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    owner: str
+    state: str
+    request: dict[str, Any]
+    idempotency_key: str | None
+    webhook_url: str | None
+    progress: float
+    stage: int
+    error: str
+    attempts: int
+    max_attempts: int
+    lease_owner: str | None
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    updated_at: float
+    result_path: str | None
+    result_size: int
+    provenance: dict[str, Any] | None
+    webhook_state: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobRecord:
+        m = row._mapping
+        return cls(
+            id=m["id"],
+            owner=m["owner"],
+            state=m["state"],
+            request=json.loads(m["request_json"]),
+            idempotency_key=m["idempotency_key"],
+            webhook_url=m["webhook_url"],
+            progress=m["progress"],
+            stage=m["stage"],
+            error=m["error"],
+            attempts=m["attempts"],
+            max_attempts=m["max_attempts"],
+            lease_owner=m["lease_owner"],
+            cancel_requested=bool(m["cancel_requested"]),
+            created_at=m["created_at"],
+            started_at=m["started_at"],
+            ended_at=m["ended_at"],
+            updated_at=m["updated_at"],
+            result_path=m["result_path"],
+            result_size=m["result_size"],
+            provenance=json.loads(m["provenance_json"]) if m["provenance_json"] else None,
+            webhook_state=m["webhook_state"],
+        )
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    alive: bool  # the worker still holds the lease
+    cancel_requested: bool
+
+
+def request_hash(request: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'jobs.db').resolve()}"
+
+
+class JobStore:
+    def __init__(self, url: str, *, max_queue: int = 100, max_attempts: int = 5, lease_seconds: float = 30.0):
+        self.url = url
+        self.max_queue = max_queue
+        self.max_attempts = max_attempts
+        self.lease_seconds = lease_seconds
+        self.engine = _engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    # --- schema -------------------------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (safe when several replicas start at once)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        with self.engine.begin() as connection:
+            if self.is_postgres:  # one migrator at a time across replicas
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- creation and reading -----------------------------------------------------------------------------------
+    def create(
+        self,
+        request: dict[str, Any],
+        *,
+        owner: str = "",
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """Queue a job; returns (job, created). `identity` is what idempotency compares (defaults to `request`)."""
+        digest = request_hash(identity if identity is not None else request)
+        now = time.time()
+        with self.engine.begin() as db:
+            if self.is_postgres:  # count-then-insert must be atomic for the queue bound
+                db.execute(sa.text("SELECT pg_advisory_xact_lock(727275)"))
+            if idempotency_key:
+                existing = db.execute(
+                    sa.select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == idempotency_key)
+                ).first()
+                if existing is not None:
+                    record = JobRecord.from_row(existing)
+                    if existing._mapping["request_hash"] != digest:
+                        raise IdempotencyConflict(idempotency_key, record.id)
+                    return record, False
+            active = db.execute(
+                sa.select(sa.func.count()).select_from(jobs).where(jobs.c.state.in_([QUEUED, RUNNING]))
+            ).scalar_one()
+            if active >= self.max_queue:
+                raise QueueFull(self.max_queue)
+            job_id = str(uuid.uuid4())
+            db.execute(
+                jobs.insert().values(
+                    id=job_id,
+                    owner=owner,
+                    state=QUEUED,
+                    request_json=json.dumps(request, sort_keys=True),
+                    request_hash=digest,
+                    idempotency_key=idempotency_key,
+                    webhook_url=webhook_url,
+                    max_attempts=self.max_attempts,
+                    created_at=now,
+                    updated_at=now,
+                    not_before=0.0,
+                    webhook_state="pending" if webhook_url else "none",
+                )
+            )
+            return JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()), True
+
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord | None:
+        query = sa.select(jobs).where(jobs.c.id == job_id)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        with self.engine.connect() as db:
+            row = db.execute(query).first()
+        return JobRecord.from_row(row) if row is not None else None
+
+    def list(self, owner: str | None, *, limit: int = 20, before: tuple[float, str] | None = None) -> list[JobRecord]:
+        """Newest first; `before` is the (created_at, id) of the last job of the previous page."""
+        query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        if before is not None:
+            created, last_id = before
+            query = query.where(
+                sa.or_(jobs.c.created_at < created, sa.and_(jobs.c.created_at == created, jobs.c.id < last_id))
+            )
+        with self.engine.connect() as db:
+            return [JobRecord.from_row(row) for row in db.execute(query)]
+
+    def queue_position(self, record: JobRecord) -> int:
+        if record.state != QUEUED:
+            return 0
+        with self.engine.connect() as db:
+            return db.execute(
+                sa.select(sa.func.count())
+                .select_from(jobs)
+                .where(
+                    jobs.c.state == QUEUED,
+                    sa.or_(
+                        jobs.c.created_at < record.created_at,
+                        sa.and_(jobs.c.created_at == record.created_at, jobs.c.id < record.id),
+                    ),
+                )
+            ).scalar_one()
+
+    def recent_durations(self, limit: int = 20) -> list[float]:
+        """Run times of the latest succeeded jobs, for ETAs."""
+        with self.engine.connect() as db:
+            rows = db.execute(
+                sa.select(jobs.c.ended_at - jobs.c.started_at)
+                .where(jobs.c.state == SUCCEEDED, jobs.c.started_at.is_not(None))
+                .order_by(jobs.c.ended_at.desc())
+                .limit(limit)
+            ).all()
+        return [row[0] for row in rows if row[0] is not None]
+
+    # --- the worker's side --------------------------------------------------------------------------------------
+    def claim(self, worker: str) -> JobRecord | None:
+        """Take the oldest runnable job with a fresh lease; first returns expired leases to the queue."""
+        now = time.time()
+        with self.engine.begin() as db:
+            self._expire_leases(db, now)
+            query = (
+                sa.select(jobs.c.id)
+                .where(jobs.c.state == QUEUED, jobs.c.not_before <= now)
+                .order_by(jobs.c.created_at, jobs.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            job_id = db.execute(query).scalar()
+            if job_id is None:
+                return None
+            claimed = db.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.state == QUEUED)
+                .values(
+                    state=RUNNING,
+                    lease_owner=worker,
+                    lease_expires_at=now + self.lease_seconds,
+                    attempts=jobs.c.attempts + 1,
+                    started_at=now,
+                    progress=0.0,
+                    stage=0,
+                    updated_at=now,
+                )
+            ).rowcount
+            if claimed != 1:
+                return None
+            return JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
+
+    def _expire_leases(self, db: sa.Connection, now: float) -> None:
+        expired = db.execute(
+            sa.select(jobs.c.id, jobs.c.attempts, jobs.c.max_attempts, jobs.c.cancel_requested)
+            .where(jobs.c.state == RUNNING, jobs.c.lease_expires_at < now)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job_id, attempts, max_attempts, cancel in expired:
+            if cancel:
+                values = dict(state=CANCELED, ended_at=now, error="canceled")
+            elif attempts >= max_attempts:
+                values = dict(
+                    state=FAILED,
+                    ended_at=now,
+                    error=f"gave up after {attempts} attempts: the worker running this job stopped responding",
+                )
+            else:
+                values = dict(state=QUEUED, error="the previous attempt's worker stopped responding; retrying")
+            db.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.lease_expires_at < now)
+                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+            )
+
+    def heartbeat(self, job_id: str, worker: str, *, progress: float | None = None, stage: int | None = None) -> Heartbeat:
+        """Renew the lease (and record progress); tells the worker whether it still owns the job and if it should stop."""
+        now = time.time()
+        values: dict[str, Any] = dict(lease_expires_at=now + self.lease_seconds, updated_at=now)
+        if progress is not None:
+            values["progress"] = progress
+        if stage is not None:
+            values["stage"] = stage
+        with self.engine.begin() as db:
+            renewed = db.execute(
+                jobs.update().where(*self._owned(job_id, worker)).values(**values)
+            ).rowcount
+            cancel = db.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
+        return Heartbeat(alive=renewed == 1, cancel_requested=bool(cancel))
+
+    def succeed(self, job_id: str, worker: str, *, result_path: str, result_size: int, provenance: dict) -> bool:
+        return self._end(
+            job_id, worker, state=SUCCEEDED, progress=1.0, error="", result_path=result_path,
+            result_size=result_size, provenance_json=json.dumps(provenance, sort_keys=True),
+        )  # fmt: skip
+
+    def fail(self, job_id: str, worker: str, error: str) -> bool:
+        return self._end(job_id, worker, state=FAILED, error=error)
+
+    def cancel_done(self, job_id: str, worker: str) -> bool:
+        return self._end(job_id, worker, state=CANCELED, error="canceled")
+
+    def retry_later(self, job_id: str, worker: str, error: str, delay: float) -> str:
+        """Put the job back in the queue after `delay` seconds, or fail it when its attempts are used up."""
+        now = time.time()
+        with self.engine.begin() as db:
+            row = db.execute(sa.select(jobs.c.attempts, jobs.c.max_attempts).where(*self._owned(job_id, worker))).first()
+            if row is None:
+                return "lost"
+            attempts, max_attempts = row
+            if attempts >= max_attempts:
+                values = dict(state=FAILED, ended_at=now, error=f"gave up after {attempts} attempts: {error}")
+            else:
+                values = dict(state=QUEUED, not_before=now + delay, error=f"{error} (retrying, attempt {attempts} of {max_attempts})")
+            db.execute(
+                jobs.update()
+                .where(*self._owned(job_id, worker))
+                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+            )
+            return values["state"]
+
+    def _owned(self, job_id: str, worker: str) -> tuple:
+        return (jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.state == RUNNING)
+
+    def _end(self, job_id: str, worker: str, *, state: str, **values: Any) -> bool:
+        now = time.time()
+        with self.engine.begin() as db:
+            return (
+                db.execute(
+                    jobs.update()
+                    .where(*self._owned(job_id, worker))
+                    .values(state=state, ended_at=now, updated_at=now, lease_owner=None, lease_expires_at=None, **values)
+                ).rowcount
+                == 1
+            )
+
+    # --- the owner's side ---------------------------------------------------------------------------------------
+    def request_cancel(self, job_id: str, owner: str | None = None) -> JobRecord | None:
+        """A queued job ends at once; a running one is flagged and its worker stops it at the next heartbeat."""
+        now = time.time()
+        where = [jobs.c.id == job_id] + ([jobs.c.owner == owner] if owner is not None else [])
+        with self.engine.begin() as db:
+            db.execute(
+                jobs.update()
+                .where(*where, jobs.c.state == QUEUED)
+                .values(state=CANCELED, ended_at=now, updated_at=now, cancel_requested=True, error="canceled")
+            )
+            db.execute(
+                jobs.update().where(*where, jobs.c.state == RUNNING).values(cancel_requested=True, updated_at=now)
+            )
+            row = db.execute(sa.select(jobs).where(*where)).first()
+        return JobRecord.from_row(row) if row is not None else None
+
+    # --- housekeeping -------------------------------------------------------------------------------------------
+    def sweep(self, older_than: float) -> list[str]:
+        """Delete jobs that ended before `older_than` (epoch seconds); returns their result paths to delete."""
+        with self.engine.begin() as db:
+            rows = db.execute(
+                sa.select(jobs.c.id, jobs.c.result_path).where(
+                    jobs.c.state.in_(list(TERMINAL)), jobs.c.ended_at < older_than,
+                    jobs.c.webhook_state.in_(["none", "delivered", "failed"]),
+                )  # fmt: skip
+            ).all()
+            if rows:
+                db.execute(jobs.delete().where(jobs.c.id.in_([row[0] for row in rows])))
+        return [row[1] for row in rows if row[1]]
+
+    def result_paths(self) -> set[str]:
+        with self.engine.connect() as db:
+            return {row[0] for row in db.execute(sa.select(jobs.c.result_path).where(jobs.c.result_path.is_not(None)))}
+
+    # --- webhooks -----------------------------------------------------------------------------------------------
+    def claim_webhook(self, hold_seconds: float = 60.0) -> JobRecord | None:
+        """An ended job whose webhook is due; held for `hold_seconds` so no other replica sends it meanwhile."""
+        now = time.time()
+        with self.engine.begin() as db:
+            job_id = db.execute(
+                sa.select(jobs.c.id)
+                .where(jobs.c.webhook_state == "pending", jobs.c.state.in_(list(TERMINAL)), jobs.c.webhook_next_at <= now)
+                .order_by(jobs.c.ended_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).scalar()
+            if job_id is None:
+                return None
+            db.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.webhook_next_at <= now)
+                .values(webhook_next_at=now + hold_seconds, webhook_attempts=jobs.c.webhook_attempts + 1)
+            )
+            return JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
+
+    def webhook_result(self, job_id: str, *, delivered: bool, retry_in: float | None) -> None:
+        now = time.time()
+        if delivered:
+            values: dict[str, Any] = dict(webhook_state="delivered")
+        elif retry_in is None:
+            values = dict(webhook_state="failed")
+        else:
+            values = dict(webhook_next_at=now + retry_in)
+        with self.engine.begin() as db:
+            db.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+
+    def webhook_attempts(self, job_id: str) -> int:
+        with self.engine.connect() as db:
+            return db.execute(sa.select(jobs.c.webhook_attempts).where(jobs.c.id == job_id)).scalar_one()
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record) -> None:
+            # The driver's own transaction handling is off; BEGIN IMMEDIATE below takes the write lock up front,
+            # so count-then-insert and claim are atomic across threads and processes.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)

@@ -1,0 +1,163 @@
+"""JobStore against SQLite and the real PostgreSQL on this machine (a database created and dropped here)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from tunereel.composer.store import (
+    CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobStore, QueueFull, metadata,
+)  # fmt: skip
+
+REQUEST = {"genre": "pop", "duration": 1, "video_prompt": "x"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def make_store(store_url):
+    stores = []
+
+    def make(**settings) -> JobStore:
+        store = JobStore(store_url, **settings)
+        store.migrate()
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def test_migrations_match_the_table_definitions(make_store):
+    store = make_store()
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == []
+    store.migrate()  # idempotent
+
+
+def test_create_get_and_idempotency(make_store):
+    store = make_store()
+    job, created = store.create(REQUEST, idempotency_key="k1")
+    assert created and job.state == QUEUED and job.attempts == 0
+    again, created_again = store.create(REQUEST, idempotency_key="k1")
+    assert again.id == job.id and not created_again
+    with pytest.raises(IdempotencyConflict):
+        store.create({**REQUEST, "genre": "jazz"}, idempotency_key="k1")
+    other_owner, created = store.create(REQUEST, idempotency_key="k1", owner="someone-else")
+    assert created and other_owner.id != job.id
+    assert store.get(job.id).request == REQUEST
+    assert store.get(job.id, owner="someone-else") is None
+
+
+def test_queue_is_bounded(make_store):
+    store = make_store(max_queue=2)
+    store.create(REQUEST)
+    store.create(REQUEST)
+    with pytest.raises(QueueFull):
+        store.create(REQUEST)
+
+
+def test_claim_lease_and_finish_once(make_store):
+    store = make_store()
+    job, _ = store.create(REQUEST)
+    claimed = store.claim("w1")
+    assert claimed.id == job.id and claimed.state == RUNNING and claimed.attempts == 1
+    assert store.claim("w2") is None
+    assert store.heartbeat(job.id, "w1", progress=0.5).alive
+    assert not store.heartbeat(job.id, "w2").alive
+    assert not store.succeed(job.id, "w2", result_path="x", result_size=1, provenance={})
+    assert store.succeed(job.id, "w1", result_path="x", result_size=1, provenance={"seed": 1})
+    assert not store.succeed(job.id, "w1", result_path="x", result_size=1, provenance={})
+    assert store.get(job.id).state == SUCCEEDED and store.get(job.id).progress == 1.0
+
+
+def test_expired_lease_goes_back_to_the_queue_then_fails_after_max_attempts(make_store):
+    store = make_store(lease_seconds=0.2, max_attempts=2)
+    job, _ = store.create(REQUEST)
+    assert store.claim("dead-worker").attempts == 1
+    time.sleep(0.3)
+    second = store.claim("w2")  # the expired lease is returned first, then claimed again
+    assert second.id == job.id and second.attempts == 2 and "stopped responding" in second.error
+    assert not store.heartbeat(job.id, "dead-worker").alive
+    time.sleep(0.3)
+    assert store.claim("w3") is None
+    failed = store.get(job.id)
+    assert failed.state == FAILED and "gave up after 2 attempts" in failed.error
+
+
+def test_retry_later_waits_its_delay(make_store):
+    store = make_store(max_attempts=3)
+    job, _ = store.create(REQUEST)
+    store.claim("w1")
+    assert store.retry_later(job.id, "w1", "music service is unavailable", delay=0.3) == QUEUED
+    assert store.claim("w1") is None
+    time.sleep(0.35)
+    assert store.claim("w1").attempts == 2
+
+
+def test_cancel_queued_and_running(make_store):
+    store = make_store()
+    queued, _ = store.create(REQUEST)
+    running, _ = store.create(REQUEST)
+    store.claim("w1")  # takes the oldest: `queued`
+    store.request_cancel(running.id)
+    assert store.get(running.id).state == CANCELED
+    beat = store.heartbeat(queued.id, "w1")
+    assert beat.alive and not beat.cancel_requested
+    store.request_cancel(queued.id)
+    assert store.heartbeat(queued.id, "w1").cancel_requested
+    assert store.cancel_done(queued.id, "w1")
+    assert store.get(queued.id).state == CANCELED
+
+
+def test_list_newest_first_with_pages(make_store):
+    store = make_store()
+    ids = [store.create(REQUEST)[0].id for _ in range(5)]
+    first = store.list(None, limit=2)
+    assert [job.id for job in first] == ids[::-1][:2]
+    rest = store.list(None, limit=10, before=(first[-1].created_at, first[-1].id))
+    assert [job.id for job in rest] == ids[::-1][2:]
+    assert store.queue_position(store.get(ids[3])) == 3
+
+
+def test_concurrent_workers_never_share_a_job(make_store):
+    store = make_store()
+    ids = {store.create(REQUEST)[0].id for _ in range(20)}
+    claims: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (job := store.claim(name)) is not None:
+            with lock:
+                claims.append(job.id)
+            store.succeed(job.id, name, result_path="r", result_size=1, provenance={})
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claims) == sorted(ids)
+
+
+def test_sweep_deletes_old_finished_jobs(make_store):
+    store = make_store()
+    job, _ = store.create(REQUEST)
+    store.claim("w")
+    store.succeed(job.id, "w", result_path="/tmp/none.mp4", result_size=1, provenance={})
+    assert store.sweep(older_than=time.time() - 60) == []
+    assert store.sweep(older_than=time.time() + 1) == ["/tmp/none.mp4"]
+    assert store.get(job.id) is None
