@@ -224,8 +224,10 @@ class JobRunner:
         for path in removed:
             Path(path).unlink(missing_ok=True)
         known = self.store.result_paths()
-        cutoff = time.time() - 3600
-        for path in self.settings.results_dir.glob("*.mp4"):
-            if str(path) not in known and path.stat().st_mtime < cutoff:
+        cutoff = time.time() - 3600  # older than any live write: a killed worker's leftovers
+        strays = [p for p in self.settings.results_dir.glob("*.mp4") if str(p) not in known]
+        strays += list(self.settings.work_dir.glob("*"))
+        for path in strays:
+            if path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
         return len(removed)

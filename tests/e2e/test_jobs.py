@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -71,24 +72,28 @@ def client(stack):
 
 
 def test_job_lifecycle_events_and_video_with_range(client, tmp_path):
-    created = client.post("/v1/jobs", json={**TINY, "duration": 2})
+    created = client.post("/v1/jobs", json={**TINY, "duration": 2, "width": 768, "height": 512})
     assert created.status_code == 201, created.text
     job = created.json()
     assert uuid.UUID(job["id"]) and job["state"] in ("queued", "running")
     assert created.headers["Location"] == f"/v1/jobs/{job['id']}"
     assert isinstance(job["request"]["seed"], int)  # fixed at creation, echoed back
 
-    states, progress = [], []
+    states, progress, etas = [], [], []
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as events:
         assert events.headers["content-type"].startswith("text/event-stream")
         for line in events.iter_lines():
             if line.startswith("event: "):
                 states.append(line.removeprefix("event: "))
             elif line.startswith("data: ") and states[-1] != "end":
-                progress.append(json.loads(line.removeprefix("data: "))["progress"])
+                event = json.loads(line.removeprefix("data: "))
+                progress.append(event["progress"])
+                if event["state"] == "running":
+                    etas.append(event["eta_seconds"])
     assert states[-1] == "end" and states[-2] == "succeeded"
     assert "running" in states
     assert progress == sorted(progress) and progress[-1] == 1.0
+    assert any(eta is not None and eta >= 0 for eta in etas), etas
 
     done = client.get(f"/v1/jobs/{job['id']}").json()
     assert done["state"] == "succeeded" and done["error"] is None
@@ -171,10 +176,10 @@ def test_webhook_is_signed_delivered_once_and_retried(stack, client):
         job = client.post("/v1/jobs", json={**TINY, "webhook": receiver.url}).json()
         assert job["webhook_url"] == receiver.url
         wait_state(client, job["id"], {"succeeded"})
-        deadline = __import__("time").monotonic() + 30
-        while len(receiver.received) < 3 and __import__("time").monotonic() < deadline:
-            __import__("time").sleep(0.1)
-        __import__("time").sleep(2.0)  # nothing more may arrive after the success
+        deadline = time.monotonic() + 30
+        while len(receiver.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.0)  # nothing more may arrive after the success
         assert len(receiver.received) == 3  # two 500s, then delivered, then nothing
         headers, body = receiver.received[-1]
         expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
