@@ -99,6 +99,7 @@ def job_to_dict(job) -> dict:
         "state": JOB_STATE_NAMES[job.state],
         "progress": round(job.progress, 4),
         "stage": STAGE_NAMES.get(job.stage),
+        "stage_progress": {name: round(value, 4) for name, value in sorted(job.stage_progress.items())},
         "queue_position": job.queue_position,
         "eta_seconds": job.eta_seconds if job.HasField("eta_seconds") else None,
         "created_at": when("create_time"),

@@ -51,6 +51,7 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
         attempts=record.attempts,
         result_size_bytes=record.result_size,
         webhook_url=record.webhook_url or "",
+        stage_progress=record.stage_progress,
     )
     for field, seconds in (("create_time", record.created_at), ("start_time", record.started_at), ("end_time", record.ended_at)):
         stamp = _timestamp(seconds)
@@ -189,7 +190,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         last = None
         while context.is_active():
             job = self.view(record)
-            snapshot = (job.state, round(job.progress, 3), job.stage, job.queue_position, job.attempts, job.error)
+            snapshot = (job.state, round(job.progress, 3), job.stage, job.queue_position, job.attempts, job.error,
+                        tuple(sorted(job.stage_progress.items())))  # fmt: skip
             if snapshot != last:
                 yield job
                 last = snapshot

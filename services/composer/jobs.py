@@ -31,6 +31,7 @@ log = logging.getLogger("tunereel.composer.jobs")
 
 # Share of the overall progress each stage stands for (music and video run at the same time).
 STAGE_WEIGHTS = {common_pb2.STAGE_MUSIC: 0.2, common_pb2.STAGE_VIDEO: 0.5, common_pb2.STAGE_MUX: 0.3}
+STAGE_KEYS = {common_pb2.STAGE_MUSIC: "music", common_pb2.STAGE_VIDEO: "video", common_pb2.STAGE_MUX: "mux"}
 # Backend failures that a later attempt may not meet; everything else fails the job at once.
 RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
@@ -120,7 +121,13 @@ class JobRunner:
             interval = min(1.0, self.store.lease_seconds / 3)
             while not cancelled.wait(interval):
                 try:
-                    beat = self.store.heartbeat(job.id, worker, progress=state["progress"], stage=state["stage"])
+                    beat = self.store.heartbeat(
+                        job.id,
+                        worker,
+                        progress=state["progress"],
+                        stage=state["stage"],
+                        stage_progress={STAGE_KEYS[s]: round(f, 4) for s, f in fractions.items()},
+                    )
                 except Exception:  # noqa: BLE001 - a missed beat is retried; the lease has slack
                     log.warning("job %s: heartbeat failed", job.id, exc_info=True)
                     continue

@@ -51,6 +51,7 @@ jobs = sa.Table(
     sa.Column("webhook_url", sa.Text, nullable=True),
     sa.Column("progress", sa.Float, nullable=False, server_default="0"),
     sa.Column("stage", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("stage_progress_json", sa.Text, nullable=False, server_default="{}"),
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("max_attempts", sa.Integer, nullable=False),
@@ -96,6 +97,7 @@ class JobRecord:
     webhook_url: str | None
     progress: float
     stage: int
+    stage_progress: dict[str, float]
     error: str
     attempts: int
     max_attempts: int
@@ -126,6 +128,7 @@ class JobRecord:
             webhook_url=m["webhook_url"],
             progress=m["progress"],
             stage=m["stage"],
+            stage_progress=json.loads(m["stage_progress_json"] or "{}"),
             error=m["error"],
             attempts=m["attempts"],
             max_attempts=m["max_attempts"],
@@ -306,6 +309,7 @@ class JobStore:
                     started_at=now,
                     progress=0.0,
                     stage=0,
+                    stage_progress_json="{}",
                     updated_at=now,
                 )
             ).rowcount
@@ -336,7 +340,15 @@ class JobStore:
                 .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
             )
 
-    def heartbeat(self, job_id: str, worker: str, *, progress: float | None = None, stage: int | None = None) -> Heartbeat:
+    def heartbeat(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        progress: float | None = None,
+        stage: int | None = None,
+        stage_progress: dict[str, float] | None = None,
+    ) -> Heartbeat:
         """Renew the lease (and record progress); tells the worker whether it still owns the job and if it should stop."""
         now = time.time()
         values: dict[str, Any] = dict(lease_expires_at=now + self.lease_seconds, updated_at=now)
@@ -344,6 +356,8 @@ class JobStore:
             values["progress"] = progress
         if stage is not None:
             values["stage"] = stage
+        if stage_progress is not None:
+            values["stage_progress_json"] = json.dumps(stage_progress, sort_keys=True)
         with self.engine.begin() as db:
             renewed = db.execute(
                 jobs.update().where(*self._owned(job_id, worker)).values(**values)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+import tunereel.composer.store as store_module
 from tunereel.composer.store import (
     CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobStore, QueueFull, metadata,
 )  # fmt: skip
@@ -161,3 +163,23 @@ def test_sweep_deletes_old_finished_jobs(make_store):
     assert store.sweep(older_than=time.time() - 60) == []
     assert store.sweep(older_than=time.time() + 1) == ["/tmp/none.mp4"]
     assert store.get(job.id) is None
+
+
+def test_upgrade_keeps_existing_jobs(store_url):
+    from alembic import command
+    from alembic.config import Config
+
+    store = JobStore(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(Path(store_module.__file__).with_name("migrations")))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(sa.text(
+            "INSERT INTO jobs (id, owner, state, request_json, request_hash, max_attempts, created_at, updated_at) "
+            "VALUES ('00000000-0000-4000-8000-000000000001', '', 'queued', '{}', 'h', 5, 1.0, 1.0)"
+        ))
+    store.migrate()
+    job = store.get("00000000-0000-4000-8000-000000000001")
+    assert job.state == QUEUED and job.stage_progress == {}
+    store.close()

@@ -1,0 +1,220 @@
+"""`tunereel`: make music videos from the terminal through the HTTP job API, and start the services.
+
+    tunereel generate --genre pop --duration 15 --prompt "A sunset over the ocean" -o out.mp4
+    tunereel jobs list | show ID | cancel ID
+    tunereel serve
+
+Errors are one line on stderr and a non-zero exit; Ctrl-C during `generate` cancels the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import httpx
+
+__all__ = ["main"]
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+STAGES = ("music", "video", "mux")
+
+
+class CliError(Exception):
+    """A problem to report in one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="tunereel", description="Genre + duration + video prompt → an MP4 music video.")
+    parser.add_argument("--server", default=os.environ.get("TUNEREEL_SERVER", DEFAULT_SERVER), help="gateway URL (TUNEREEL_SERVER)")
+    parser.add_argument("--api-key", default=os.environ.get("TUNEREEL_API_KEY"), help="API key (TUNEREEL_API_KEY)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    generate = commands.add_parser("generate", help="make a music video and download it")
+    generate.add_argument("--genre", required=True)
+    generate.add_argument("--duration", required=True, type=float, help="seconds")
+    generate.add_argument("--prompt", required=True, help="what the video shows")
+    generate.add_argument("--mood")
+    generate.add_argument("--tempo", type=int, help="beats per minute")
+    generate.add_argument("--instruments", help="comma-separated, e.g. piano,drums")
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--width", type=int)
+    generate.add_argument("--height", type=int)
+    generate.add_argument("--fps", type=int)
+    generate.add_argument("--music-model")
+    generate.add_argument("--video-model")
+    generate.add_argument("-o", "--output", type=Path, default=None, help="where to write the MP4 (default tunereel-ID.mp4)")
+    generate.add_argument("--no-progress", action="store_true", help="print one line per state instead of bars")
+
+    jobs = commands.add_parser("jobs", help="list, show or cancel jobs")
+    job_commands = jobs.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    listing = job_commands.add_parser("list", help="newest first")
+    listing.add_argument("--limit", type=int, default=20)
+    job_commands.add_parser("show", help="one job as JSON").add_argument("id")
+    job_commands.add_parser("cancel", help="cancel a job").add_argument("id")
+
+    serve = commands.add_parser("serve", help="start every service locally (what `make run` starts)")
+    serve.add_argument("rest", nargs=argparse.REMAINDER, help="options for tunereel.launch (see --help there)")
+    return parser
+
+
+class Api:
+    """The few HTTP calls the CLI makes, with errors turned into one-line messages."""
+
+    def __init__(self, server: str, api_key: str | None):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.server = server.rstrip("/")
+        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=httpx.Timeout(30.0, read=None))
+
+    def call(self, method: str, path: str, **kwargs) -> dict:
+        try:
+            reply = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise CliError(f"cannot reach tunereel at {self.server}: {error}") from None
+        if reply.status_code >= 400:
+            raise CliError(_problem(reply))
+        return reply.json()
+
+    def events(self, job_id: str):
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/events") as reply:
+                if reply.status_code >= 400:
+                    reply.read()
+                    raise CliError(_problem(reply))
+                for line in reply.iter_lines():
+                    if line.startswith("data: "):
+                        yield json.loads(line.removeprefix("data: "))
+        except httpx.HTTPError as error:
+            raise CliError(f"lost the connection to {self.server}: {error}") from None
+
+    def download(self, job_id: str, path: Path) -> int:
+        partial = path.with_name(f".{path.name}.part")
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/video") as reply:
+                if reply.status_code >= 400:
+                    reply.read()
+                    raise CliError(_problem(reply))
+                with partial.open("wb") as file:
+                    for block in reply.iter_bytes():
+                        file.write(block)
+        except httpx.HTTPError as error:
+            partial.unlink(missing_ok=True)
+            raise CliError(f"download failed: {error}") from None
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise CliError(f"cannot write {path}: {error.strerror}") from None
+        partial.replace(path)
+        return path.stat().st_size
+
+
+def _problem(reply: httpx.Response) -> str:
+    try:
+        body = reply.json()
+        return str(body.get("error") or body)
+    except ValueError:
+        return f"HTTP {reply.status_code}: {reply.text[:200]}"
+
+
+def _body(args: argparse.Namespace) -> dict:
+    body = {"genre": args.genre, "duration": args.duration, "video_prompt": args.prompt}
+    optional = {
+        "mood": args.mood, "tempo_bpm": args.tempo, "seed": args.seed, "width": args.width, "height": args.height,
+        "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model,
+        "instruments": [name.strip() for name in args.instruments.split(",") if name.strip()] if args.instruments else None,
+    }  # fmt: skip
+    body.update({key: value for key, value in optional.items() if value is not None})
+    return body
+
+
+def generate(api: Api, args: argparse.Namespace) -> int:
+    job = api.call("POST", "/v1/jobs", json=_body(args))
+    output = args.output or Path(f"tunereel-{job['id']}.mp4")
+    print(f"job {job['id']} queued (seed {job['request']['seed']})", file=sys.stderr)
+    try:
+        final = _follow(api, job, quiet=args.no_progress)
+    except KeyboardInterrupt:
+        try:
+            api.call("POST", f"/v1/jobs/{job['id']}/cancel")
+            print(f"\ncanceled job {job['id']}", file=sys.stderr)
+        except CliError as error:
+            print(f"\nerror: could not cancel job {job['id']}: {error}", file=sys.stderr)
+        return 130
+    if final["state"] != "succeeded":
+        raise CliError(f"job {job['id']} {final['state']}: {final.get('error') or 'no reason given'}")
+    size = api.download(job["id"], output)
+    provenance = final.get("provenance") or {}
+    print(f"{output}  ({size / 1e6:.1f} MB, seed {provenance.get('seed', job['request']['seed'])})")
+    return 0
+
+
+def _follow(api: Api, job: dict, *, quiet: bool) -> dict:
+    """Watch the job's events until it ends; rich bars per stage (or plain lines)."""
+    last = job
+    if quiet or not sys.stderr.isatty():
+        state = None
+        for last in api.events(job["id"]):
+            if last["state"] != state:
+                state = last["state"]
+                print(f"{state}", file=sys.stderr)
+        return last
+
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description:>7}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bars:
+        queue = bars.add_task("queue", total=1.0)
+        tasks = {stage: bars.add_task(stage, total=1.0) for stage in STAGES}
+        for last in api.events(job["id"]):
+            if last["state"] == "queued":
+                bars.update(queue, description=f"queue #{last['queue_position'] + 1}")
+            else:
+                bars.update(queue, completed=1.0, description="queue")
+            for stage, fraction in last.get("stage_progress", {}).items():
+                if stage in tasks:
+                    bars.update(tasks[stage], completed=fraction)
+            if last["state"] == "succeeded":
+                for task in tasks.values():
+                    bars.update(task, completed=1.0)
+    return last
+
+
+def jobs_command(api: Api, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        listing = api.call("GET", "/v1/jobs", params={"page_size": max(1, min(args.limit, 100))})
+        for job in listing["jobs"]:
+            request = job["request"]
+            print(f"{job['id']}  {job['state']:<9}  {job['progress'] * 100:5.1f}%  {request['duration']:g}s  "
+                  f"{request['genre']} / {request['video_prompt'][:40]}")  # fmt: skip
+        return 0
+    job = api.call("POST", f"/v1/jobs/{args.id}/cancel") if args.action == "cancel" else api.call("GET", f"/v1/jobs/{args.id}")
+    print(json.dumps(job, indent=2) if args.action == "show" else f"{job['id']} {job['state']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from tunereel.launch import main as launch
+
+        return launch([part for part in args.rest if part != "--"])
+    api = Api(args.server, args.api_key)
+    try:
+        if args.command == "generate":
+            return generate(api, args)
+        return jobs_command(api, args)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
