@@ -31,8 +31,14 @@ protos: tunereel/v1/.stamp
 models: install
 	$(PY) -m tunereel.tiny --models-dir $(MODELS_DIR)
 
+# `make run ENVOY=1` also starts Envoy as the grpc-web front of the composer (port 8080).
+RUN_ARGS ?=
+ifdef ENVOY
+RUN_ARGS += --envoy
+endif
+
 run: models
-	$(PY) -m tunereel.launch --models-dir $(MODELS_DIR)
+	$(PY) -m tunereel.launch --models-dir $(MODELS_DIR) $(RUN_ARGS)
 
 test: models
 	$(PY) -m pytest -q

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from tunereel.envoy import envoy_command, render_local_config
+
 __all__ = ["LocalStack", "free_port", "main"]
 
 
@@ -36,12 +38,13 @@ class LocalStack:
     video_preset: str = "tiny"
     composer_args: list[str] = field(default_factory=list)  # extra flags, e.g. ["--lease-seconds", "5"]
     env: dict[str, str] = field(default_factory=dict)  # extra environment for every service
+    envoy: bool = False  # also start Envoy as the grpc-web front of the composer
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("music", "video", "composer", "gateway"):
+        for name in ("music", "video", "composer", "gateway", "envoy", "envoy-admin"):
             self.ports.setdefault(name, free_port())
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.data_dir or self.log_dir / "data"
@@ -68,6 +71,15 @@ class LocalStack:
             ]  # fmt: skip
         if name == "gateway":
             return [*py, "tunereel.gateway", *port, "--composer", self.target("composer")]
+        if name == "envoy":
+            config = render_local_config(
+                self.log_dir / "envoy.yaml",
+                listen_port=self.ports["envoy"],
+                admin_port=self.ports["envoy-admin"],
+                composer_host=self.host,
+                composer_port=self.ports["composer"],
+            )
+            return envoy_command(config)
         raise KeyError(name)
 
     def start_service(self, name: str) -> subprocess.Popen:
@@ -78,9 +90,13 @@ class LocalStack:
         return process
 
     def start(self) -> LocalStack:
-        for name in ("music", "video", "composer", "gateway"):
+        for name in ("music", "video", "composer", "gateway", *(["envoy"] if self.envoy else [])):
             self.start_service(name)
         return self
+
+    @property
+    def grpc_web_url(self) -> str:
+        return f"http://{self.host}:{self.ports['envoy']}"
 
     def stop_service(self, name: str, *, kill: bool = False, timeout: float = 15.0) -> None:
         process = self.processes.pop(name, None)
@@ -94,7 +110,7 @@ class LocalStack:
             process.wait()
 
     def stop(self) -> None:
-        for name in ("gateway", "composer", "video", "music"):
+        for name in ("envoy", "gateway", "composer", "video", "music"):
             self.stop_service(name)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
@@ -136,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video-preset", default="tiny")
     parser.add_argument("--log-dir", type=Path, default=Path(".cache/tunereel/logs"))
     parser.add_argument("--data-dir", type=Path, default=Path(".cache/tunereel/data"), help="jobs and results")
+    parser.add_argument("--envoy", action="store_true", help="also start Envoy as a grpc-web proxy of the composer")
+    parser.add_argument("--envoy-port", type=int, default=8080)
     args = parser.parse_args(argv)
     stack = LocalStack(
         models_dir=args.models_dir.resolve(),
@@ -143,12 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir.resolve(),
         music_preset=args.music_preset,
         video_preset=args.video_preset,
-        ports={"gateway": args.port},
+        ports={"gateway": args.port, "envoy": args.envoy_port},
+        envoy=args.envoy,
     )
     print(f"starting music, video, composer and gateway (logs in {stack.log_dir}) …", flush=True)
     try:
         with stack:
             print(f"tunereel is ready: {stack.gateway_url}  (Ctrl-C stops every service)", flush=True)
+            if stack.envoy:
+                print(f"grpc-web (Envoy): {stack.grpc_web_url}", flush=True)
             while all(process.poll() is None for process in stack.processes.values()):
                 time.sleep(1.0)
             dead = [name for name, process in stack.processes.items() if process.poll() is not None]
