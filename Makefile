@@ -36,15 +36,53 @@ RUN_ARGS ?=
 ifdef ENVOY
 RUN_ARGS += --envoy
 endif
+# `make run MUSIC_REPLICAS=2 VIDEO_REPLICAS=2` starts several music/video processes, each on its own port; the
+# composer balances its streams over them (round robin, health-checked), as it does over DNS in Kubernetes.
+ifdef MUSIC_REPLICAS
+RUN_ARGS += --music-replicas $(MUSIC_REPLICAS)
+endif
+ifdef VIDEO_REPLICAS
+RUN_ARGS += --video-replicas $(VIDEO_REPLICAS)
+endif
 
 run: models
 	$(PY) -m tunereel.launch --models-dir $(MODELS_DIR) $(RUN_ARGS)
 
-test: models
+# The UI tests drive Debian's chromium with Playwright (its own browser downloads are not used).
+.PHONY: browser
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: models browser
 	$(PY) -m pytest -q
 
 test-fast: models
 	$(PY) -m pytest -q -m "not slow"
+
+# deploy/: lint the Dockerfile, render both Kustomize overlays into build/k8s and validate every object against the
+# Kubernetes schemas, then the semantic checks (tests/deploy). All offline, with the tools of the `dev` extra.
+K8S_OVERLAYS := cpu-tiny gpu
+.PHONY: deploy-check docker-requirements images
+deploy-check: install
+	$(VENV)/bin/hadolint deploy/docker/Dockerfile
+	mkdir -p build/k8s
+	for overlay in $(K8S_OVERLAYS); do \
+	  $(VENV)/bin/kubectl kustomize deploy/k8s/overlays/$$overlay > build/k8s/$$overlay.yaml && \
+	  $(VENV)/bin/kubernetes-validate --strict --quiet build/k8s/$$overlay.yaml || exit 1; \
+	done
+	$(PY) -m pytest -q tests/deploy
+
+# Pin the images' Python dependencies to the versions installed here (after tests pass with them).
+docker-requirements: install
+	$(PY) deploy/docker/pin_requirements.py
+
+# Build the four images (needs Docker with BuildKit): `make images IMAGE_PREFIX=ghcr.io/you/tunereel- IMAGE_TAG=0.1.0`
+IMAGE_PREFIX ?= tunereel/
+IMAGE_TAG ?= 0.1.0
+images: protos
+	for target in music video composer gateway; do \
+	  docker build -f deploy/docker/Dockerfile --target $$target -t $(IMAGE_PREFIX)$$target:$(IMAGE_TAG) . || exit 1; \
+	done
 
 clean:
 	rm -rf tunereel/v1 .cache build *.egg-info

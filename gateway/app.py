@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import tunereel
@@ -135,6 +136,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(resources.files("tunereel.gateway").joinpath("static/index.html").read_text())
+
+    # The UI's own files (CSS, JS modules, icon): all served here, so the page needs no other host.
+    app.mount("/static", StaticFiles(packages=[("tunereel.gateway", "static")]), name="static")
 
     return app
 

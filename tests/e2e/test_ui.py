@@ -1,0 +1,256 @@
+"""The browser UI at `/`, in a real browser (Debian's chromium, driven by Playwright) against every service running.
+
+Screenshots go to test-artifacts/ (ui-desktop.png, ui-phone.png, ui-error.png, ui-canceled.png).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tunereel.launch import LocalStack
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+BLOCKER = {"genre": "pop", "duration": 2, "video_prompt": "a queue filler", "width": 64, "height": 64}
+
+# Records every change of the job panel, so the test sees the live progress the user saw, not only the end.
+RECORD_TIMELINE = """() => {
+  window.__timeline = [];
+  const job = document.getElementById("job");
+  const record = () => window.__timeline.push({
+    state: job.dataset.state,
+    progress: Number(document.getElementById("job-progress").value),
+    percent: document.getElementById("job-progress-label").textContent,
+    queue: document.getElementById("job-queue").textContent,
+    eta: document.getElementById("job-eta").textContent,
+  });
+  new MutationObserver(record).observe(job, {subtree: true, attributes: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium; installed with apt when missing (`make browser` does the same)."""
+    if not os.path.exists(CHROMIUM):
+        subprocess.run("apt-get update && apt-get install -y chromium", shell=True, check=True)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def stack(models_dir, tmp_path_factory):
+    with LocalStack(models_dir=models_dir, log_dir=tmp_path_factory.mktemp("ui-logs")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    with httpx.Client(base_url=stack.gateway_url, timeout=60.0) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+class Console:
+    """Console errors and uncaught exceptions of one page."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+
+@pytest.fixture
+def page(browser, stack):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.console = Console(page)
+    yield page
+    context.close()
+
+
+def open_ui(page, stack) -> None:
+    page.goto(stack.gateway_url + "/")
+    page.wait_for_selector("html[data-ready=true]")
+
+
+def fill_small_request(page, *, duration: float = 2, seed: int | None = None) -> None:
+    page.fill("#duration", str(duration))
+    page.fill("#width", "64")
+    page.fill("#height", "64")
+    page.fill("#fps", "24")
+    page.fill("#seed", "" if seed is None else str(seed))
+
+
+def queue_blockers(client, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        reply = client.post("/v1/jobs", json=BLOCKER)
+        assert reply.status_code == 201, reply.text
+        ids.append(reply.json()["id"])
+    return ids
+
+
+def test_ui_makes_a_video_shows_live_progress_and_plays_it(page, stack, client, artifacts):
+    started = time.monotonic()
+    hosts = set()  # every request of the page goes to the gateway: no CDN, no other host
+    page.on("request", lambda request: hosts.add(re.sub(r"^(\w+://[^/]+).*$", r"\1", request.url)))
+    open_ui(page, stack)
+    assert page.title() == "tunereel"
+
+    page.get_by_role("button", name="Sunset pop").click()  # an example fills the musical fields
+    assert page.input_value("#genre") == "pop" and page.input_value("#tempo_bpm") == "118"
+    assert page.input_value("#instruments") == "synth, drums"
+    fill_small_request(page, duration=2, seed=1234)
+    page.evaluate(RECORD_TIMELINE)
+
+    # Two jobs ahead of ours, so the page has a queue position to show before the progress starts.
+    queue_blockers(client, 2)
+    page.focus("#submit")
+    page.keyboard.press("Enter")  # keyboard only
+
+    page.wait_for_function("/job(s)? ahead|next in line/.test(document.getElementById('job-queue').textContent)")
+    page.wait_for_selector("#job[data-state=succeeded]", timeout=120_000)
+    job_id = page.get_attribute("#job", "data-job-id")
+
+    timeline = page.evaluate("window.__timeline")
+    states = [entry["state"] for entry in timeline]
+    progress = [entry["progress"] for entry in timeline if entry["state"] in ("queued", "running", "succeeded")]
+    assert "queued" in states and states[-1] == "succeeded", states
+    assert states.index("queued") < states.index("succeeded")
+    assert progress[0] < 1.0 and progress[-1] == 1.0 and progress == sorted(progress), progress
+    assert any(re.search(r"\d+ jobs? ahead", entry["queue"]) for entry in timeline), timeline
+    assert page.text_content("#job-progress-label") == "100%"
+    assert page.is_hidden("#cancel")
+
+    # The video plays in the page: its duration is the request's, and time moves when played.
+    page.wait_for_function("document.getElementById('video').readyState >= 1", timeout=30_000)
+    duration = page.eval_on_selector("#video", "video => video.duration")
+    assert abs(duration - 2.0) <= 1 / 24 + 1e-3, duration
+    page.eval_on_selector("#video", "video => video.play()")
+    page.wait_for_function("document.getElementById('video').currentTime > 0.25", timeout=15_000)
+    page.eval_on_selector("#video", "video => video.pause()")
+
+    # The effective seed and the models are shown; the download link is the job's video.
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert page.text_content("#prov-seed") == "1234" == str(job["provenance"]["seed"])
+    assert page.text_content("#prov-music") == job["provenance"]["music_model_id"] == "tiny-musicgen"
+    assert page.text_content("#prov-video") == job["provenance"]["video_model_id"]
+    href = page.get_attribute("#download", "href")
+    assert href == f"/v1/jobs/{job_id}/video" and page.get_attribute("#download", "download") == "tunereel-1234.mp4"
+    assert client.get(href, headers={"Range": "bytes=0-9"}).status_code == 206
+
+    # History: our job, finished, with its first frame as the poster.
+    item = f"#history li[data-job-id='{job_id}']"
+    page.wait_for_selector(f"{item}[data-state=succeeded]")
+    page.wait_for_function(f'document.querySelector("{item} video").readyState >= 1')
+    page.wait_for_function("document.querySelectorAll('#history video').length >= 3")  # the blockers too
+
+    # "Same again" makes a new job with the same seed; "New seed" one with another seed.
+    page.click("#same-again")
+    page.wait_for_function(f"document.getElementById('job').dataset.jobId !== '{job_id}'")
+    page.wait_for_selector("#job[data-state=succeeded]", timeout=60_000)
+    again = client.get(f"/v1/jobs/{page.get_attribute('#job', 'data-job-id')}").json()
+    assert again["request"] == job["request"] and page.text_content("#prov-seed") == "1234"
+    page.click("#new-seed")
+    page.wait_for_function(f"document.getElementById('job').dataset.jobId !== '{again['id']}'")
+    page.wait_for_selector("#job[data-state=succeeded]", timeout=60_000)
+    fresh = client.get(f"/v1/jobs/{page.get_attribute('#job', 'data-job-id')}").json()
+    assert fresh["request"]["seed"] != 1234 and page.text_content("#prov-seed") == str(fresh["request"]["seed"])
+    page.wait_for_function("document.querySelector('#video').readyState === 4")  # all loaded: no spinner
+
+    page.wait_for_timeout(1500)  # the player's loading spinner fades out; the history's posters paint
+    page.screenshot(path=str(artifacts / "ui-desktop.png"), full_page=True)
+
+    # Phone width: nothing wider than the screen, and the form still works from the top.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.evaluate("window.scrollTo(0, 0)")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(artifacts / "ui-phone.png"), full_page=True)
+
+    assert hosts == {stack.gateway_url}, hosts
+    assert page.console.errors == []
+    print(f"UI job test took {time.monotonic() - started:.1f} s")
+
+
+def test_ui_shows_the_servers_error_next_to_the_field(page, stack, client, artifacts):
+    real = client.get("/v1/limits").json()
+    # A page with stale limits (the server's were lowered after it loaded): the client lets it through, the
+    # server refuses, and its own message appears next to the field it names.
+    stale = {**real, "max_duration_seconds": real["max_duration_seconds"] * 10}
+    page.route("**/v1/limits", lambda route: route.fulfill(json=stale))
+    posts = []
+    page.on("request", lambda request: request.method == "POST" and posts.append(request.url))
+    open_ui(page, stack)
+
+    too_long = real["max_duration_seconds"] + 1
+    fill_small_request(page, duration=too_long)
+    body = {"genre": "pop", "duration": too_long, "video_prompt": page.input_value("#video_prompt"),
+            "width": 64, "height": 64, "fps": 24}  # fmt: skip
+    expected = client.post("/v1/jobs", json=body)
+    assert expected.status_code == 422 and expected.json()["field"] == "duration"
+    message = expected.json()["error"].removeprefix("duration: ")
+
+    page.click("#submit")
+    page.wait_for_selector("#duration-error:not(:empty)")
+    assert page.text_content("#duration-error") == message
+    assert page.get_attribute("#duration", "aria-invalid") == "true"
+    assert "duration-error" in page.get_attribute("#duration", "aria-describedby")
+    assert page.evaluate("document.activeElement.id") == "duration"
+    assert "server" in page.text_content("#form-error")
+    assert page.get_attribute("#job", "data-state") == "none"  # no job was made
+    assert len(posts) == 1
+    page.screenshot(path=str(artifacts / "ui-error.png"), full_page=True)
+
+    # The client-side checks catch what they can without asking the server.
+    page.fill("#duration", "1")
+    assert page.text_content("#duration-error") == ""  # typing clears the mark
+    page.fill("#width", "65")
+    page.fill("#tempo_bpm", str(real["max_tempo_bpm"] + 1))
+    page.click("#submit")
+    assert page.text_content("#width-error") == f"must be a multiple of {real['size_multiple']} (got 65)"
+    assert page.text_content("#tempo_bpm-error").startswith(f"must be between {real['min_tempo_bpm']} and")
+    assert page.evaluate("document.activeElement.id") == "tempo_bpm"  # the first marked field, in form order
+    assert len(posts) == 1
+
+    # The one console error is the browser's own note about the 422 response.
+    assert len(page.console.errors) == 1 and "422" in page.console.errors[0], page.console.errors
+
+
+def test_ui_cancels_a_queued_job(page, stack, client, artifacts):
+    open_ui(page, stack)
+    fill_small_request(page, duration=1)
+    queue_blockers(client, 2)
+    page.click("#submit")
+    page.wait_for_selector("#job[data-state=queued]")
+    job_id = page.get_attribute("#job", "data-job-id")
+    page.click("#cancel")
+    page.wait_for_selector("#job[data-state=canceled]")
+    assert page.is_hidden("#result") and page.is_hidden("#cancel")
+    assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "canceled"
+    page.wait_for_selector(f"#history li[data-job-id='{job_id}'][data-state=canceled]")
+    page.screenshot(path=str(artifacts / "ui-canceled.png"), full_page=True)
+    assert page.console.errors == []
