@@ -79,7 +79,7 @@ docker-requirements: install
 # Build the four images (needs Docker with BuildKit): `make images IMAGE_PREFIX=ghcr.io/you/tunereel- IMAGE_TAG=0.1.0`
 IMAGE_PREFIX ?= tunereel/
 IMAGE_TAG ?= 0.1.0
-images: protos
+images:
 	for target in music video composer gateway; do \
 	  docker build -f deploy/docker/Dockerfile --target $$target -t $(IMAGE_PREFIX)$$target:$(IMAGE_TAG) . || exit 1; \
 	done

@@ -2,24 +2,39 @@
 
 The policy is data in service_config.json beside this file. Targets use gRPC name syntax: `dns:///music:50051`
 in a cluster (a headless Service resolves to every replica), `ipv4:127.0.0.1:50051,127.0.0.1:50061` locally.
+
+A channel to a replicated backend names the backend's health service (`health_service=`): gRPC then watches
+grpc.health.v1 on every replica (client-side health checking) and round robin sends new calls only to replicas that
+report SERVING — one still loading its model, draining after SIGTERM or without weights gets none. With no replica
+SERVING a call fails at once with UNAVAILABLE. A channel opened without it (tests, tools talking to one server)
+reaches the server whatever it reports, so it can read the server's own error.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from importlib import resources
 
 import grpc
 
-__all__ = ["SERVICE_CONFIG", "channel_options", "open_channel", "open_aio_channel"]
+__all__ = ["SERVICE_CONFIG", "channel_options", "open_aio_channel", "open_channel", "service_config"]
 
 SERVICE_CONFIG: dict = json.loads(resources.files("tunereel").joinpath("service_config.json").read_text())
 MESSAGE_LIMIT_BYTES = 8 * 1024 * 1024
 
 
-def channel_options() -> list[tuple[str, object]]:
+def service_config(health_service: str | None = None) -> dict:
+    """service_config.json, plus `healthCheckConfig` for `health_service` when given ("" = the server's overall status)."""
+    config = copy.deepcopy(SERVICE_CONFIG)
+    if health_service is not None:
+        config["healthCheckConfig"] = {"serviceName": health_service}
+    return config
+
+
+def channel_options(health_service: str | None = None) -> list[tuple[str, object]]:
     return [
-        ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+        ("grpc.service_config", json.dumps(service_config(health_service))),
         ("grpc.enable_retries", 1),
         ("grpc.max_receive_message_length", MESSAGE_LIMIT_BYTES),
         ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
@@ -30,9 +45,9 @@ def channel_options() -> list[tuple[str, object]]:
     ]
 
 
-def open_channel(target: str) -> grpc.Channel:
-    return grpc.insecure_channel(target, options=channel_options())
+def open_channel(target: str, *, health_service: str | None = None) -> grpc.Channel:
+    return grpc.insecure_channel(target, options=channel_options(health_service))
 
 
-def open_aio_channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=channel_options())
+def open_aio_channel(target: str, *, health_service: str | None = None) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=channel_options(health_service))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -45,7 +46,9 @@ class GrpcServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
 
-    def wait_for_signals(self, grace: float = 10.0) -> None:
+    def wait_for_signals(self, grace: float | None = None) -> None:
+        """Serve until SIGTERM/SIGINT, then drain for `grace` seconds (default: TUNEREEL_DRAIN_SECONDS, else 10)."""
+        grace = float(os.environ.get("TUNEREEL_DRAIN_SECONDS", "10")) if grace is None else grace
         stopped = threading.Event()
 
         def on_signal(signum, frame):  # noqa: ARG001
@@ -81,6 +84,7 @@ def start_server(
             ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
             ("grpc.max_receive_message_length", MESSAGE_LIMIT_BYTES),
             ("grpc.so_reuseport", 0),
+            *_connection_age_options(),
         ],
     )
     register(server)
@@ -97,6 +101,13 @@ def start_server(
     wrapped = GrpcServer(server, health_servicer, service_full_names, bound)
     wrapped.set_serving(False)
     return wrapped
+
+
+def _connection_age_options() -> list[tuple[str, int]]:
+    """TUNEREEL_MAX_CONNECTION_AGE_S: close client connections after that long (in-flight calls finish first), so
+    clients that balance over DNS (`dns:///music:50051`) resolve again and find replicas added since they connected."""
+    seconds = os.environ.get("TUNEREEL_MAX_CONNECTION_AGE_S")
+    return [("grpc.max_connection_age_ms", int(float(seconds) * 1000))] if seconds else []
 
 
 class Turnstile:

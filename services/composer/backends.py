@@ -45,12 +45,15 @@ class Backend:
     name: str  # "music" or "video"
     target: str
     service: str
-    channel: grpc.Channel
+    channel: grpc.Channel  # round robin over the replicas that report SERVING for `service`
+    health_channel: grpc.Channel | None = None  # the same, for HealthMirror: its checks don't take the streams' turns
 
     def failure(self, error: grpc.RpcError) -> BackendFailure:
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = (error.details() if hasattr(error, "details") else None) or str(error)
         if code == grpc.StatusCode.UNAVAILABLE:
+            if "unhealthy" in details:  # client-side health checking found no replica SERVING
+                details = f"no replica reports SERVING (loading, draining, or without its weights: see its log); {details}"
             return BackendFailure(code, f"{self.name} service at {self.target} is unavailable: {details}")
         if code in _PASS_THROUGH:
             return BackendFailure(code, f"{self.name} service: {details}")
@@ -60,14 +63,20 @@ class Backend:
 class Backends:
     def __init__(self, music_target: str, video_target: str, api_key: str | None = None):
         self.metadata = bearer_metadata(api_key)
-        self.music = Backend("music", music_target, MUSIC_SERVICE, open_channel(music_target))
-        self.video = Backend("video", video_target, VIDEO_SERVICE, open_channel(video_target))
+        # Health-checked round robin: a replica that is not SERVING gets no new streams (see tunereel.channels).
+        self.music, self.video = (
+            Backend(name, target, service, open_channel(target, health_service=service),
+                    open_channel(target, health_service=service))
+            for name, target, service in (("music", music_target, MUSIC_SERVICE), ("video", video_target, VIDEO_SERVICE))
+        )  # fmt: skip
         self.music_stub = music_pb2_grpc.MusicServiceStub(self.music.channel)
         self.video_stub = video_pb2_grpc.VideoServiceStub(self.video.channel)
 
     def close(self) -> None:
-        self.music.channel.close()
-        self.video.channel.close()
+        for backend in (self.music, self.video):
+            backend.channel.close()
+            if backend.health_channel is not None:
+                backend.health_channel.close()
 
 
 class HealthMirror:
@@ -117,7 +126,7 @@ class HealthMirror:
 
 
 def _check(backend: Backend) -> int:
-    stub = health_pb2_grpc.HealthStub(backend.channel)
+    stub = health_pb2_grpc.HealthStub(backend.health_channel or backend.channel)
     try:
         reply = stub.Check(health_pb2.HealthCheckRequest(service=backend.service), timeout=2.0)
         return reply.status
