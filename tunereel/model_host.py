@@ -14,26 +14,44 @@ import grpc
 
 from tunereel.loading import ModelMissing
 from tunereel.presets import UnknownPreset, default_models_dir
+from tunereel.segments import SegmentProgress
 from tunereel.serving import GrpcServer, Turnstile, start_server
 from tunereel.streaming import Cancelled, events_from_thread
 from tunereel.v1 import common_pb2
 
-__all__ = ["ModelHost", "progress", "serve_model", "model_main"]
+__all__ = ["ModelHost", "progress", "segment_progress", "serve_model", "model_main"]
 
 P = TypeVar("P")  # the pipeline type
 R = TypeVar("R")  # what one generation returns
 
 
-def progress(stage: int, fraction: float, step: int = 0, total_steps: int = 0, message: str = "") -> common_pb2.Progress:
+def progress(
+    stage: int,
+    fraction: float,
+    step: int = 0,
+    total_steps: int = 0,
+    message: str = "",
+    *,
+    segment: int = 0,
+    total_segments: int = 1,
+) -> common_pb2.Progress:
     return common_pb2.Progress(
         stage=stage,
         fraction=min(max(float(fraction), 0.0), 1.0),
         step=step,
         total_steps=total_steps,
-        segment=0,
-        total_segments=1,
+        segment=segment,
+        total_segments=total_segments,
         message=message,
     )
+
+
+def segment_progress(stage: int, report: SegmentProgress, message: str) -> common_pb2.Progress:
+    """A pipeline's SegmentProgress as the wire's Progress."""
+    return progress(
+        stage, report.fraction, report.step, report.total_steps, message,
+        segment=report.segment, total_segments=report.total_segments,
+    )  # fmt: skip
 
 
 class ModelHost(Generic[P]):
@@ -70,12 +88,15 @@ class ModelHost(Generic[P]):
         context: grpc.ServicerContext,
         header: Any,
         generate: Callable[[Callable[[Any], None], threading.Event], R],
-        pieces: Callable[[R], Iterable[Any]],
-        queued: Any,
+        pieces: Callable[[R], Iterable[Any]] | None = None,
+        queued: Any = None,
     ) -> Iterator[Any]:
         """header, then whatever `generate(emit, cancelled)` emits while it holds the model, then `pieces(result)`.
 
-        The caller's cancel sets `cancelled`; generate must watch it (the pipelines do, once per step).
+        Streaming services emit their data messages from inside `generate`, segment by segment, as they are made
+        (a slow reader then slows the generation down: memory stays at one segment); `pieces` is for results that
+        are sent after the model is released. The caller's cancel sets `cancelled`; generate must watch it (the
+        pipelines do, once per step).
         """
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
@@ -83,14 +104,14 @@ class ModelHost(Generic[P]):
 
         def work(emit: Callable[[Any], None]) -> None:
             try:
-                if not self.turnstile.enter(cancelled, lambda: emit(queued)):
+                if not self.turnstile.enter(cancelled, (lambda: emit(queued)) if queued is not None else None):
                     raise Cancelled()
                 self.log.info("generation started")
                 try:
                     result = generate(emit, cancelled)
                 finally:
                     self.turnstile.leave()
-                for piece in pieces(result):
+                for piece in pieces(result) if pieces is not None else ():
                     emit(piece)
             except Cancelled:
                 self.log.info("generation cancelled by the caller")

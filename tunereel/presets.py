@@ -48,6 +48,13 @@ class VideoPreset:
     max_frames: int = 257  # frames per pipeline pass
     negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
     extra_call_kwargs: dict = field(default_factory=dict)
+    # Longer videos are chains of passes, each conditioned on the end of the one before (tunereel.segments):
+    # "video": diffusers' LTXConditionPipeline on the last `overlap_frames` frames (LTX-Video 0.9.5 and later);
+    # "image": LTXImageToVideoPipeline on the last frame only (0.9.0/0.9.1, which know no video conditioning).
+    continuation: str = "video"
+    overlap_frames: int = 17  # k·8 + 1 frames the next pass re-makes (~0.7 s at 24 fps)
+    blend_frames: int = 8  # of those, the last ones cross-faded at the seam (0: cut)
+    continue_call_kwargs: dict = field(default_factory=dict)  # extra arguments of the continuation pipeline
 
 
 MUSIC_PRESETS: dict[str, MusicPreset] = {
@@ -64,18 +71,29 @@ MUSIC_PRESETS: dict[str, MusicPreset] = {
     )
 }
 
+# diffusers' advice for the timestep-aware VAE of LTX-Video 0.9.1+ when conditioning on frames.
+_CONDITION_0_9_5 = {"decode_timestep": 0.05, "image_cond_noise_scale": 0.025}
+
 VIDEO_PRESETS: dict[str, VideoPreset] = {
     preset.name: preset
     for preset in (
         # Random weights, real architecture; cheap enough for 768x512 on a laptop CPU.
         VideoPreset("tiny", "local:tiny-ltx", dtype="float32", num_inference_steps=4, guidance_scale=1.0),
-        VideoPreset("ltx-2b", "Lightricks/LTX-Video", num_inference_steps=40, guidance_scale=3.0),
         VideoPreset(
-            "ltx-2b-distilled", "Lightricks/LTX-Video-0.9.8-2B-distilled", num_inference_steps=8, guidance_scale=1.0
+            "ltx-2b", "Lightricks/LTX-Video", num_inference_steps=40, guidance_scale=3.0,
+            continuation="image", overlap_frames=1, blend_frames=0,
         ),
-        VideoPreset("ltx-13b", "Lightricks/LTX-Video-0.9.7-dev", num_inference_steps=40, guidance_scale=3.0),
         VideoPreset(
-            "ltx-13b-distilled", "Lightricks/LTX-Video-0.9.7-distilled", num_inference_steps=8, guidance_scale=1.0
+            "ltx-2b-distilled", "Lightricks/LTX-Video-0.9.8-2B-distilled", num_inference_steps=8, guidance_scale=1.0,
+            continue_call_kwargs=_CONDITION_0_9_5,
+        ),
+        VideoPreset(
+            "ltx-13b", "Lightricks/LTX-Video-0.9.7-dev", num_inference_steps=40, guidance_scale=3.0,
+            continue_call_kwargs=_CONDITION_0_9_5,
+        ),
+        VideoPreset(
+            "ltx-13b-distilled", "Lightricks/LTX-Video-0.9.7-distilled", num_inference_steps=8, guidance_scale=1.0,
+            continue_call_kwargs=_CONDITION_0_9_5,
         ),
     )
 }

@@ -25,8 +25,8 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    max_duration_seconds: float = 10.0  # one model pass; longer output is made in segments (separate issue)
-    max_frames_per_pass: int = 257  # LTX-Video's per-pass limit
+    max_duration_seconds: float = 300.0  # longer than one model pass: made in segments (tunereel.segments)
+    max_frames_per_pass: int = 257  # LTX-Video's per-pass limit; longer videos are chained passes
     min_size: int = 64
     max_size: int = 1280
     size_multiple: int = 32  # LTX-Video's VAE compresses space by 32
@@ -79,10 +79,7 @@ class GenerationRequest(BaseModel):
         if not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
         if value > LIMITS.max_duration_seconds:
-            raise ValueError(
-                f"must be at most {LIMITS.max_duration_seconds:g} s (got {value:g}): "
-                "this version makes each video in one model pass"
-            )
+            raise ValueError(f"must be at most {LIMITS.max_duration_seconds:g} s (got {value:g})")
         return value
 
     @field_validator("width", "height")
@@ -98,14 +95,9 @@ class GenerationRequest(BaseModel):
         return value or None
 
     @model_validator(mode="after")
-    def _fits_one_pass(self) -> GenerationRequest:
+    def _at_least_one_frame(self) -> GenerationRequest:
         if self.frame_count < 1:
             raise ValueError(f"duration: {self.duration} s at {self.fps} fps is less than one frame")
-        if self.frame_count > LIMITS.max_frames_per_pass:
-            raise ValueError(
-                f"duration: {self.duration:g} s at {self.fps} fps is {self.frame_count} frames; "
-                f"at most {LIMITS.max_frames_per_pass} frames are supported (one model pass)"
-            )
         return self
 
     @property

@@ -1,8 +1,16 @@
-"""Composer core: music and video streams in flight together, frames muxed as they arrive. No gRPC server here.
+"""Composer core: music and video streams in flight together, both muxed as they arrive. No gRPC server here.
 
 compose(): pick the seed → start both backend streams → read each in its own thread into one queue → this thread
-alone feeds the muxer (frames as they come, the audio once it is mastered) → close the MP4 → return it with its
-provenance. A cancel flag or a failing backend stops both streams at once.
+alone feeds the muxer: frames as they come, the audio through a streaming master (loudness and peak limiting in
+bounded memory, services/composer/stream_master.py) → close the MP4 → return it with its provenance. A cancel flag or
+a failing backend stops both streams at once.
+
+Memory stays flat however long the output: the backends send segment by segment, raw frames and PCM go to the
+encoders as they arrive, and whichever stream is ahead waits *compressed* in the muxer's interleaver. Audio ahead
+costs little (AAC at 128 kbit/s: 5 MB for 5 minutes). The video stream is not read further than `VIDEO_LEAD_S`
+seconds ahead of the audio received (gRPC flow control then pauses the video service), so compressed video waits
+for at most that lead plus the audio the master holds (its 20 s calibration, or a whole clip of up to 30 s): a bound
+that does not grow with the duration. The audio stream is never held back.
 """
 
 from __future__ import annotations
@@ -27,11 +35,17 @@ from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2, music_pb2, video_pb2
 
 from .backends import Backend, BackendFailure, Backends
-from .muxer import AudioSpec, Mp4Muxer, MuxResult, VideoSpec, master_for_aac
+from .muxer import AudioSpec, Mp4Muxer, MuxResult, VideoSpec
+from .stream_master import StreamingMaster
 
 log = logging.getLogger("tunereel.composer")
 
 ProgressSink = Callable[[common_pb2.Progress], None]
+
+# How far (in seconds of video) the video stream may be read ahead of the audio received so far.
+VIDEO_LEAD_S = 10.0
+# Messages waiting between the reader threads and the muxing thread (a 768x512 frame is two 1 MiB messages).
+INBOX_MESSAGES = 64
 
 
 @dataclass(frozen=True)
@@ -85,22 +99,26 @@ class Composer:
             metadata=self.backends.metadata,
         )
         calls = (music_call, video_call)
-        inbox: queue.Queue = queue.Queue(maxsize=256)
+        inbox: queue.Queue = queue.Queue(maxsize=INBOX_MESSAGES)
+        stop = threading.Event()
+        gate = _LeadGate(request.fps, stop)
         readers = [
-            threading.Thread(target=_read, args=(self.backends.music, music_call, inbox), daemon=True, name="read-music"),
-            threading.Thread(target=_read, args=(self.backends.video, video_call, inbox), daemon=True, name="read-video"),
+            threading.Thread(target=_read, args=(self.backends.music, music_call, inbox, stop, None), daemon=True, name="read-music"),
+            threading.Thread(target=_read, args=(self.backends.video, video_call, inbox, stop, gate), daemon=True, name="read-video"),
         ]
         for reader in readers:
             reader.start()
 
         path = self.work_dir / f"compose-{uuid.uuid4().hex}.mp4"
         try:
-            return self._mux(request, seed, frame_count, path, inbox, on_progress, cancelled)
+            return self._mux(request, seed, frame_count, path, inbox, gate, on_progress, cancelled)
         except BaseException:
             for call in calls:
                 call.cancel()
             path.unlink(missing_ok=True)
             raise
+        finally:
+            stop.set()  # readers blocked on the gate or a full inbox give up
 
     def _mux(
         self,
@@ -109,14 +127,15 @@ class Composer:
         frame_count: int,
         path: Path,
         inbox: queue.Queue,
+        gate: _LeadGate,
         on_progress: ProgressSink,
         cancelled: threading.Event,
     ) -> Composition:
         music_header: music_pb2.AudioHeader | None = None
         video_header: video_pb2.VideoHeader | None = None
         assembler: wire.FrameAssembler | None = None
-        pcm_parts: list[np.ndarray] = []
-        audio_ready: np.ndarray | None = None
+        master: StreamingMaster | None = None
+        audio_ready: list[np.ndarray] = []  # mastered audio waiting for the muxer to open (only before it does)
         frames_ready: list[np.ndarray] = []  # usually one frame: they go to the encoder as soon as it is open
         muxer: Mp4Muxer | None = None
         frames_muxed = 0
@@ -128,8 +147,25 @@ class Composer:
                     on_progress(message.progress)
                 elif source == "music" and kind == "header":
                     music_header = message.header
+                    if music_header.total_samples < 1 or music_header.channels < 1:
+                        raise BackendFailure(grpc.StatusCode.INTERNAL, f"music service: bad header {music_header}")
+                    master = StreamingMaster(
+                        AudioSpec(sample_rate=music_header.sample_rate, channels=music_header.channels),
+                        music_header.total_samples,
+                    )
                 elif source == "music" and kind == "chunk":
-                    pcm_parts.append(wire.pcm_from_bytes(message.chunk.pcm, music_header.channels))
+                    chunk = message.chunk
+                    if master is None or chunk.offset_samples != master.received:
+                        raise BackendFailure(
+                            grpc.StatusCode.INTERNAL,
+                            f"music service: chunk at sample {chunk.offset_samples}, expected "
+                            f"{master.received if master else 'a header first'}",
+                        )
+                    try:
+                        audio_ready += master.push(wire.pcm_from_bytes(chunk.pcm, music_header.channels))
+                    except ValueError as error:
+                        raise BackendFailure(grpc.StatusCode.INTERNAL, f"music service: {error}") from None
+                    gate.advance(master.received / music_header.sample_rate)
                 elif source == "video" and kind == "header":
                     video_header = message.header
                     _check_video_header(video_header, request, frame_count)
@@ -139,10 +175,16 @@ class Composer:
                     if frame is not None:
                         frames_ready.append(frame)
                 elif source == "music-done":
-                    pcm = _join_audio(pcm_parts, music_header)
-                    pcm_parts = []
-                    on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "mastering the audio"))
-                    audio_ready = master_for_aac(pcm, AudioSpec(sample_rate=music_header.sample_rate, channels=music_header.channels))
+                    if master is None:
+                        raise BackendFailure(grpc.StatusCode.INTERNAL, "music service: stream ended without a header")
+                    if master.received != master.total:
+                        raise BackendFailure(
+                            grpc.StatusCode.INTERNAL, f"music service: sent {master.received} of {master.total} samples"
+                        )
+                    gate.open()
+                    if master.whole:
+                        on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "mastering the audio"))
+                    audio_ready += master.finish()
                 elif source == "video-done":
                     done = assembler.frames_done if assembler else 0
                     if done != frame_count:
@@ -159,9 +201,9 @@ class Composer:
                         metadata={"comment": provenance_json(provenance)},
                     )
                 if muxer is not None:
-                    if audio_ready is not None:
-                        muxer.add_audio(audio_ready)
-                        audio_ready = None
+                    for piece in audio_ready:
+                        muxer.add_audio(piece)
+                    audio_ready.clear()
                     for frame in frames_ready:
                         muxer.add_frame(frame)
                         frames_muxed += 1
@@ -178,14 +220,55 @@ class Composer:
         return Composition(path=path, provenance=provenance, mux=result, sample_rate=music_header.sample_rate)
 
 
-def _read(backend: Backend, call, inbox: queue.Queue) -> None:
-    """Reader thread: every message of one backend stream into the shared inbox, then a done or error marker."""
+class _LeadGate:
+    """Holds the video reader while the frame it would pass on lies more than VIDEO_LEAD_S ahead of the audio
+    received; opens for good once the music has all arrived (or the composition stops)."""
+
+    def __init__(self, fps: int, stop: threading.Event):
+        self.fps = fps
+        self.stop = stop
+        self._audio_s = 0.0
+        self._open = False
+        self._changed = threading.Condition()
+
+    def advance(self, audio_seconds: float) -> None:
+        with self._changed:
+            self._audio_s = audio_seconds
+            self._changed.notify_all()
+
+    def open(self) -> None:
+        with self._changed:
+            self._open = True
+            self._changed.notify_all()
+
+    def wait(self, frame_index: int) -> None:
+        with self._changed:
+            while not (self._open or self.stop.is_set() or frame_index / self.fps <= self._audio_s + VIDEO_LEAD_S):
+                self._changed.wait(0.1)
+
+
+def _read(backend: Backend, call, inbox: queue.Queue, stop: threading.Event, gate: _LeadGate | None) -> None:
+    """Reader thread: every message of one backend stream into the shared inbox, then a done or error marker.
+    Gives up (without blocking forever on a full inbox) once `stop` is set."""
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                inbox.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     try:
         for message in call:
-            inbox.put((backend.name, message))
-        inbox.put((f"{backend.name}-done", None))
+            if gate is not None and message.WhichOneof("payload") == "frame" and message.frame.offset == 0:
+                gate.wait(message.frame.frame_index)
+            if not put((backend.name, message)):
+                return
+        put((f"{backend.name}-done", None))
     except grpc.RpcError as error:
-        inbox.put((f"{backend.name}-error", backend.failure(error)))
+        put((f"{backend.name}-error", backend.failure(error)))
 
 
 def _drain(inbox: queue.Queue, cancelled: threading.Event) -> Iterator[tuple[str, object]]:
@@ -210,17 +293,6 @@ def _check_video_header(header: video_pb2.VideoHeader, request: GenerationReques
     got = (header.width, header.height, header.fps, header.frame_count, header.pixel_format)
     if got != expected:
         raise BackendFailure(grpc.StatusCode.INTERNAL, f"video service: header {got} does not match the request {expected}")
-
-
-def _join_audio(parts: list[np.ndarray], header: music_pb2.AudioHeader | None) -> np.ndarray:
-    if header is None:
-        raise BackendFailure(grpc.StatusCode.INTERNAL, "music service: stream ended without a header")
-    pcm = np.concatenate(parts) if parts else np.zeros((0, header.channels), np.float32)
-    if len(pcm) != header.total_samples:
-        raise BackendFailure(
-            grpc.StatusCode.INTERNAL, f"music service: sent {len(pcm)} of {header.total_samples} samples"
-        )
-    return pcm
 
 
 def _progress(stage: int, fraction: float, message: str) -> common_pb2.Progress:

@@ -2,13 +2,21 @@
 
 Reads like a diffusers pipeline: check_inputs → encode prompt (processor) → generate codes (seeded, with a per-step
 callback that reports progress and can interrupt) → decode → exact-length float32 PCM.
+
+Long music (more than one window, 30 s) is made as audiocraft makes it: windowed continuation. Every window after the
+first is prompted with the last `prompt_seconds` (10 s) of the previous window's codes, under the same text prompt,
+and adds up to 20 s of new audio. MusicGen decodes the prompt codes again with the new ones, so each window's audio
+overlaps the previous window's tail with the *same* codes; the join is a short cross-fade inside that overlap, placed
+away from both windows' edges (where the codec's decoder lacks context), so it is not heard. `stream()` yields the
+audio window by window as it is made; `__call__` is the one-pass case (and joins the pieces for callers that want
+one array).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +26,24 @@ from transformers import MusicgenForConditionalGeneration, MusicgenProcessor, St
 
 from tunereel.loading import load_offline, pick_device, pick_dtype
 from tunereel.presets import MusicPreset, resolve_source
+from tunereel.request import LIMITS
+from tunereel.segments import (
+    MusicWindow,
+    SegmentProgress,
+    correlation,
+    crossfade_gains,
+    music_join_starts,
+    plan_music,
+    segment_seed,
+)
 from tunereel.streaming import Cancelled
 
-__all__ = ["MusicPipeline", "MusicOutput", "InvalidMusicInput"]
+from .acceleration import accelerate
+
+__all__ = ["MusicPipeline", "MusicOutput", "MusicPiece", "InvalidMusicInput", "crossfade"]
 
 ProgressCallback = Callable[[int, int], None]  # (step, total_steps)
+SegmentCallback = Callable[[SegmentProgress], None]
 
 
 class InvalidMusicInput(ValueError):
@@ -37,21 +58,43 @@ class MusicOutput:
     sample_rate: int
 
 
+@dataclass(frozen=True)
+class MusicPiece:
+    """A contiguous piece of the song, final: `offset` is the index of its first sample in the whole song."""
+
+    offset: int
+    audio: np.ndarray  # (samples, channels) float32
+    segment: int  # the window that made it
+    total_segments: int
+
+
 class _StepWatch(StoppingCriteria):
-    """Called by generate() once per decoding step: reports progress, and stops generation when interrupted."""
+    """Called by generate() once per decoding step: reports progress, stops generation when interrupted, and keeps
+    the latest token ids (the codes of the window, in MusicGen's delayed layout)."""
 
     def __init__(self, total_steps: int, on_step: ProgressCallback | None, interrupt: threading.Event | None):
         self.total_steps = total_steps
         self.on_step = on_step
         self.interrupt = interrupt
         self.step = 0
+        self.ids: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         self.step += 1
+        self.ids = input_ids
         if self.on_step is not None:
             self.on_step(min(self.step, self.total_steps), self.total_steps)
         stop = self.interrupt is not None and self.interrupt.is_set()
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross-fade from `a` to `b` (same shape, (samples, channels)) keeping the level flat whatever their correlation
+    (see `crossfade_gains`). Both decode the same codes here, so the fade is in effect an equal-gain one."""
+    if a.shape[0] == 0:
+        return a.copy()
+    g_out, g_in = crossfade_gains(a.shape[0], correlation(a, b))
+    return (g_out[:, None] * a.astype(np.float64) + g_in[:, None] * b.astype(np.float64)).astype(np.float32)
 
 
 class MusicPipeline:
@@ -63,17 +106,35 @@ class MusicPipeline:
         model_id: str,
         max_seconds: float = 30.0,
         guidance_scale: float = 3.0,
+        max_total_seconds: float = LIMITS.max_duration_seconds,
+        prompt_seconds: float = 10.0,
+        crossfade_seconds: float = 0.2,
+        join_margin_seconds: float = 0.5,
     ):
         self.model = model.eval()
         self.processor = processor
         self.model_id = model_id
-        self.max_seconds = max_seconds
+        self.max_seconds = max_seconds  # one window
+        self.max_total_seconds = max_total_seconds  # one request, made in windows
         self.guidance_scale = guidance_scale
         audio_config = model.config.audio_encoder
         self.sample_rate = int(audio_config.sampling_rate)
-        self.channels = int(getattr(audio_config, "audio_channels", 1))
+        # Stereo checkpoints keep a mono codec and decode one set of codebooks per channel: the decoder knows.
+        self.channels = int(getattr(model.decoder.config, "audio_channels", 1))
         self.frame_rate = float(getattr(audio_config, "frame_rate", None) or self.sample_rate / math.prod(audio_config.upsampling_ratios))
         self.num_codebooks = int(model.decoder.config.num_codebooks)
+        self.hop = int(round(self.sample_rate / self.frame_rate))  # samples per codec frame (640)
+        # Codebook k is delayed by k frames (stereo: pairs of codebooks, one per channel, share a delay).
+        self._delays = [k // self.channels for k in range(self.num_codebooks)]
+        self.max_delay = max(self._delays)
+        self.window_frames = int(math.floor(max_seconds * self.frame_rate))
+        self.prompt_frames = int(round(prompt_seconds * self.frame_rate))
+        self.crossfade_samples = int(round(crossfade_seconds * self.sample_rate))
+        self.join_margin_samples = int(round(join_margin_seconds * self.sample_rate))
+        if not 0 < self.prompt_frames < self.window_frames:
+            raise ValueError(f"prompt_seconds must be shorter than one window ({max_seconds:g} s)")
+        if self.crossfade_samples + self.join_margin_samples > self.prompt_frames * self.hop // 2:
+            raise ValueError("the cross-fade and its margin must fit well inside the prompt")
 
     @classmethod
     def from_preset(cls, preset: MusicPreset, models_dir: Path | None = None) -> MusicPipeline:
@@ -81,6 +142,7 @@ class MusicPipeline:
         device = pick_device()
         dtype = pick_dtype(preset.dtype, device)
         model = load_offline(MusicgenForConditionalGeneration.from_pretrained, source, dtype=dtype).to(device)
+        model = accelerate(model, device)  # CPU: int8 decoder + in-place KV cache (services/music/acceleration.py)
         processor = load_offline(MusicgenProcessor.from_pretrained, source)
         return cls(
             model,
@@ -97,12 +159,25 @@ class MusicPipeline:
     def num_samples(self, duration_seconds: float) -> int:
         return round(duration_seconds * self.sample_rate)
 
+    def plan(self, duration_seconds: float) -> list[MusicWindow]:
+        """The windows a request of this length is made in (one when it fits one window)."""
+        return plan_music(self.num_samples(duration_seconds), self.hop, self.window_frames, self.prompt_frames)
+
+    @property
+    def hold(self) -> int:
+        """Samples of each window's end that wait for the next window: the cross-fade and its margin."""
+        return self.crossfade_samples + self.join_margin_samples
+
+    def joins(self, duration_seconds: float) -> list[int]:
+        """Samples where the joins' cross-fades (each `crossfade_samples` long) begin."""
+        return music_join_starts(self.plan(duration_seconds), self.hop, self.hold)
+
     def check_inputs(self, prompt: str, duration_seconds: float, guidance_scale: float | None) -> None:
         if not prompt or not prompt.strip():
             raise InvalidMusicInput("prompt", "must not be empty")
-        if not (math.isfinite(duration_seconds) and 0 < duration_seconds <= self.max_seconds):
+        if not (math.isfinite(duration_seconds) and 0 < duration_seconds <= self.max_total_seconds):
             raise InvalidMusicInput(
-                "duration_seconds", f"must be > 0 and ≤ {self.max_seconds:g} s for one pass (got {duration_seconds:g})"
+                "duration_seconds", f"must be > 0 and ≤ {self.max_total_seconds:g} s (got {duration_seconds:g})"
             )
         if self.num_samples(duration_seconds) < 1:
             raise InvalidMusicInput("duration_seconds", "is shorter than one sample")
@@ -119,33 +194,122 @@ class MusicPipeline:
         on_step: ProgressCallback | None = None,
         interrupt: threading.Event | None = None,
     ) -> MusicOutput:
-        # 1. check inputs
+        """The whole song as one array (windows joined). `on_step(step, total)` counts steps over all windows."""
+        report = None
+        if on_step is not None:
+            total = sum(w.new_frames + self.max_delay for w in self.plan(duration_seconds))
+            report = lambda p: on_step(min(total, round(p.fraction * total)), total)  # noqa: E731
+        pieces = [
+            piece.audio
+            for piece in self.stream(
+                prompt, duration_seconds, seed=seed, guidance_scale=guidance_scale, on_progress=report, interrupt=interrupt
+            )
+        ]
+        return MusicOutput(np.concatenate(pieces) if len(pieces) > 1 else pieces[0], self.sample_rate)
+
+    def stream(
+        self,
+        prompt: str,
+        duration_seconds: float,
+        *,
+        seed: int,
+        guidance_scale: float | None = None,
+        on_progress: SegmentCallback | None = None,
+        interrupt: threading.Event | None = None,
+    ) -> Iterator[MusicPiece]:
+        """The song as final, contiguous pieces, one per window, each yielded as soon as its window is decoded.
+
+        Holds at most one window's audio and codes. The pieces add up to exactly round(duration · rate) samples.
+        """
+        # 1. check inputs, plan the windows
         self.check_inputs(prompt, duration_seconds, guidance_scale)
         total_samples = self.num_samples(duration_seconds)
-        hop = self.sample_rate / self.frame_rate
-        audio_frames = math.ceil(total_samples / hop)
-        # The codebook delay pattern costs (num_codebooks - 1) extra steps before the last frame is complete.
-        steps = audio_frames + self.num_codebooks - 1
+        windows = self.plan(duration_seconds)
+        count = len(windows)
+        all_steps = sum(w.new_frames + self.max_delay for w in windows)
+        hold = self.hold
 
-        # 2. encode the prompt
+        # 2. encode the text prompt once: every window gets the same one
         inputs = self.processor(text=[prompt], padding=True, return_tensors="pt").to(self.device)
 
-        # 3. generate codes, seeded
+        codes: torch.Tensor | None = None  # (codebooks, frames) of the previous window
+        tail: np.ndarray | None = None  # the previous window's audio from `emitted` on, kept for the join
+        emitted = 0  # samples yielded so far
+        steps_before = 0
+        for window in windows:
+            if interrupt is not None and interrupt.is_set():
+                raise Cancelled("music generation cancelled")
+            steps = window.new_frames + self.max_delay
+
+            def step_done(step: int, total: int, window: MusicWindow = window, before: int = steps_before) -> None:
+                if on_progress is not None:
+                    on_progress(SegmentProgress(step, total, window.index, count, (before + step) / all_steps))
+
+            # 3. generate this window's codes, seeded, prompted with the previous window's last codes
+            prompt_codes = codes[:, -window.prompt_frames :] if codes is not None else None
+            pcm, codes = self._window(inputs, prompt_codes, steps, segment_seed(seed, window.index),
+                                      guidance_scale, step_done, interrupt)  # fmt: skip
+            steps_before += steps
+
+            # 4. keep the new part; join it to the previous window inside the re-decoded prompt
+            start = window.start_frame * self.hop  # sample (in the song) where this window's audio begins
+            last = window.index == count - 1
+            stop = total_samples if last else start + pcm.shape[0] - hold
+            if pcm.shape[0] < stop - start:
+                raise RuntimeError(f"model returned {pcm.shape[0]} samples, expected at least {stop - start}")
+            if tail is None:
+                audio = pcm[emitted - start : stop - start]
+            else:
+                fade = self.crossfade_samples
+                joined = crossfade(tail[:fade], pcm[emitted - start : emitted - start + fade])
+                audio = np.concatenate([joined, pcm[emitted - start + fade : stop - start]])
+            yield MusicPiece(emitted, np.ascontiguousarray(audio, dtype=np.float32), window.index, count)
+            tail = None if last else pcm[stop - start :].copy()
+            emitted = stop
+
+    def _window(
+        self,
+        inputs,
+        prompt_codes: torch.Tensor | None,
+        steps: int,
+        seed: int,
+        guidance_scale: float | None,
+        on_step: ProgressCallback,
+        interrupt: threading.Event | None,
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """One MusicGen pass: (audio of prompt + new frames as (samples, channels) float32, their codes)."""
         torch.manual_seed(seed)
         watch = _StepWatch(steps, on_step, interrupt)
-        with torch.inference_mode():
-            audio = self.model.generate(
-                **inputs,
-                do_sample=True,
-                guidance_scale=guidance_scale or self.guidance_scale,
-                max_new_tokens=steps,
-                stopping_criteria=StoppingCriteriaList([watch]),
-            )
+        extra = {}
+        if prompt_codes is not None:
+            # Codes, not audio: the prompt is continued exactly (no re-encoding), as audiocraft does.
+            extra["decoder_input_ids"] = prompt_codes.reshape(self.num_codebooks, -1)
+        try:
+            with torch.inference_mode():
+                audio = self.model.generate(
+                    **inputs,
+                    **extra,
+                    do_sample=True,
+                    guidance_scale=guidance_scale or self.guidance_scale,
+                    max_new_tokens=steps,
+                    stopping_criteria=StoppingCriteriaList([watch]),
+                )
+        except RuntimeError:
+            # stopped half-way, generate() cannot always undo the delay pattern of a prompted window
+            if interrupt is not None and interrupt.is_set():
+                raise Cancelled("music generation cancelled") from None
+            raise
         if interrupt is not None and interrupt.is_set():
             raise Cancelled("music generation cancelled")
+        pcm = np.ascontiguousarray(audio[0].float().cpu().numpy().T)  # (channels, samples) → (samples, channels)
+        return pcm, self._codes(watch.ids, prompt_codes)
 
-        # 4. to exact-length (samples, channels) float32
-        pcm = audio[0].float().cpu().numpy().T  # (channels, samples) → (samples, channels)
-        if pcm.shape[0] < total_samples:
-            raise RuntimeError(f"model returned {pcm.shape[0]} samples, expected at least {total_samples}")
-        return MusicOutput(np.ascontiguousarray(pcm[:total_samples], dtype=np.float32), self.sample_rate)
+    def _codes(self, ids: torch.Tensor, prompt_codes: torch.Tensor | None) -> torch.Tensor:
+        """Undo the delay pattern: (codebooks, frames) for every complete frame (prompt included) of the window."""
+        ids = ids.reshape(-1, self.num_codebooks, ids.shape[-1])[0]  # batch of one: (codebooks, 1 + frames + delay)
+        frames = ids.shape[-1] - 1 - self.max_delay
+        codes = torch.stack([ids[k, 1 + d : 1 + d + frames] for k, d in enumerate(self._delays)])
+        if prompt_codes is not None:
+            # generate() keeps the prompt where the delay pattern overlaps it; the raw ids there are placeholders
+            codes[:, : prompt_codes.shape[-1]] = prompt_codes
+        return codes.clone()

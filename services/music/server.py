@@ -7,12 +7,12 @@ from pathlib import Path
 import grpc
 
 from tunereel import wire
-from tunereel.model_host import ModelHost, model_main, progress, serve_model
+from tunereel.model_host import ModelHost, model_main, progress, segment_progress, serve_model
 from tunereel.presets import music_preset
 from tunereel.serving import GrpcServer
 from tunereel.v1 import common_pb2, music_pb2, music_pb2_grpc
 
-from .pipeline import InvalidMusicInput, MusicOutput, MusicPipeline
+from .pipeline import InvalidMusicInput, MusicPipeline
 
 SERVICE_NAME = music_pb2.DESCRIPTOR.services_by_name["MusicService"].full_name
 
@@ -41,32 +41,34 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
             seed=request.seed,
         )
 
-        def generate(emit, cancelled) -> MusicOutput:
-            return pipeline(
+        def generate(emit, cancelled) -> None:
+            # Window by window: each window's audio goes out as soon as it is decoded (tunereel.segments).
+            pieces = pipeline.stream(
                 request.prompt,
                 request.duration_seconds,
                 seed=request.seed,
                 guidance_scale=guidance,
-                on_step=lambda step, steps: emit(
-                    music_pb2.GenerateMusicResponse(
-                        progress=progress(common_pb2.STAGE_MUSIC, step / steps, step, steps, "generating")
-                    )
+                on_progress=lambda report: emit(
+                    music_pb2.GenerateMusicResponse(progress=segment_progress(common_pb2.STAGE_MUSIC, report, "generating"))
                 ),
                 interrupt=cancelled,
             )
-
-        def chunks(result: MusicOutput):
-            for offset in range(0, total, wire.AUDIO_CHUNK_SAMPLES):
-                piece = result.audio[offset : offset + wire.AUDIO_CHUNK_SAMPLES]
-                yield music_pb2.GenerateMusicResponse(
-                    chunk=music_pb2.AudioChunk(offset_samples=offset, num_samples=len(piece), pcm=wire.pcm_to_bytes(piece))
-                )
+            for piece in pieces:
+                for start in range(0, piece.audio.shape[0], wire.AUDIO_CHUNK_SAMPLES):
+                    part = piece.audio[start : start + wire.AUDIO_CHUNK_SAMPLES]
+                    emit(
+                        music_pb2.GenerateMusicResponse(
+                            chunk=music_pb2.AudioChunk(
+                                offset_samples=piece.offset + start, num_samples=len(part), pcm=wire.pcm_to_bytes(part)
+                            )
+                        )
+                    )
+                piece = part = None  # not held while the next window is made
 
         yield from self.host.stream(
             context,
             music_pb2.GenerateMusicResponse(header=header),
             generate,
-            chunks,
             queued=music_pb2.GenerateMusicResponse(progress=progress(common_pb2.STAGE_QUEUED, 0.0, message="waiting for the model")),
         )
 

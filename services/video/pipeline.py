@@ -1,28 +1,63 @@
 """VideoPipeline: prompt → LTX-Video latents → denoise → decode → exactly `num_frames` uint8 RGB frames.
 
-No gRPC here. One diffusers pipeline call makes all the frames of a request (LTX needs 8k+1 frames, so it runs for
-the next such count and the output is cut). A step callback reports progress and stops denoising when interrupted.
+No gRPC here. One diffusers pipeline call makes one segment (LTX needs 8k+1 frames, at most `preset.max_frames`, so
+it runs for the next such count and the output is cut). A step callback reports progress and stops denoising when
+interrupted.
+
+Longer videos are a chain of segments (tunereel.segments.plan_video). Every segment after the first is one call of a
+conditioning pipeline that shares the loaded weights: diffusers' `LTXConditionPipeline`, conditioned (strength 1) on
+the last `overlap_frames` frames of the segment before, which it re-makes as its first frames before going on
+(LTX-Video 0.9.5+); or, for checkpoints without video conditioning, `LTXImageToVideoPipeline` on the last frame. The
+seam is a short cross-fade (`blend_frames`) between the previous segment's own last frames and the new segment's
+re-made ones, which show the same content; the rest of the overlap is cut. `stream()` yields each segment's frames as
+soon as it is made, and holds no more than one segment; `__call__` returns all frames in one array.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import LTXPipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, LTXConditionPipeline, LTXImageToVideoPipeline, LTXPipeline
+from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+from diffusers.video_processor import VideoProcessor
 
 from tunereel.loading import load_offline, pick_device, pick_dtype
 from tunereel.presets import VideoPreset, resolve_source
+from tunereel.request import LIMITS
+from tunereel.segments import (
+    SegmentProgress,
+    VideoSegment,
+    correlation,
+    crossfade_gains,
+    model_frame_count,
+    plan_video,
+    segment_seed,
+)
 from tunereel.streaming import Cancelled
 
-__all__ = ["VideoPipeline", "VideoOutput", "InvalidVideoInput", "model_frame_count"]
+__all__ = ["VideoPipeline", "VideoOutput", "VideoPiece", "InvalidVideoInput", "model_frame_count", "blend_frames"]
 
 ProgressCallback = Callable[[int, int], None]  # (step, total_steps)
+SegmentCallback = Callable[[SegmentProgress], None]
+
+# Frames converted from the pipeline's float output to uint8 at a time (bounds the temporaries).
+_CONVERT_FRAMES = 16
+
+
+class _QuietTimesteps(logging.Filter):
+    """LTXConditionPipeline passes its own timesteps by design; diffusers' scheduler warns about that on every call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "were passed without `sigmas`" not in record.getMessage()
+
+
+logging.getLogger("diffusers.schedulers.scheduling_flow_match_euler_discrete").addFilter(_QuietTimesteps())
 
 
 class InvalidVideoInput(ValueError):
@@ -37,19 +72,138 @@ class VideoOutput:
     fps: int
 
 
-def model_frame_count(num_frames: int, temporal_compression: int = 8) -> int:
-    """The smallest count of the form k·8 + 1 that covers `num_frames` (LTX-Video's VAE needs it)."""
-    return math.ceil(max(num_frames - 1, 0) / temporal_compression) * temporal_compression + 1
+@dataclass(frozen=True)
+class VideoPiece:
+    """Final frames of the video, in order: `start` is the index of the first one in the whole video."""
+
+    start: int
+    frames: np.ndarray  # (n, height, width, 3) uint8
+    segment: int
+    total_segments: int
+
+
+def blend_frames(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Cross-fade from `old` to `new` frames ((n, h, w, 3) uint8 each) at a steady contrast.
+
+    Each frame's mean is faded linearly; the detail around it with the gains of `crossfade_gains` for the correlation
+    of the two runs, so a blend of two renderings of the same content (the usual case) is a plain equal-gain fade,
+    and a blend of unrelated content does not dip in contrast halfway.
+    """
+    n = old.shape[0]
+    if n == 0:
+        return old.copy()
+    a, b = old.astype(np.float32), new.astype(np.float32)
+    mean_a = a.mean(axis=(1, 2), keepdims=True)
+    mean_b = b.mean(axis=(1, 2), keepdims=True)
+    a -= mean_a
+    b -= mean_b
+    g_out, g_in = crossfade_gains(n, correlation(a, b))
+    lin_out, lin_in = g_out / (g_out + g_in), g_in / (g_out + g_in)  # the means fade with gains summing to 1
+    shape = (n, 1, 1, 1)
+    mixed = (g_out.reshape(shape) * a + g_in.reshape(shape) * b
+             + lin_out.reshape(shape) * mean_a + lin_in.reshape(shape) * mean_b)  # fmt: skip
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def _to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """(batch, channels, frames, height, width) floats in -1..1 → uint8 (batch, frames, height, width, 3) on the CPU."""
+    return video.permute(0, 2, 3, 4, 1).float().mul(0.5).add(0.5).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu()
+
+
+class _Uint8Decode:
+    """The VAE's decode for the pipelines, in bounded memory: the temporal tiles of diffusers' own framewise decoding
+    (`AutoencoderKLLTXVideo._temporal_tiled_decode`, with the VAE's tile settings: frames per tile, and the overlap
+    cross-faded with the tile before), each converted to uint8 frames as soon as it is blended, instead of all tiles
+    kept and concatenated in float. Spatial tiling stays as the VAE is set. The frames are bit for bit those of
+    diffusers' framewise decoding. For 257 frames at 768x512 the decode peak falls from about 4 GB to under 2 GB.
+    Returns uint8 frames laid out (batch, frames, height, width, 3) and viewed as (batch, channels, frames, height,
+    width); `_Uint8Frames` hands them on."""
+
+    def __init__(self, vae):
+        self.vae = vae
+        self.original = vae.decode
+        self.interrupt: threading.Event | None = None  # checked between tiles: a cancel does not wait for the decode
+
+    def __call__(self, z: torch.Tensor, temb: torch.Tensor | None = None, return_dict: bool = True):
+        vae = self.vae
+        tc = vae.temporal_compression_ratio
+        tile = vae.tile_sample_min_num_frames // tc
+        stride = vae.tile_sample_stride_num_frames // tc
+        blend = vae.tile_sample_min_num_frames - vae.tile_sample_stride_num_frames
+        if stride < 1 or z.shape[2] <= tile:
+            video = _to_uint8(self.original(z, temb, return_dict=False)[0])
+            return self._wrap(video, return_dict)
+        batch, _, frames, height, width = z.shape
+        count = (frames - 1) * tc + 1
+        out = torch.empty((batch, count, height * vae.spatial_compression_ratio, width * vae.spatial_compression_ratio, 3),
+                          dtype=torch.uint8)  # fmt: skip
+        previous, filled = None, 0
+        with torch.no_grad():
+            for i in range(0, frames, stride):
+                if self.interrupt is not None and self.interrupt.is_set():
+                    raise Cancelled("video generation cancelled")
+                part = z[:, :, i : i + tile + 1]
+                spatial = vae.use_tiling and (
+                    part.shape[-1] > vae.tile_sample_min_width // vae.spatial_compression_ratio
+                    or part.shape[-2] > vae.tile_sample_min_height // vae.spatial_compression_ratio
+                )
+                decoded = vae.tiled_decode(part, temb, return_dict=True).sample if spatial else vae.decoder(part, temb)
+                if previous is None:
+                    done = decoded[:, :, : vae.tile_sample_stride_num_frames + 1]
+                else:
+                    decoded = decoded[:, :, :-1]
+                    done = vae.blend_t(previous, decoded, blend)[:, :, : vae.tile_sample_stride_num_frames]
+                take = min(done.shape[2], count - filled)
+                out[:, filled : filled + take] = _to_uint8(done[:, :, :take])
+                filled += take
+                previous = decoded
+                if filled >= count:
+                    break
+        return self._wrap(out, return_dict)
+
+    @staticmethod
+    def _wrap(frames: torch.Tensor, return_dict: bool):
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        video = frames.permute(0, 4, 1, 2, 3)  # a view: (batch, channels, frames, height, width)
+        return DecoderOutput(sample=video) if return_dict else (video,)
+
+
+class _Uint8Frames(VideoProcessor):
+    """The pipelines' last step, decoded video → frames: passes on the uint8 frames of `_Uint8Decode` as
+    (batch, frames, height, width, 3) on the CPU (diffusers' own postprocessing would make three more float copies
+    of the whole segment)."""
+
+    def postprocess_video(self, video: torch.Tensor, output_type: str = "pt", **kwargs) -> torch.Tensor:
+        if video.dtype == torch.uint8:
+            return video.permute(0, 2, 3, 4, 1)
+        out = torch.empty((video.shape[0], video.shape[2], video.shape[3], video.shape[4], 3), dtype=torch.uint8)
+        for start in range(0, video.shape[2], _CONVERT_FRAMES):
+            part = _to_uint8(video[:, :, start : start + _CONVERT_FRAMES])
+            out[:, start : start + part.shape[1]] = part
+        return out
 
 
 class VideoPipeline:
-    def __init__(self, pipe: LTXPipeline, *, preset: VideoPreset, model_id: str):
+    def __init__(
+        self, pipe: LTXPipeline, *, preset: VideoPreset, model_id: str, max_total_frames: int | None = None
+    ):
         self.pipe = pipe
         self.preset = preset
         self.model_id = model_id
         self.spatial_compression = int(getattr(pipe, "vae_spatial_compression_ratio", 32))
         self.temporal_compression = int(getattr(pipe, "vae_temporal_compression_ratio", 8))
+        # A request may last LIMITS.max_duration_seconds at the highest frame rate.
+        self.max_total_frames = max_total_frames or int(LIMITS.max_duration_seconds * LIMITS.max_fps)
         self.pipe.set_progress_bar_config(disable=True)
+        self.pipe.video_processor = _Uint8Frames(vae_scale_factor=self.spatial_compression)
+        if all(hasattr(pipe.vae, name) for name in ("tiled_decode", "blend_t", "tile_sample_stride_num_frames", "decoder")):
+            pipe.vae.decode = _Uint8Decode(pipe.vae)  # this instance only; shared by the continuation pipeline
+        self._continuation: LTXConditionPipeline | LTXImageToVideoPipeline | None = None
+        if preset.continuation not in ("video", "image"):
+            raise ValueError(f"preset {preset.name}: continuation must be 'video' or 'image' (got {preset.continuation!r})")
+        if preset.blend_frames > preset.overlap_frames or (preset.continuation == "image" and preset.overlap_frames != 1):
+            raise ValueError(f"preset {preset.name}: blend_frames ≤ overlap_frames, and image continuation overlaps 1 frame")
 
     @classmethod
     def from_preset(cls, preset: VideoPreset, models_dir: Path | None = None) -> VideoPipeline:
@@ -57,13 +211,18 @@ class VideoPipeline:
         device = pick_device()
         pipe = load_offline(LTXPipeline.from_pretrained, source, dtype=pick_dtype(preset.dtype, device))
         pipe.to(device)
-        # Decoding hundreds of frames at once would need tens of GB; tiles bound it.
-        pipe.vae.enable_tiling()
+        # Decoding hundreds of frames at once would need tens of GB; tiles bound it. Temporal tiles of 64 frames (8 of
+        # them cross-faded with the tile before) decode as fast as one piece and keep a 257-frame decode at 768x512
+        # under 2 GB (diffusers' default of 16 frames takes 3x longer for little more saving).
+        pipe.vae.enable_tiling(tile_sample_min_num_frames=64, tile_sample_stride_num_frames=56)
         return cls(pipe, preset=preset, model_id=Path(source).name if Path(source).is_dir() else source)
 
     @property
     def device(self) -> torch.device:
         return self.pipe._execution_device
+
+    def plan(self, num_frames: int) -> list[VideoSegment]:
+        return plan_video(num_frames, self.preset.max_frames, self.preset.overlap_frames, self.temporal_compression)
 
     def check_inputs(self, prompt: str, width: int, height: int, num_frames: int, fps: int, steps: int, guidance: float) -> None:
         if not prompt or not prompt.strip():
@@ -71,8 +230,8 @@ class VideoPipeline:
         for name, value in (("width", width), ("height", height)):
             if not (64 <= value <= 1280) or value % self.spatial_compression:
                 raise InvalidVideoInput(name, f"must be a multiple of {self.spatial_compression} within 64..1280 (got {value})")
-        if not 1 <= num_frames <= self.preset.max_frames:
-            raise InvalidVideoInput("num_frames", f"must be within 1..{self.preset.max_frames} (got {num_frames})")
+        if not 1 <= num_frames <= self.max_total_frames:
+            raise InvalidVideoInput("num_frames", f"must be within 1..{self.max_total_frames} (got {num_frames})")
         if not 8 <= fps <= 60:
             raise InvalidVideoInput("fps", f"must be within 8..60 (got {fps})")
         if not 1 <= steps <= 100:
@@ -80,7 +239,18 @@ class VideoPipeline:
         if not 1.0 <= guidance <= 20.0:
             raise InvalidVideoInput("guidance_scale", f"must be within 1.0..20.0 (got {guidance:g})")
 
-    def __call__(
+    def __call__(self, prompt: str, *, num_frames: int, fps: int, on_step: ProgressCallback | None = None, **kwargs) -> VideoOutput:
+        """All frames in one array (for short videos and tests; the service streams). `on_step(step, total)` counts
+        denoising steps over all segments."""
+        report = None
+        if on_step is not None:
+            steps = kwargs.get("num_inference_steps") or self.preset.num_inference_steps
+            total = steps * len(self.plan(num_frames))
+            report = lambda p: on_step(p.segment * p.total_steps + p.step, total)  # noqa: E731
+        pieces = [piece.frames for piece in self.stream(prompt, num_frames=num_frames, fps=fps, on_progress=report, **kwargs)]
+        return VideoOutput(frames=pieces[0] if len(pieces) == 1 else np.concatenate(pieces), fps=fps)
+
+    def stream(
         self,
         prompt: str,
         *,
@@ -92,38 +262,99 @@ class VideoPipeline:
         negative_prompt: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        on_step: ProgressCallback | None = None,
+        on_progress: SegmentCallback | None = None,
         interrupt: threading.Event | None = None,
-    ) -> VideoOutput:
+    ) -> Iterator[VideoPiece]:
+        """Exactly `num_frames` frames as final pieces, one per segment, each yielded as soon as it is made."""
         steps = num_inference_steps or self.preset.num_inference_steps
         guidance = guidance_scale or self.preset.guidance_scale
-        # 1. check inputs
+        # 1. check inputs, plan the segments
         self.check_inputs(prompt, width, height, num_frames, fps, steps, guidance)
-
-        def step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-            if interrupt is not None and interrupt.is_set():
-                raise Cancelled("video generation cancelled")
-            if on_step is not None:
-                on_step(step + 1, steps)
-            return callback_kwargs
-
-        # 2-5. encode prompt → latents from the seeded generator → denoise → decode (all inside diffusers)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        result = self.pipe(
+        segments = self.plan(num_frames)
+        count = len(segments)
+        all_frames = sum(segment.model_frames for segment in segments)
+        blend = self.preset.blend_frames
+        common = dict(
             prompt=prompt,
             negative_prompt=negative_prompt or self.preset.negative_prompt,
             width=width,
             height=height,
-            num_frames=model_frame_count(num_frames, self.temporal_compression),
             frame_rate=fps,
             num_inference_steps=steps,
             guidance_scale=guidance,
-            generator=generator,
-            output_type="pt",  # diffusers' numpy conversion of float frames costs seconds; torch does it faster
-            callback_on_step_end=step_end,
-            **self.preset.extra_call_kwargs,
+            output_type="pt",  # frames come back as uint8 tensors (_Uint8Frames)
         )
-        # 6. exactly num_frames uint8 frames
-        frames = result.frames[0][:num_frames]  # (frames, channels, height, width) floats in 0..1
-        frames = frames.permute(0, 2, 3, 1).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy()
-        return VideoOutput(frames=frames, fps=fps)
+
+        if isinstance(self.pipe.vae.decode, _Uint8Decode):
+            self.pipe.vae.decode.interrupt = interrupt
+        held: np.ndarray | None = None  # the previous segment's last overlap frames: condition, and the blend's start
+        emitted = 0
+        frames_before = 0
+        for segment in segments:
+            if interrupt is not None and interrupt.is_set():
+                raise Cancelled("video generation cancelled")
+
+            def step_end(pipe, step: int, timestep, callback_kwargs: dict, segment=segment, before=frames_before) -> dict:
+                if interrupt is not None and interrupt.is_set():
+                    raise Cancelled("video generation cancelled")
+                if on_progress is not None:
+                    done = before + segment.model_frames * (step + 1) / steps
+                    on_progress(SegmentProgress(step + 1, steps, segment.index, count, done / all_frames))
+                return callback_kwargs
+
+            # 2-5. encode prompt → latents from the seeded generator → denoise → decode (all inside diffusers)
+            generator = torch.Generator(device="cpu").manual_seed(segment_seed(seed, segment.index))
+            if held is None:
+                result = self.pipe(
+                    num_frames=segment.model_frames, generator=generator, callback_on_step_end=step_end,
+                    **common, **self.preset.extra_call_kwargs,
+                )  # fmt: skip
+            else:
+                result = self._continue(held, segment, generator, step_end, common)
+            # 6. uint8 frames, cut to this segment's share
+            frames = result.frames[0][: segment.condition_frames + segment.new_frames].numpy()
+            del result
+            frames_before += segment.model_frames
+
+            last = segment.index == count - 1
+            stop = segment.end if last else segment.end - blend  # the last `blend` frames wait for the next seam
+            if held is not None and blend:
+                c = segment.condition_frames
+                seam = blend_frames(held[held.shape[0] - blend :], frames[c - blend : c])
+                out = np.concatenate([seam, frames[c : stop - segment.start]])
+            else:
+                out = frames[emitted - segment.start : stop - segment.start]
+            yield VideoPiece(emitted, out, segment.index, count)
+            emitted = stop
+            held = None if last else frames[frames.shape[0] - self.preset.overlap_frames :].copy()
+            del frames, out
+
+    def _continue(self, held: np.ndarray, segment: VideoSegment, generator, step_end, common: dict):
+        """One conditioned pass: the segment's first frames re-make `held` (the previous segment's last frames)."""
+        pipe = self._continuation_pipe()
+        condition = torch.from_numpy(held).permute(0, 3, 1, 2).float().div(255.0)  # (frames, 3, h, w) in 0..1
+        kwargs = {**common, **self.preset.extra_call_kwargs, **self.preset.continue_call_kwargs}
+        if self.preset.continuation == "video":
+            kwargs["conditions"] = [LTXVideoCondition(video=condition, frame_index=0, strength=1.0)]
+        else:
+            kwargs["image"] = condition[-1:]
+        return pipe(num_frames=segment.model_frames, generator=generator, callback_on_step_end=step_end, **kwargs)
+
+    def _continuation_pipe(self):
+        """The conditioning pipeline, built once over the loaded components (no second copy of the weights)."""
+        if self._continuation is None:
+            components = dict(self.pipe.components)
+            if self.preset.continuation == "video":
+                # LTXConditionPipeline passes its own timesteps and no resolution-dependent shift (`mu`), so the
+                # scheduler must not expect one; the rest of its configuration stays.
+                scheduler = self.pipe.scheduler
+                if scheduler.config.get("use_dynamic_shifting", False):
+                    scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, use_dynamic_shifting=False)
+                components["scheduler"] = scheduler
+                pipe = LTXConditionPipeline(**components)
+            else:
+                pipe = LTXImageToVideoPipeline(**components)
+            pipe.set_progress_bar_config(disable=True)
+            pipe.video_processor = _Uint8Frames(vae_scale_factor=self.spatial_compression)
+            self._continuation = pipe
+        return self._continuation

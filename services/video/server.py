@@ -7,12 +7,12 @@ from pathlib import Path
 import grpc
 
 from tunereel import wire
-from tunereel.model_host import ModelHost, model_main, progress, serve_model
+from tunereel.model_host import ModelHost, model_main, progress, segment_progress, serve_model
 from tunereel.presets import video_preset
 from tunereel.serving import GrpcServer
 from tunereel.v1 import common_pb2, video_pb2, video_pb2_grpc
 
-from .pipeline import InvalidVideoInput, VideoOutput, VideoPipeline
+from .pipeline import InvalidVideoInput, VideoPipeline
 
 SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 
@@ -45,8 +45,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             seed=request.seed,
         )
 
-        def generate(emit, cancelled) -> VideoOutput:
-            return pipeline(
+        def generate(emit, cancelled) -> None:
+            # Segment by segment: each segment's frames go out as soon as it is made (tunereel.segments).
+            pieces = pipeline.stream(
                 request.prompt,
                 negative_prompt=request.negative_prompt or None,
                 width=request.width,
@@ -56,26 +57,25 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                 seed=request.seed,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
-                on_step=lambda step, total: emit(
-                    video_pb2.GenerateVideoResponse(
-                        progress=progress(common_pb2.STAGE_VIDEO, step / total, step, total, "denoising")
-                    )
+                on_progress=lambda report: emit(
+                    video_pb2.GenerateVideoResponse(progress=segment_progress(common_pb2.STAGE_VIDEO, report, "denoising"))
                 ),
                 interrupt=cancelled,
             )
-
-        def frame_chunks(result: VideoOutput):
-            for index, frame in enumerate(result.frames):
-                for offset, data in wire.split_frame(frame):
-                    yield video_pb2.GenerateVideoResponse(
-                        frame=video_pb2.FrameChunk(frame_index=index, offset=offset, data=data)
-                    )
+            for piece in pieces:
+                for index, frame in enumerate(piece.frames, start=piece.start):
+                    for offset, data in wire.split_frame(frame):
+                        emit(
+                            video_pb2.GenerateVideoResponse(
+                                frame=video_pb2.FrameChunk(frame_index=index, offset=offset, data=data)
+                            )
+                        )
+                piece = frame = None  # not held while the next segment is made
 
         yield from self.host.stream(
             context,
             video_pb2.GenerateVideoResponse(header=header),
             generate,
-            frame_chunks,
             queued=video_pb2.GenerateVideoResponse(progress=progress(common_pb2.STAGE_QUEUED, 0.0, message="waiting for the model")),
         )
 

@@ -19,7 +19,8 @@ from tunereel.video import server as video_server
 
 
 class Recorder:
-    """Wraps a pipeline: records when each call ran and how many steps it made; can slow each step down."""
+    """Wraps a pipeline's `stream`: records when each call ran, how many steps of which segment it made, and the
+    pieces it yielded; can slow each step down."""
 
     def __init__(self, pipeline, step_delay: float = 0.0):
         self.pipeline = pipeline
@@ -29,19 +30,23 @@ class Recorder:
     def __getattr__(self, name):
         return getattr(self.pipeline, name)
 
-    def __call__(self, *args, on_step=None, **kwargs):
-        record = {"start": time.monotonic(), "steps": 0, "total": None, "end": None}
+    def stream(self, *args, on_progress=None, **kwargs):
+        record = {"start": time.monotonic(), "steps": 0, "total": None, "end": None, "segments": set(), "pieces": 0}
         self.calls.append(record)
 
-        def step(done, total):
-            record["steps"], record["total"] = done, total
+        def step(report):
+            record["steps"], record["total"] = report.step, report.total_steps
+            record["segment"], record["total_segments"] = report.segment, report.total_segments
+            record["segments"].add(report.segment)
             if self.step_delay:
                 time.sleep(self.step_delay)
-            if on_step:
-                on_step(done, total)
+            if on_progress:
+                on_progress(report)
 
         try:
-            return self.pipeline(*args, on_step=step, **kwargs)
+            for piece in self.pipeline.stream(*args, on_progress=step, **kwargs):
+                record["pieces"] += 1
+                yield piece
         finally:
             record["end"] = time.monotonic()
 
@@ -178,3 +183,71 @@ def test_health_and_reflection(system):
         assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
     services = set(ProtoReflectionDescriptorDatabase(system["channel"]).get_services())
     assert {"tunereel.v1.ComposerService", "grpc.health.v1.Health"} <= services
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The tiny models are all per-op overhead: one thread is fastest, and far faster on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _compose_when_free(system, request, timeout: float):
+    """(call, first message). The composer here runs one composition at a time, and the test before may still be
+    winding down a cancelled one: RESOURCE_EXHAUSTED is retried for a while."""
+    deadline = time.monotonic() + 30
+    while True:
+        call = system["stub"].Compose(request, timeout=timeout)
+        try:
+            return call, next(call)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_long_request_is_made_in_segments_and_muxed_as_they_arrive(system, one_torch_thread):
+    # 40 s: two music windows (30 s + 10 s continuing the last 10 s) and four video segments (257 + 3 x 240 frames)
+    call, first = _compose_when_free(system, _request(duration=40, width=64, height=64, seed=9), timeout=600)
+    messages = [first, *call]
+    result = next(m.result for m in messages if m.WhichOneof("payload") == "result")
+    assert result.frame_count == 960 and result.duration_seconds == pytest.approx(40.0)
+    assert result.audio_samples == 40 * 32000
+    progress = [m.progress for m in messages if m.WhichOneof("payload") == "progress"]
+    music = [p for p in progress if p.stage == 2]
+    video = [p for p in progress if p.stage == 3]
+    assert {p.total_segments for p in music} == {2} and sorted({p.segment for p in music}) == [0, 1]
+    assert {p.total_segments for p in video} == {4} and sorted({p.segment for p in video}) == [0, 1, 2, 3]
+    for stage in (music, video):
+        assert [p.fraction for p in stage] == sorted(p.fraction for p in stage)
+    # streaming end to end: frames of the first segments were muxed while the video service made the last one
+    first_muxed = next(i for i, p in enumerate(progress) if p.stage == 4 and p.message == "encoding")
+    last_segment_starts = next(i for i, p in enumerate(progress) if p.stage == 3 and p.segment == 3)
+    assert first_muxed < last_segment_starts
+
+
+def test_cancel_mid_way_through_a_long_request_stops_within_a_segment(system, one_torch_thread):
+    video_pipeline = system["video"].servicer.host.pipeline
+    music_pipeline = system["music"].servicer.host.pipeline
+    video_pipeline.step_delay = 0.2  # 4 steps of 0.2 s per segment: the cancel lands while segments are made
+    try:
+        call, _ = _compose_when_free(system, _request(duration=60, width=64, height=64), timeout=300)
+        for message in call:
+            if message.WhichOneof("payload") == "progress" and message.progress.stage == 3 and message.progress.segment == 2:
+                break
+        call.cancel()
+        locks = [system[name].servicer.host.turnstile for name in ("music", "video")]
+        deadline = time.monotonic() + 10
+        while any(lock.busy for lock in locks) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(lock.busy for lock in locks), "a backend kept generating after the cancel"
+        video_call = video_pipeline.calls[-1]
+        assert video_call["total_segments"] == 6 and max(video_call["segments"]) <= 3  # stopped in segment 2 or 3
+        music_call = music_pipeline.calls[-1]
+        assert music_call["steps"] < music_call["total"] or music_call["segment"] < music_call["total_segments"] - 1
+    finally:
+        video_pipeline.step_delay = 0.0

@@ -114,9 +114,10 @@ def test_body_that_is_not_a_json_object_gets_400(client, raw):
 
 
 def test_long_duration_gets_a_clear_limit(client):
-    reply = client.post("/generate_content", json={**PROTOTYPE, "duration": 60})
+    reply = client.post("/generate_content", json={**PROTOTYPE, "duration": 301})
     assert reply.status_code == 422
-    assert "at most 10 s" in reply.json()["error"]
+    assert reply.json()["field"] == "duration"
+    assert "at most 300 s (got 301)" in reply.json()["error"]
 
 
 def test_health_and_openapi(client):
