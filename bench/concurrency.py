@@ -58,6 +58,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--models-dir", type=Path, default=common.ROOT / ".cache" / "tunereel" / "models")
+    parser.add_argument("--service-threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for the music and video processes (default: torch's, one per core)")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
 
@@ -82,7 +84,8 @@ def main() -> int:
                      "--video", target["video"], "--work-dir", str(work)],
     }  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    procs = {name: subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "wb"),
+    model_env = {**env, **({"OMP_NUM_THREADS": str(args.service_threads)} if args.service_threads else {})}
+    procs = {name: subprocess.Popen(cmd, env=model_env if name != "composer" else env, stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "wb"),
                                     cwd=common.ROOT) for name, cmd in commands.items()}
     try:
         for name in ("music", "video", "composer"):
@@ -152,7 +155,8 @@ def main() -> int:
     ratio = c / max(a, b)
     body = f"""## Concurrency: music and video in flight together (issue #7, 3)
 
-Command: `.venv/bin/python bench/concurrency.py` (`--reps {args.reps}`).
+Command: `.venv/bin/python bench/concurrency.py` (`--reps {args.reps}{f' --service-threads {args.service_threads}' if args.service_threads else ''}`).
+Torch threads in the music and video processes: {args.service_threads or 'default (one per core)'}.
 Machine: {common.machine()}. Load average (1/5/15 min) before and after each round: {' → '.join(loads)}.
 Code: {common.git_rev()}.
 
@@ -167,7 +171,7 @@ schedule finishes before {floor:.2f} s = {floor / max(a, b):.2f} x max(alone); e
 """
     print(body)
     if not args.no_doc:
-        common.write_section("concurrency", body)
+        common.write_section("concurrency" + (f"-{args.service_threads}t" if args.service_threads else ""), body)
     return 0
 
 

@@ -44,6 +44,9 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (the table is for 10 s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both variants (default: torch's, one per core). On a shared box use 1: "
+                             "with other work running, 2 OpenMP threads on 2 cores wait at every barrier")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     globals()["SECONDS"] = args.seconds
@@ -56,6 +59,8 @@ def main() -> int:
     from tunereel.music.pipeline import MusicPipeline
     from tunereel.presets import music_preset
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     folder = musicgen_small_random.build()
     processor = MusicgenProcessor.from_pretrained(folder)
     inputs = processor(text=[PROMPT], padding=True, return_tensors="pt")
@@ -111,6 +116,7 @@ def main() -> int:
 
     loads = [common.load()]
     walls: dict = {name: [] for name in variants}
+    cpus: dict = {name: [] for name in variants}
     outputs: dict = {}
     names = list(variants)
     for rep in range(args.reps):
@@ -120,6 +126,7 @@ def main() -> int:
             wall, audio, ids = run_baseline() if pipeline is None else run_tunereel(pipeline)
             cpu = time.process_time() - cpu0
             walls[name].append(wall)
+            cpus[name].append(cpu)
             outputs.setdefault(name, (audio, ids))
             print(f"{name} rep {rep}: {wall:.1f} s wall (RTF {wall / SECONDS:.2f}), {cpu:.1f} s CPU, "
                   f"{audio.shape[0]} samples, load {common.load()}", flush=True)
@@ -175,16 +182,18 @@ def main() -> int:
 
     # ------------------------------------------------------------------------------------------------------ table
     b_wall = common.median(walls[base_name])
-    lines = ["| path | wall s, median [min–max] | real-time factor | speed-up vs baseline | samples out |",
-             "|---|---|---|---|---|"]
+    b_cpu = common.median(cpus[base_name])
+    lines = ["| path | wall s, median [min–max] | real-time factor | speed-up vs baseline | CPU s (speed-up) | samples out |",
+             "|---|---|---|---|---|---|"]
     for name in names:
         w = common.median(walls[name])
+        c = common.median(cpus[name])
         lines.append(f"| {name} | {common.spread(walls[name])} | {w / SECONDS:.2f} | {b_wall / w:.2f}x | "
-                     f"{outputs[name][0].shape[0]} |")
+                     f"{c:.1f} ({b_cpu / c:.2f}x) | {outputs[name][0].shape[0]} |")
     speedup = b_wall / common.median(walls[fast_name])
     body = f"""## Music generation speed: tunereel vs transformers generate() (issue #7, 4)
 
-Command: `.venv/bin/python bench/music_speed.py` (`--reps {args.reps}`).
+Command: `.venv/bin/python bench/music_speed.py` (`--reps {args.reps}{f' --threads {args.threads}' if args.threads else ''}`).
 Machine: {common.machine()}; torch {torch.__version__} (CPU, {torch.get_num_threads()} threads, quantized engine
 {torch.backends.quantized.engine}). Load average (1/5/15 min) before and after each round: {' → '.join(loads)}.
 Code: {common.git_rev()}.

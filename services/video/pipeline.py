@@ -287,47 +287,51 @@ class VideoPipeline:
 
         if isinstance(self.pipe.vae.decode, _Uint8Decode):
             self.pipe.vae.decode.interrupt = interrupt
-        held: np.ndarray | None = None  # the previous segment's last overlap frames: condition, and the blend's start
-        emitted = 0
-        frames_before = 0
-        for segment in segments:
-            if interrupt is not None and interrupt.is_set():
-                raise Cancelled("video generation cancelled")
-
-            def step_end(pipe, step: int, timestep, callback_kwargs: dict, segment=segment, before=frames_before) -> dict:
+        try:
+            held: np.ndarray | None = None  # the previous segment's last overlap frames: condition, and the blend's start
+            emitted = 0
+            frames_before = 0
+            for segment in segments:
                 if interrupt is not None and interrupt.is_set():
                     raise Cancelled("video generation cancelled")
-                if on_progress is not None:
-                    done = before + segment.model_frames * (step + 1) / steps
-                    on_progress(SegmentProgress(step + 1, steps, segment.index, count, done / all_frames))
-                return callback_kwargs
 
-            # 2-5. encode prompt → latents from the seeded generator → denoise → decode (all inside diffusers)
-            generator = torch.Generator(device="cpu").manual_seed(segment_seed(seed, segment.index))
-            if held is None:
-                result = self.pipe(
-                    num_frames=segment.model_frames, generator=generator, callback_on_step_end=step_end,
-                    **common, **self.preset.extra_call_kwargs,
-                )  # fmt: skip
-            else:
-                result = self._continue(held, segment, generator, step_end, common)
-            # 6. uint8 frames, cut to this segment's share
-            frames = result.frames[0][: segment.condition_frames + segment.new_frames].numpy()
-            del result
-            frames_before += segment.model_frames
+                def step_end(pipe, step: int, timestep, callback_kwargs: dict, segment=segment, before=frames_before) -> dict:
+                    if interrupt is not None and interrupt.is_set():
+                        raise Cancelled("video generation cancelled")
+                    if on_progress is not None:
+                        done = before + segment.model_frames * (step + 1) / steps
+                        on_progress(SegmentProgress(step + 1, steps, segment.index, count, done / all_frames))
+                    return callback_kwargs
 
-            last = segment.index == count - 1
-            stop = segment.end if last else segment.end - blend  # the last `blend` frames wait for the next seam
-            if held is not None and blend:
-                c = segment.condition_frames
-                seam = blend_frames(held[held.shape[0] - blend :], frames[c - blend : c])
-                out = np.concatenate([seam, frames[c : stop - segment.start]])
-            else:
-                out = frames[emitted - segment.start : stop - segment.start]
-            yield VideoPiece(emitted, out, segment.index, count)
-            emitted = stop
-            held = None if last else frames[frames.shape[0] - self.preset.overlap_frames :].copy()
-            del frames, out
+                # 2-5. encode prompt → latents from the seeded generator → denoise → decode (all inside diffusers)
+                generator = torch.Generator(device="cpu").manual_seed(segment_seed(seed, segment.index))
+                if held is None:
+                    result = self.pipe(
+                        num_frames=segment.model_frames, generator=generator, callback_on_step_end=step_end,
+                        **common, **self.preset.extra_call_kwargs,
+                    )  # fmt: skip
+                else:
+                    result = self._continue(held, segment, generator, step_end, common)
+                # 6. uint8 frames, cut to this segment's share
+                frames = result.frames[0][: segment.condition_frames + segment.new_frames].numpy()
+                del result
+                frames_before += segment.model_frames
+
+                last = segment.index == count - 1
+                stop = segment.end if last else segment.end - blend  # the last `blend` frames wait for the next seam
+                if held is not None and blend:
+                    c = segment.condition_frames
+                    seam = blend_frames(held[held.shape[0] - blend :], frames[c - blend : c])
+                    out = np.concatenate([seam, frames[c : stop - segment.start]])
+                else:
+                    out = frames[emitted - segment.start : stop - segment.start]
+                yield VideoPiece(emitted, out, segment.index, count)
+                emitted = stop
+                held = None if last else frames[frames.shape[0] - self.preset.overlap_frames :].copy()
+                del frames, out
+        finally:
+            if isinstance(self.pipe.vae.decode, _Uint8Decode):
+                self.pipe.vae.decode.interrupt = None
 
     def _continue(self, held: np.ndarray, segment: VideoSegment, generator, step_end, common: dict):
         """One conditioned pass: the segment's first frames re-make `held` (the previous segment's last frames)."""

@@ -70,6 +70,13 @@ def _foundation_checks(reply, path, frames, duration, size):
     return info, pcm[:, 0], rate, loudness, peak
 
 
+def _within_range(report: dict) -> bool:
+    """Seam changes within the range of the changes inside segments. Measured on the decoded MP4, whose H.264 noise
+    blurs the range's ends by a percent or so (the raw frames are held to the exact range in tests/unit); and the
+    prototype's example carries no seed, so every run draws other frames."""
+    return 0.98 * report["inside_min"] <= report["seam_min"] and report["seam_max"] <= 1.02 * report["inside_max"]
+
+
 def test_the_prototypes_15_s_example(client, tmp_path, artifacts):
     reply, path, elapsed = _generate(client, EXAMPLE, tmp_path, artifacts, "e2e-15s.mp4")
     info, pcm, rate, loudness, peak = _foundation_checks(reply, path, 360, 15.0, (768, 512))
@@ -79,7 +86,7 @@ def test_the_prototypes_15_s_example(client, tmp_path, artifacts):
     print(f"\n15 s at 768x512: {elapsed:.1f} s end to end, {len(reply.content)} bytes, {loudness:.2f} LUFS, "
           f"{peak:.2f} dBTP; seam change {report['seam_min']:.1f}..{report['seam_max']:.1f}, "
           f"inside {report['inside_min']:.1f}..{report['inside_max']:.1f}")  # fmt: skip
-    assert report["inside_min"] <= report["seam_min"] and report["seam_max"] <= report["inside_max"]
+    assert _within_range(report)
 
 
 def test_a_40_s_request_has_inaudible_joins_and_invisible_seams(client, tmp_path, artifacts):
@@ -91,7 +98,7 @@ def test_a_40_s_request_has_inaudible_joins_and_invisible_seams(client, tmp_path
     seams = video_seam_starts(plan_video(960, preset.max_frames, preset.overlap_frames), preset.blend_frames)
     assert seams == [249, 489, 729]
     video = video_seam_report(decode_frames(path), seams, preset.blend_frames)
-    assert video["inside_min"] <= video["seam_min"] and video["seam_max"] <= video["inside_max"]
+    assert _within_range(video)
 
     # the music join (MusicPipeline's defaults: 30 s windows, 10 s prompt, 0.2 s cross-fade 0.5 s before the end)
     joins = music_join_starts(plan_music(40 * rate, 640, 1500, 500), 640, int(0.7 * rate))
