@@ -143,7 +143,7 @@ def table(runs: list[dict], width: int, height: int, fps: int, threads: int) -> 
         "full segment"
         + (f": compare {long['duration_s']:g} s with {full['duration_s']:g} s, the shortest request that has full "
            "windows and conditioned passes." if full else "."),
-        "A video pass's working set is mostly its frames: the VAE decodes them tile by tile (16 frames) straight to "
+        "A video pass's working set is mostly its frames: the VAE decodes them tile by tile (64 frames) straight to "
         "uint8, 303 MB for 257 frames at 768x512 (services/video/pipeline.py, `_Uint8Decode`). A music window's is "
         "the codec's decode of up to 30 s; the windows after the first, prompted with 10 s of codes, take a little "
         "more than the first, and it stays there.",

@@ -5,9 +5,9 @@
 The music and video services run as their own processes (`python -m tunereel.{music,video}.server --preset tiny`,
 what `make run` starts); the client here reads their streams the way the composer does (FrameAssembler for frames,
 wire.pcm_from_bytes for PCM) and drops each frame once rebuilt. "In one process" is the same pipeline
-(MusicPipeline / VideoPipeline, same preset, prompt, seed and size) called directly in this process. Frame layouts
-compared over gRPC: the current wire.FRAME_CHUNK_BYTES, and one message per frame (chunk = a whole 768x512 frame,
-1.18 MB, still far below gRPC's 4 MiB default). Runs alternate (direct, grpc layouts, ... reversed on the next
+(MusicPipeline / VideoPipeline, same preset, prompt, seed and size) called directly in this process, in a worker
+thread as the services do. Frame layouts compared over gRPC: the current wire.FRAME_CHUNK_BYTES (1 MiB: two
+messages per 768x512 frame) and one message per frame (2 MiB chunks, still half of gRPC's 4 MiB default). Runs alternate (direct, grpc layouts, ... reversed on the next
 round); medians over --reps. A micro-benchmark of the copies alone (split → protobuf → bytes → parse → assemble,
 no network) says what the layout costs per frame.
 """
@@ -71,7 +71,7 @@ def grpc_video(stub) -> tuple[float, int]:
     from tunereel.v1 import video_pb2
 
     start = time.perf_counter()
-    assembler, frames, messages = None, 0, 0
+    assembler, frames, messages, first = None, 0, 0, None
     request = video_pb2.GenerateVideoRequest(prompt=PROMPT_VIDEO, width=WIDTH, height=HEIGHT, fps=FPS,
                                              num_frames=round(SECONDS * FPS), seed=SEED)
     for message in stub.GenerateVideo(request, timeout=900):
@@ -80,10 +80,13 @@ def grpc_video(stub) -> tuple[float, int]:
             assembler = wire.FrameAssembler(message.header.width, message.header.height)
         elif kind == "frame":
             messages += 1
+            if first is None:
+                first = time.perf_counter()
             if assembler.add(message.frame.frame_index, message.frame.offset, message.frame.data) is not None:
                 frames += 1
     assert frames == round(SECONDS * FPS), frames
-    return time.perf_counter() - start, messages
+    end = time.perf_counter()
+    return end - start, messages, end - first
 
 
 def grpc_music(stub) -> tuple[float, int]:
@@ -91,7 +94,7 @@ def grpc_music(stub) -> tuple[float, int]:
     from tunereel.v1 import music_pb2
 
     start = time.perf_counter()
-    channels, samples, messages = 1, 0, 0
+    channels, samples, messages, first = 1, 0, 0, None
     for message in stub.GenerateMusic(music_pb2.GenerateMusicRequest(prompt=PROMPT_MUSIC, duration_seconds=SECONDS,
                                                                       seed=SEED), timeout=900):
         kind = message.WhichOneof("payload")
@@ -99,9 +102,12 @@ def grpc_music(stub) -> tuple[float, int]:
             channels = message.header.channels
         elif kind == "chunk":
             messages += 1
+            if first is None:
+                first = time.perf_counter()
             samples += wire.pcm_from_bytes(message.chunk.pcm, channels).shape[0]
     assert samples == round(SECONDS * 32000), samples
-    return time.perf_counter() - start, messages
+    end = time.perf_counter()
+    return end - start, messages, end - first
 
 
 def copies_per_frame(chunk: int, frames: int = 60) -> float:
@@ -142,8 +148,9 @@ def main() -> int:
     from tunereel.video.pipeline import VideoPipeline
 
     ensure_tiny_models(args.models_dir)
-    layouts = {f"gRPC, {wire.FRAME_CHUNK_BYTES / 2**20:g} MiB chunks (current)": wire.FRAME_CHUNK_BYTES,
-               "gRPC, one message per frame": FRAME_BYTES}
+    per_frame = -(-FRAME_BYTES // wire.FRAME_CHUNK_BYTES)
+    layouts = {f"gRPC, {wire.FRAME_CHUNK_BYTES / 2**20:g} MiB chunks (current: {per_frame} messages per frame)": wire.FRAME_CHUNK_BYTES,
+               "gRPC, one message per frame (2 MiB chunks)": 2 << 20}
     procs, stubs = [], {}
     try:
         for name, chunk in layouts.items():
@@ -157,17 +164,28 @@ def main() -> int:
         video = VideoPipeline.from_preset(video_preset("tiny"), args.models_dir)
         music = MusicPipeline.from_preset(music_preset("tiny"), args.models_dir)
 
-        def direct_video():
+        def in_thread(work):
+            # in a worker thread, as the services run a generation (torch's thread pool behaves differently in the
+            # main thread of a busy machine; a fair comparison runs the same code the same way)
+            import threading
+
             start = time.perf_counter()
-            out = video(PROMPT_VIDEO, width=WIDTH, height=HEIGHT, num_frames=round(SECONDS * FPS), fps=FPS, seed=SEED)
-            assert len(out.frames) == round(SECONDS * FPS)
-            return time.perf_counter() - start, 0
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+            return time.perf_counter() - start, 0, 0.0
+
+        def direct_video():
+            def work():
+                out = video(PROMPT_VIDEO, width=WIDTH, height=HEIGHT, num_frames=round(SECONDS * FPS), fps=FPS, seed=SEED)
+                assert len(out.frames) == round(SECONDS * FPS)
+            return in_thread(work)
 
         def direct_music():
-            start = time.perf_counter()
-            out = music(PROMPT_MUSIC, SECONDS, seed=SEED)
-            assert out.audio.shape[0] == round(SECONDS * 32000)
-            return time.perf_counter() - start, 0
+            def work():
+                out = music(PROMPT_MUSIC, SECONDS, seed=SEED)
+                assert out.audio.shape[0] == round(SECONDS * 32000)
+            return in_thread(work)
 
         runs = {"video": {"in one process": direct_video}, "music": {"in one process": direct_music}}
         for name, (vstub, mstub) in stubs.items():
@@ -182,8 +200,8 @@ def main() -> int:
             for what in ("video", "music"):
                 names = list(runs[what]) if rep % 2 == 0 else list(runs[what])[::-1]
                 for name in names:
-                    wall, messages = runs[what][name]()
-                    results.setdefault((what, name), []).append((wall, messages))
+                    wall, messages, tail = runs[what][name]()
+                    results.setdefault((what, name), []).append((wall, messages, tail))
                     print(f"{what} {name} rep {rep}: {wall:.2f} s ({messages} messages), load {common.load()}", flush=True)
             loads.append(common.load())
         copies = {name: copies_per_frame(chunk) for name, chunk in layouts.items()}
@@ -193,16 +211,18 @@ def main() -> int:
         for proc in procs:
             proc.wait(20)
 
-    lines = ["| stream | path | wall s, median [min–max] | extra vs one process | messages |", "|---|---|---|---|---|"]
+    lines = ["| stream | path | wall s, median [min–max] | extra vs one process | first data → last, s | of the one-process wall | messages |",
+             "|---|---|---|---|---|---|---|"]
     extras = {}
     for what in ("video", "music"):
-        base = common.median(w for w, _ in results[(what, "in one process")])
+        base = common.median(r[0] for r in results[(what, "in one process")])
         for name in runs[what]:
-            walls = [w for w, _ in results[(what, name)]]
+            walls = [r[0] for r in results[(what, name)]]
+            tail = common.median(r[2] for r in results[(what, name)])
             extra = common.median(walls) / base - 1
             extras[(what, name)] = extra
             lines.append(f"| {what} | {name} | {common.spread(walls)} | {extra * 100:+.1f} % | "
-                         f"{results[(what, name)][0][1] or '—'} |")
+                         f"{tail:.2f} | {tail / base * 100:.1f} % | {results[(what, name)][0][1] or '—'} |")
     copy_lines = "\n".join(f"- {name}: {ms:.2f} ms per frame" for name, ms in copies.items())
     body = f"""## Transport: gRPC streams vs one process (issue #7, 2)
 
@@ -215,6 +235,10 @@ Code: {common.git_rev()}.
 loopback, the client reading as the composer does. Medians over {args.reps} alternated runs.
 
 {chr(10).join(lines)}
+
+"first data → last" is the streaming itself: from the first frame (or PCM chunk) received to the last, i.e. all
+the bytes through gRPC after the model finished (the services send once a segment is decoded). The rest of the
+gRPC runs' wall is the generation inside the service process.
 
 The copies alone (split_frame → FrameChunk → serialise → parse → FrameAssembler, no network), per 768x512 frame:
 {copy_lines}
