@@ -81,7 +81,7 @@ def main() -> int:
         "video": [*py, "tunereel.video.server", "--port", str(ports["video"]), "--preset", "tiny",
                   "--models-dir", str(args.models_dir)],
         "composer": [*py, "tunereel.composer.server", "--port", str(ports["composer"]), "--music", target["music"],
-                     "--video", target["video"], "--work-dir", str(work)],
+                     "--video", target["video"], "--data-dir", str(work / "data")],
     }  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     model_env = {**env, **({"OMP_NUM_THREADS": str(args.service_threads)} if args.service_threads else {})}

@@ -25,6 +25,26 @@ def test_768x512_frame_takes_two_chunks_under_the_grpc_limit():
     assert assembler.frames_done == 1
 
 
+def test_a_frame_in_one_piece_is_taken_as_is():
+    frame = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assembler = wire.FrameAssembler(64, 64)
+    assert np.array_equal(assembler.add(0, 0, frame.tobytes()), frame)
+
+
+def test_the_largest_frame_splits_and_reassembles():
+    frame = np.random.default_rng(2).integers(0, 256, (1280, 1280, 3), dtype=np.uint8)
+    pieces = list(wire.split_frame(frame))
+    assert len(pieces) == 5 and all(len(data) <= wire.FRAME_CHUNK_BYTES for _, data in pieces)
+    assembler = wire.FrameAssembler(1280, 1280)
+    frames = []
+    for _ in range(2):  # two frames in a row: the second must not overwrite the first
+        out = [assembler.add(assembler.frames_done, offset, data) for offset, data in pieces]
+        assert all(piece is None for piece in out[:-1])
+        frames.append(out[-1])
+    assert all(np.array_equal(f, frame) for f in frames)
+    assert frames[0] is not frames[1] and assembler.frames_done == 2
+
+
 def test_assembler_rejects_out_of_order_chunks():
     assembler = wire.FrameAssembler(64, 64)
     with pytest.raises(ValueError, match="out of order"):
