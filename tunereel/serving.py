@@ -84,6 +84,11 @@ def start_server(
             ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
             ("grpc.max_receive_message_length", MESSAGE_LIMIT_BYTES),
             ("grpc.so_reuseport", 0),
+            # Clients ping every 20 s on long streams (tunereel.channels); the server's default policy would answer
+            # such pings with GOAWAY too_many_pings and cut streams after a few minutes.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
             *_connection_age_options(),
         ],
     )
