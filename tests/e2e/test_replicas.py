@@ -77,6 +77,7 @@ def test_round_robin_sends_new_calls_only_to_serving_replicas():
         assert second.calls > 0
 
         first.server.set_serving(False)
+        time.sleep(0.3)  # as above: let the Watch stream carry the new status to the channel
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
             call(b"", timeout=10)
