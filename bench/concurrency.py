@@ -11,6 +11,12 @@ takes several seconds here, measured three ways, alternated (A B C, C B A, ...),
   C  end to end: ComposerService.Compose (both backends at once, mastering, muxing, the MP4 streamed back).
 Each service process's CPU seconds (from /proc) give the floor a 2-core machine allows when both run at once:
 wall ≥ (CPU of music + video + composer) / cores.
+
+    .venv/bin/python bench/concurrency.py --pin   # each model service on a core of its own, as deployed
+
+`--pin` gives the music and the video process one core each (sched_setaffinity, one torch thread), the layout of a
+deployment where each service has its own GPU or node: the question is then what running both at once costs
+beyond the slower of the two, not how two models share one CPU. The composer is not pinned.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ def main() -> int:
     parser.add_argument("--models-dir", type=Path, default=common.ROOT / ".cache" / "tunereel" / "models")
     parser.add_argument("--service-threads", type=int, default=None,
                         help="OMP_NUM_THREADS for the music and video processes (default: torch's, one per core)")
+    parser.add_argument("--pin", action="store_true",
+                        help="music on core 0, video on core 1, one torch thread each (the deployed layout)")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
 
@@ -84,9 +92,16 @@ def main() -> int:
                      "--video", target["video"], "--data-dir", str(work / "data")],
     }  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if args.pin:
+        args.service_threads = 1
+        if (os.cpu_count() or 1) < 2:
+            parser.error("--pin needs two cores")
     model_env = {**env, **({"OMP_NUM_THREADS": str(args.service_threads)} if args.service_threads else {})}
     procs = {name: subprocess.Popen(cmd, env=model_env if name != "composer" else env, stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "wb"),
                                     cwd=common.ROOT) for name, cmd in commands.items()}
+    if args.pin:
+        os.sched_setaffinity(procs["music"].pid, {0})
+        os.sched_setaffinity(procs["video"].pid, {1})
     try:
         for name in ("music", "video", "composer"):
             wait_serving(target[name])
@@ -148,15 +163,17 @@ def main() -> int:
     a, b, c = (med[n] for n in names)
     cpu_c = {n: common.median(u[n] for u in cpus[names[2]]) for n in procs}
     floor = max(max(a, b), sum(cpu_c.values()) / (os.cpu_count() or 1))
+    section = "concurrency" + ("-pinned" if args.pin else f"-{args.service_threads}t" if args.service_threads else "")
     lines = ["| run | wall s, median [min–max] | CPU s (music / video / composer processes) |", "|---|---|---|"]
     for name in names:
         cpu = {n: common.median(u[n] for u in cpus[name]) for n in procs}
         lines.append(f"| {name} | {common.spread(walls[name])} | {cpu['music']:.1f} / {cpu['video']:.1f} / {cpu['composer']:.1f} |")
     ratio = c / max(a, b)
-    body = f"""## Concurrency: music and video in flight together (issue #7, 3)
+    title = "music and video in flight together" + (", a core each" if args.pin else "")
+    body = f"""## Concurrency: {title} (issue #7, 3)
 
-Command: `.venv/bin/python bench/concurrency.py` (`--reps {args.reps}{f' --service-threads {args.service_threads}' if args.service_threads else ''}`).
-Torch threads in the music and video processes: {args.service_threads or 'default (one per core)'}.
+Command: `.venv/bin/python bench/concurrency.py` (`--reps {args.reps}{' --pin' if args.pin else f' --service-threads {args.service_threads}' if args.service_threads else ''}`).
+Torch threads in the music and video processes: {args.service_threads or 'default (one per core)'}{'; music pinned to core 0, video to core 1 (a core each, as each service has its own GPU when deployed); the composer on either' if args.pin else ''}.
 Machine: {common.machine()}. Load average (1/5/15 min) before and after each round: {' → '.join(loads)}.
 Code: {common.git_rev()}.
 
@@ -171,7 +188,7 @@ schedule finishes before {floor:.2f} s = {floor / max(a, b):.2f} x max(alone); e
 """
     print(body)
     if not args.no_doc:
-        common.write_section("concurrency" + (f"-{args.service_threads}t" if args.service_threads else ""), body)
+        common.write_section(section, body)
     return 0
 
 

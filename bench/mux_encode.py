@@ -13,7 +13,7 @@ Same synthetic 768x512 24 fps frames and 32 kHz mono audio (bench/_common.py) fo
   (b') the floor with libx264 frame threads (what the ffmpeg program, and so moviepy, uses) instead of PyAV's default
       slice threads: what the same encoder could do in tunereel's process.
   (c) tunereel: the composer's mux path without gRPC — frames and 1 s PCM chunks in time order into the composer's
-      audio mastering (StreamingMaster when present, else master_for_aac: -14 LUFS, true-peak limiter, AAC-verified)
+      audio mastering (the composer's AudioTrack: StreamingMaster, -14 LUFS, true-peak limiter, AAC-verified)
       and `Mp4Muxer` (libx264 veryfast crf 23 yuv420p BT.709 + AAC, +faststart, strict interleave).
 Each run is a fresh process; variants alternate (a b c, then c b a, ...), medians over --reps. Wall: from the first
 frame to the closed file (the frames are made before timing starts). Peak RSS: the worker's whole process tree
@@ -115,42 +115,32 @@ def worker_b(seconds: float, out: Path, thread_type: str | None = None) -> dict:
 
 def worker_c(seconds: float, out: Path) -> dict:
     from tunereel import wire
+    from tunereel.composer.audio_track import AudioTrack
     from tunereel.composer.muxer import AudioSpec, Mp4Muxer, VideoSpec
+    from tunereel.composer.stream_master import StreamingMaster
 
     n = round(seconds * FPS)
     base = _base_frames()
     total = round(seconds * RATE)
     spec = AudioSpec(sample_rate=RATE, channels=1)
-    try:
-        from tunereel.composer.stream_master import StreamingMaster
-
-        master = StreamingMaster(spec, total)
-        push, finish, how = master.push, master.finish, "StreamingMaster"
-    except ImportError:  # the committed composer: master the whole clip once it has arrived
-        import numpy as np
-
-        from tunereel.composer.muxer import master_for_aac
-
-        parts: list = []
-        push = lambda chunk: parts.append(chunk) or []  # noqa: E731
-        finish = lambda: [master_for_aac(np.concatenate(parts), spec)]  # noqa: E731
-        how = "master_for_aac"
     step = wire.AUDIO_CHUNK_SAMPLES
     start = time.perf_counter()
+    # As services/composer/compose.py does it: frames on this thread, the audio mastered and encoded on the track's.
+    track = AudioTrack(StreamingMaster(spec, total))
     with Mp4Muxer(out, VideoSpec(WIDTH, HEIGHT, FPS), spec, metadata={"comment": "{}"}) as mux:
+        track.attach(mux)
         sent = 0
         for i in range(n + 1):
             # the music arrives in 1 s chunks (wire.AUDIO_CHUNK_SAMPLES, as the music service sends) beside the frames
             while sent < total and (i == n or sent <= (i + 1) * RATE // FPS):
-                for piece in push(common.audio_piece(sent, min(step, total - sent), RATE)):
-                    mux.add_audio(piece)
+                track.push(common.audio_piece(sent, min(step, total - sent), RATE))
                 sent += step
             if i < n:
                 mux.add_frame(base[i % len(base)])
-        for piece in finish():
-            mux.add_audio(piece)
+        track.end()
+        track.join()
     wall = time.perf_counter() - start
-    return {"wall": wall, "rss": _rss_mib(resource.RUSAGE_SELF), "rss_detail": how}
+    return {"wall": wall, "rss": _rss_mib(resource.RUSAGE_SELF), "rss_detail": "AudioTrack(StreamingMaster)"}
 
 
 WORKERS = {"a": worker_a, "b": worker_b, "c": worker_c, "f": worker_f}

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# One torch/OpenMP thread per process, set before torch is imported (here and, inherited, in every service process
+# the tests start). The tiny models are all per-op overhead, and the end-to-end tests run three or four model
+# processes at once: on this 2-core machine their OpenMP pools would spin at barriers waiting for each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tunereel.tiny import ensure_tiny_models
+import pytest  # noqa: E402
+
+from tunereel.tiny import ensure_tiny_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

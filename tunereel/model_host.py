@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -19,7 +20,7 @@ from tunereel.serving import GrpcServer, Turnstile, start_server
 from tunereel.streaming import Cancelled, events_from_thread
 from tunereel.v1 import common_pb2
 
-__all__ = ["ModelHost", "progress", "segment_progress", "serve_model", "model_main"]
+__all__ = ["ModelHost", "ProgressThrottle", "progress", "segment_progress", "serve_model", "model_main"]
 
 P = TypeVar("P")  # the pipeline type
 R = TypeVar("R")  # what one generation returns
@@ -52,6 +53,34 @@ def segment_progress(stage: int, report: SegmentProgress, message: str) -> commo
         stage, report.fraction, report.step, report.total_steps, message,
         segment=report.segment, total_segments=report.total_segments,
     )  # fmt: skip
+
+
+class ProgressThrottle:
+    """Passes on a pipeline's step reports at a rate a progress bar needs, not one message per decoding step.
+
+    MusicGen takes ~50 steps per second of audio; a message per step cost ~10 % of a small model's wall time in the
+    stream (docs/benchmarks.md, "Transport"). A report goes out when it moved the fraction by `min_fraction` *and*
+    `min_interval_s` passed since the last one; the first and last step of every segment always go out, so a caller
+    sees each segment start and end, and the final 1.0.
+    """
+
+    def __init__(self, send: Callable[[SegmentProgress], None], *, min_fraction: float = 0.01,
+                 min_interval_s: float = 0.1, clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        self._send = send
+        self._min_fraction = min_fraction
+        self._min_interval = min_interval_s
+        self._clock = clock
+        self._last: SegmentProgress | None = None
+        self._last_time = -float("inf")
+
+    def __call__(self, report: SegmentProgress) -> None:
+        now = self._clock()
+        last = self._last
+        edge = last is None or report.segment != last.segment or report.step <= 1 or report.step >= report.total_steps
+        due = last is not None and report.fraction - last.fraction >= self._min_fraction and now - self._last_time >= self._min_interval
+        if edge or due:
+            self._last, self._last_time = report, now
+            self._send(report)
 
 
 class ModelHost(Generic[P]):

@@ -1,9 +1,10 @@
 """Composer core: music and video streams in flight together, both muxed as they arrive. No gRPC server here.
 
 compose(): pick the seed → start both backend streams → read each in its own thread into one queue → this thread
-alone feeds the muxer: frames as they come, the audio through a streaming master (loudness and peak limiting in
-bounded memory, services/composer/stream_master.py) → close the MP4 → return it with its provenance. A cancel flag or
-a failing backend stops both streams at once.
+feeds the muxer the frames as they come, and hands the PCM to the audio track, whose own thread masters it
+(loudness and peak limiting in bounded memory, services/composer/stream_master.py) and encodes it beside the frames
+(services/composer/audio_track.py) → close the MP4 → return it with its provenance. A cancel flag or a failing
+backend stops both streams at once.
 
 Memory stays flat however long the output: the backends send segment by segment, raw frames and PCM go to the
 encoders as they arrive, and whichever stream is ahead waits *compressed* in the muxer's interleaver. Audio ahead
@@ -34,6 +35,7 @@ from tunereel.request import GenerationRequest
 from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2, music_pb2, video_pb2
 
+from .audio_track import AudioTrack, AudioTrackError
 from .backends import Backend, BackendFailure, Backends
 from .muxer import AudioSpec, Mp4Muxer, MuxResult, VideoSpec
 from .stream_master import StreamingMaster
@@ -134,8 +136,7 @@ class Composer:
         music_header: music_pb2.AudioHeader | None = None
         video_header: video_pb2.VideoHeader | None = None
         assembler: wire.FrameAssembler | None = None
-        master: StreamingMaster | None = None
-        audio_ready: list[np.ndarray] = []  # mastered audio waiting for the muxer to open (only before it does)
+        track: AudioTrack | None = None  # masters and encodes the audio in its own thread
         frames_ready: list[np.ndarray] = []  # usually one frame: they go to the encoder as soon as it is open
         muxer: Mp4Muxer | None = None
         frames_muxed = 0
@@ -149,23 +150,23 @@ class Composer:
                     music_header = message.header
                     if music_header.total_samples < 1 or music_header.channels < 1:
                         raise BackendFailure(grpc.StatusCode.INTERNAL, f"music service: bad header {music_header}")
-                    master = StreamingMaster(
+                    track = AudioTrack(StreamingMaster(
                         AudioSpec(sample_rate=music_header.sample_rate, channels=music_header.channels),
                         music_header.total_samples,
-                    )
+                    ))  # fmt: skip
                 elif source == "music" and kind == "chunk":
                     chunk = message.chunk
-                    if master is None or chunk.offset_samples != master.received:
+                    if track is None or chunk.offset_samples != track.received:
                         raise BackendFailure(
                             grpc.StatusCode.INTERNAL,
                             f"music service: chunk at sample {chunk.offset_samples}, expected "
-                            f"{master.received if master else 'a header first'}",
+                            f"{track.received if track else 'a header first'}",
                         )
                     try:
-                        audio_ready += master.push(wire.pcm_from_bytes(chunk.pcm, music_header.channels))
+                        track.push(wire.pcm_from_bytes(chunk.pcm, music_header.channels))
                     except ValueError as error:
                         raise BackendFailure(grpc.StatusCode.INTERNAL, f"music service: {error}") from None
-                    gate.advance(master.received / music_header.sample_rate)
+                    gate.advance(track.received / music_header.sample_rate)
                 elif source == "video" and kind == "header":
                     video_header = message.header
                     _check_video_header(video_header, request, frame_count)
@@ -175,16 +176,16 @@ class Composer:
                     if frame is not None:
                         frames_ready.append(frame)
                 elif source == "music-done":
-                    if master is None:
+                    if track is None:
                         raise BackendFailure(grpc.StatusCode.INTERNAL, "music service: stream ended without a header")
-                    if master.received != master.total:
+                    if track.received != track.total:
                         raise BackendFailure(
-                            grpc.StatusCode.INTERNAL, f"music service: sent {master.received} of {master.total} samples"
+                            grpc.StatusCode.INTERNAL, f"music service: sent {track.received} of {track.total} samples"
                         )
                     gate.open()
-                    if master.whole:
+                    if track.whole:
                         on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "mastering the audio"))
-                    audio_ready += master.finish()
+                    track.end()
                 elif source == "video-done":
                     done = assembler.frames_done if assembler else 0
                     if done != frame_count:
@@ -200,10 +201,8 @@ class Composer:
                         AudioSpec(sample_rate=music_header.sample_rate, channels=music_header.channels),
                         metadata={"comment": provenance_json(provenance)},
                     )
+                    track.attach(muxer)
                 if muxer is not None:
-                    for piece in audio_ready:
-                        muxer.add_audio(piece)
-                    audio_ready.clear()
                     for frame in frames_ready:
                         muxer.add_frame(frame)
                         frames_muxed += 1
@@ -211,9 +210,14 @@ class Composer:
                             on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "encoding"))
                     frames_ready.clear()
 
+            track.join()  # every sample mastered and encoded
             result = muxer.close()
             muxer = None
+        except AudioTrackError as error:
+            raise BackendFailure(grpc.StatusCode.INTERNAL, f"composer: {error}") from error
         finally:
+            if track is not None:
+                track.abort()
             if muxer is not None:
                 muxer.abort()  # removes the partial file
         on_progress(_progress(common_pb2.STAGE_DONE, 1.0, "done"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 
 from tunereel import wire
-from tunereel.model_host import ModelHost, model_main, progress, segment_progress, serve_model
+from tunereel.model_host import ModelHost, ProgressThrottle, model_main, progress, segment_progress, serve_model
 from tunereel.presets import music_preset
 from tunereel.serving import GrpcServer
 from tunereel.v1 import common_pb2, music_pb2, music_pb2_grpc
@@ -48,9 +48,9 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
                 request.duration_seconds,
                 seed=request.seed,
                 guidance_scale=guidance,
-                on_progress=lambda report: emit(
+                on_progress=ProgressThrottle(lambda report: emit(
                     music_pb2.GenerateMusicResponse(progress=segment_progress(common_pb2.STAGE_MUSIC, report, "generating"))
-                ),
+                )),  # fmt: skip
                 interrupt=cancelled,
             )
             for piece in pieces:
