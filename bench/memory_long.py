@@ -6,7 +6,7 @@ models is part of it. RSS is also sampled every 0.2 s while the request runs (th
 largest sample minus the process's RSS just before the request: what the request itself added). The MP4 is streamed
 to a temporary file, never held.
 
-    .venv/bin/python bench/memory_long.py                      # 10 s, 30 s and 300 s, writes docs/benchmarks.md
+    .venv/bin/python bench/memory_long.py                      # 10, 30, 60, 120, 300 s; writes docs/benchmarks.md
     .venv/bin/python bench/memory_long.py --durations 10 60 --no-write
 
 The tiny models are all per-op overhead, so the services run with OMP_NUM_THREADS=1 (--threads): on a shared 2-core
@@ -131,8 +131,21 @@ def table(runs: list[dict], width: int, height: int, fps: int, threads: int) -> 
         ratio = " | ".join(f"{long['peak_mib'][name] / r['peak_mib'][name]:.2f}" for r in ratios)
         lines.append(f"| {name} | {peaks} | {adds} | {ratio} |")
     composer = long["peak_mib"]["composer"] / short["peak_mib"]["composer"]
-    full = runs[-2] if len(runs) > 2 and runs[-2]["segments"] > 1 else None
+    # the shortest request made of full segments that continue earlier ones (music: > 1 window; video: > 1 pass)
+    full = next((r for r in runs[:-1] if r["windows"] > 1 and r["segments"] > 1), None)
+    services = ""
+    if full is not None:
+        flat = {name: long["peak_mib"][name] / full["peak_mib"][name] for name in ("music", "video")}
+        services = (
+            f"Services: peak at {long['duration_s']:g} s ÷ peak at {full['duration_s']:g} s (the shortest request here "
+            f"whose music has a continued window and whose video has a conditioned pass): music {flat['music']:.2f}, "
+            f"video {flat['video']:.2f} — "
+            + ("flat (within 10 %): the peak stops growing once one full segment has been made."
+               if max(flat.values()) <= 1.10 else "NOT flat: it still grows after the first full segment.")
+        )
     lines += [
+        services,
+        "",
         "",
         f"Composer: the {long['duration_s']:g} s peak is {composer:.2f}x the {short['duration_s']:g} s one (budget: "
         f"1.3x). Frames and PCM go to the encoders as they arrive, the audio is mastered in 1 s blocks after a 20 s "
@@ -140,9 +153,7 @@ def table(runs: list[dict], width: int, height: int, fps: int, threads: int) -> 
         "The services hold one segment at a time: music one window (the 10 s request is a 10 s window, longer "
         "ones use full 30 s windows), video one pass (the 10 s request is one 241-frame pass; longer ones make "
         "257-frame passes, all but the first conditioned on the previous 17 frames), so their peak is that of one "
-        "full segment"
-        + (f": compare {long['duration_s']:g} s with {full['duration_s']:g} s, the shortest request that has full "
-           "windows and conditioned passes." if full else "."),
+        "full segment.",
         "A video pass's working set is mostly its frames: the VAE decodes them tile by tile (64 frames) straight to "
         "uint8, 303 MB for 257 frames at 768x512 (services/video/pipeline.py, `_Uint8Decode`). A music window's is "
         "the codec's decode of up to 30 s; the windows after the first, prompted with 10 s of codes, take a little "
@@ -160,7 +171,7 @@ def table(runs: list[dict], width: int, height: int, fps: int, threads: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--durations", type=float, nargs="+", default=[10.0, 30.0, 300.0])
+    parser.add_argument("--durations", type=float, nargs="+", default=[10.0, 30.0, 60.0, 120.0, 300.0])
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--fps", type=int, default=24)

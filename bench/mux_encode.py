@@ -14,7 +14,12 @@ Same synthetic 768x512 24 fps frames and 32 kHz mono audio (bench/_common.py) fo
       slice threads: what the same encoder could do in tunereel's process.
   (c) tunereel: the composer's mux path without gRPC — frames and 1 s PCM chunks in time order into the composer's
       audio mastering (the composer's AudioTrack: StreamingMaster, -14 LUFS, true-peak limiter, AAC-verified)
-      and `Mp4Muxer` (libx264 veryfast crf 23 yuv420p BT.709 + AAC, +faststart, strict interleave).
+      and `Mp4Muxer` (libx264 veryfast crf 23 yuv420p BT.709 + AAC, +faststart, strict interleave). The audio is
+      mastered and encoded on the track's own thread, the frames on the caller's (as in the composer). Arriving
+      in lock step with the frames is the worst case: a song of up to 30 s is mastered whole once its last sample
+      is in, i.e. after the last frame, with nothing left to overlap it.
+  (c') the same, with the whole song in before the first frame: the service's usual order (MusicGen finishes
+      long before LTX-Video), where the mastering overlaps the frames' encoding.
 Each run is a fresh process; variants alternate (a b c, then c b a, ...), medians over --reps. Wall: from the first
 frame to the closed file (the frames are made before timing starts). Peak RSS: the worker's whole process tree
 (for (a): python plus the ffmpeg processes moviepy starts), summed from /proc every 20 ms (ru_maxrss of children
@@ -39,8 +44,9 @@ import _common as common  # noqa: E402
 
 WIDTH, HEIGHT, FPS, RATE = 768, 512, 24, 32000
 MOVIEPY_ENV = common.ROOT / "bench" / ".venv-moviepy"
-VARIANTS = ("a", "b", "c", "f")
+VARIANTS = ("a", "b", "c", "d", "f")
 NAMES = {"a": "(a) prototype: moviepy", "b": "(b) floor: bare libx264 (PyAV)", "c": "(c) tunereel composer mux",
+         "d": "(c') tunereel, the music all in before the frames",
          "f": "(b') floor with x264 frame threads"}
 
 
@@ -113,7 +119,12 @@ def worker_b(seconds: float, out: Path, thread_type: str | None = None) -> dict:
     return {"wall": wall, "rss": _rss_mib(resource.RUSAGE_SELF), "rss_detail": ""}
 
 
-def worker_c(seconds: float, out: Path) -> dict:
+def worker_d(seconds: float, out: Path) -> dict:
+    """(c) with the whole song arriving before the first frame, as in the service, where MusicGen finishes first."""
+    return worker_c(seconds, out, music_first=True)
+
+
+def worker_c(seconds: float, out: Path, music_first: bool = False) -> dict:
     from tunereel import wire
     from tunereel.composer.audio_track import AudioTrack
     from tunereel.composer.muxer import AudioSpec, Mp4Muxer, VideoSpec
@@ -132,18 +143,19 @@ def worker_c(seconds: float, out: Path) -> dict:
         sent = 0
         for i in range(n + 1):
             # the music arrives in 1 s chunks (wire.AUDIO_CHUNK_SAMPLES, as the music service sends) beside the frames
-            while sent < total and (i == n or sent <= (i + 1) * RATE // FPS):
+            while sent < total and (i == n or music_first or sent <= (i + 1) * RATE // FPS):
                 track.push(common.audio_piece(sent, min(step, total - sent), RATE))
                 sent += step
+                if sent >= total:
+                    track.end()  # the music stream ended: the composer calls this on "music-done"
             if i < n:
                 mux.add_frame(base[i % len(base)])
-        track.end()
         track.join()
     wall = time.perf_counter() - start
     return {"wall": wall, "rss": _rss_mib(resource.RUSAGE_SELF), "rss_detail": "AudioTrack(StreamingMaster)"}
 
 
-WORKERS = {"a": worker_a, "b": worker_b, "c": worker_c, "f": worker_f}
+WORKERS = {"a": worker_a, "b": worker_b, "c": worker_c, "d": worker_d, "f": worker_f}
 
 
 # ------------------------------------------------------------------------------------------------ orchestration
@@ -244,7 +256,8 @@ def main() -> int:
             )
         c_wall = common.median(r["wall"] for r in results[(seconds, "c")]) / floor
         c_rss = common.median(r["tree_rss"] for r in results[(seconds, "c")])
-        verdict.append((seconds, c_wall, c_rss, proto_rss))
+        d_wall = common.median(r["wall"] for r in results[(seconds, "d")]) / floor
+        verdict.append((seconds, c_wall, c_rss, proto_rss, d_wall))
     c_rss_all = [v[2] for v in verdict]
     last = verdict[-1]
     body = f"""## Mux and encode: prototype vs floor vs tunereel (issue #7, 1)
@@ -261,8 +274,10 @@ Ratios are of medians over {args.reps} runs per cell, variants interleaved (a b 
 
 {chr(10).join(lines)}
 
-Targets: (c) within 10 % of (b): {', '.join(f'{s:g} s: {w:.3f}x' for s, w, _, _ in verdict)} —
-{'met' if all(w <= 1.10 for _, w, _, _ in verdict) else 'NOT met'}. (c)'s peak RSS ≤ 1/3 of (a)'s at {last[0]:g} s:
+Targets: (c) within 10 % of (b): {', '.join(f'{s:g} s: {w:.3f}x' for s, w, *_ in verdict)} —
+{'met' if all(w <= 1.10 for _, w, *_ in verdict) else 'NOT met'}; with the music in first (c'):
+{', '.join(f'{v[0]:g} s: {v[4]:.3f}x' for v in verdict)} —
+{'met' if all(v[4] <= 1.10 for v in verdict) else 'NOT met'}. (c)'s peak RSS ≤ 1/3 of (a)'s at {last[0]:g} s:
 {last[2]:.0f} vs {last[3]:.0f} MiB = {last[2] / last[3]:.2f} — {'met' if last[2] <= last[3] / 3 else 'NOT met'}; flat in duration:
 {' / '.join(f'{r:.0f}' for r in c_rss_all)} MiB for {' / '.join(f'{s:g}' for s in durations)} s
 ({'flat' if max(c_rss_all) - min(c_rss_all) <= 0.1 * min(c_rss_all) else 'NOT flat'}: within 10 %).
