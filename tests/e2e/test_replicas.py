@@ -194,11 +194,12 @@ def test_a_replica_that_reports_not_serving_gets_no_new_streams(stack, client, m
     replica = serve("tiny", host=stack.host, port=stack.ports["video-2"], models_dir=models_dir)
     try:
         assert replica.servicer.host.pipeline is not None
-        # SERVING: the composer finds this replica again (its channel reconnects) and sends it streams
-        for _ in range(12):
+        # SERVING: the composer finds this replica again once its channel reconnects (gRPC's reconnect backoff after
+        # the old process went away: seconds, however fast the requests are), then sends it streams
+        deadline = time.monotonic() + 60
+        while not counter.count and time.monotonic() < deadline:
             assert client.post("/generate_content", json=body).status_code == 200
-            if counter.count:
-                break
+            time.sleep(0.2)
         assert counter.count > 0, "the in-process replica never got a stream while SERVING"
 
         replica.set_serving(False)  # e.g. draining after SIGTERM, or a model that failed to load
