@@ -144,6 +144,7 @@ def table(runs: list[dict], width: int, height: int, fps: int, threads: int) -> 
                if max(flat.values()) <= 1.10 else "NOT flat: it still grows after the first full segment.")
         )
     lines += [
+        "",
         services,
         "",
         "",
