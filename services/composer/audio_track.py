@@ -19,7 +19,7 @@ import numpy as np
 from .muxer import Mp4Muxer
 from .stream_master import StreamingMaster
 
-__all__ = ["AudioTrack", "AudioTrackError"]
+__all__ = ["AudioTrack", "AudioTrackCancelled", "AudioTrackError"]
 
 _END = object()
 
@@ -28,12 +28,17 @@ class AudioTrackError(Exception):
     """The audio thread failed (mastering or encoding); the original error is its `__cause__`."""
 
 
+class AudioTrackCancelled(AudioTrackError):
+    """`join` gave up because the composition was cancelled."""
+
+
 class AudioTrack:
     """push(pcm)… attach(muxer)… end() → join(). `received` counts the samples pushed (for offsets and pacing)."""
 
     def __init__(self, master: StreamingMaster, *, max_pending: int = 32):
         self.master = master
         self.received = 0
+        self._ended = self._attached = False
         self._inbox: queue.Queue = queue.Queue(maxsize=max_pending)  # bounded: a slow track slows its feeder
         self._failure: BaseException | None = None
         self._stopped = threading.Event()
@@ -59,22 +64,39 @@ class AudioTrack:
     def attach(self, muxer: Mp4Muxer) -> None:
         """From now on mastered audio goes to `muxer` (what was mastered before goes first)."""
         self._put(("muxer", muxer))
+        self._attached = True
 
     def end(self) -> None:
         """The song is complete: master what is left."""
         if self.received != self.master.total:
             raise ValueError(f"the song ended after {self.received} of {self.master.total} samples")
         self._put(("end", None))
+        self._ended = True
 
-    def join(self) -> None:
-        """Wait until every sample pushed has been mastered and handed to the muxer; re-raise a failure."""
+    def join(self, cancelled: threading.Event | None = None) -> None:
+        """Wait until every sample pushed has been mastered and handed to the muxer; re-raise a failure.
+        A set `cancelled` stops the wait (and the track) with AudioTrackCancelled."""
+        if not (self._ended and self._attached):
+            self.abort()
+            raise AudioTrackError("join() before end() and attach(): the audio would be incomplete")
         self._put((_END, None))
-        self._thread.join()
+        while self._thread.is_alive():
+            if cancelled is not None and cancelled.is_set():
+                self.abort()
+                raise AudioTrackCancelled("the audio track was cancelled")
+            self._thread.join(0.1)
         self._raise_failure()
 
-    def abort(self) -> None:
-        """Stop the thread without finishing (the composition failed or was cancelled)."""
+    def check(self) -> None:
+        """Raise AudioTrackError now if the thread has failed (the feeder calls this as it goes)."""
+        self._raise_failure()
+
+    def abort(self, wait_s: float = 1.0) -> None:
+        """Stop the thread without finishing (the composition failed or was cancelled). Waits up to `wait_s` for it;
+        a mastering call already running (up to a few tenths of a second) ends on its own, its output unused."""
         self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(wait_s)
 
     # ------------------------------------------------------------------------------------------------- internals
     def _put(self, item) -> None:

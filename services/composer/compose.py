@@ -35,7 +35,7 @@ from tunereel.request import GenerationRequest
 from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2, music_pb2, video_pb2
 
-from .audio_track import AudioTrack, AudioTrackError
+from .audio_track import AudioTrack, AudioTrackCancelled, AudioTrackError
 from .backends import Backend, BackendFailure, Backends
 from .muxer import AudioSpec, Mp4Muxer, MuxResult, VideoSpec
 from .stream_master import StreamingMaster
@@ -143,10 +143,14 @@ class Composer:
 
         try:
             for source, message in _drain(inbox, cancelled):
+                if track is not None:
+                    track.check()  # a failed audio thread stops the composition now, not after the last frame
                 kind = message.WhichOneof("payload") if message is not None else None
                 if kind == "progress":
                     on_progress(message.progress)
                 elif source == "music" and kind == "header":
+                    if track is not None:
+                        raise BackendFailure(grpc.StatusCode.INTERNAL, "music service: a second header")
                     music_header = message.header
                     if music_header.total_samples < 1 or music_header.channels < 1:
                         raise BackendFailure(grpc.StatusCode.INTERNAL, f"music service: bad header {music_header}")
@@ -210,9 +214,11 @@ class Composer:
                             on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "encoding"))
                     frames_ready.clear()
 
-            track.join()  # every sample mastered and encoded
+            track.join(cancelled)  # every sample mastered and encoded
             result = muxer.close()
             muxer = None
+        except AudioTrackCancelled:
+            raise Cancelled("compose cancelled by the caller") from None
         except AudioTrackError as error:
             raise BackendFailure(grpc.StatusCode.INTERNAL, f"composer: {error}") from error
         finally:

@@ -208,7 +208,8 @@ class Mp4Muxer:
             vcc.time_base = self._video_tb
             # Frame threads, as the ffmpeg program uses for libx264 (PyAV's default is slice threads): x264 encodes
             # several frames at once while this thread converts the next one; ~10-20 % faster here
-            # (docs/benchmarks.md). x264 stays deterministic with them (its default), so a seed still gives one file.
+            # (docs/benchmarks.md). x264 stays deterministic with them (its default): the same frames give the same file
+            # on the same machine (the number of threads, one per core, shapes the bitstream, as slice threads did).
             vcc.thread_type = "FRAME"
             vcc.colorspace = vcc.color_primaries = vcc.color_trc = _BT709
             vcc.color_range = _MPEG_RANGE
@@ -221,6 +222,9 @@ class Mp4Muxer:
             # Open the encoders now so that a bad setting fails here, not at the first frame.
             vcc.open()
             as_.codec_context.open()
+            # Write the header now: PyAV does it at the first packet muxed, reading both encoders' parameters, which
+            # must not happen from the audio thread while the video thread is inside the H.264 encoder.
+            self._container.start_encoding()
         except av.FFmpegError as exc:
             self._discard()
             raise MuxError(f"could not set up the MP4 writer for {self.path}: {exc}") from exc
