@@ -108,7 +108,7 @@ def table(runs: list[dict], width: int, height: int, fps: int, threads: int) -> 
     ratios = [r for r in runs[:-1]]  # the longest run against each shorter one
     durations = " ".join(format(r["duration_s"], "g") for r in runs)
     lines = [
-        "## Long output memory",
+        "## Long output memory (issue #4)",
         "",
         f"Peak resident memory of every process for one request at {width}x{height}, {fps} fps, on the tiny models "
         "(random weights, real architectures), each duration on a freshly started stack. Peak = VmHWM (includes "
