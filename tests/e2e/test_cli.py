@@ -81,6 +81,9 @@ def test_ctrl_c_cancels_the_job(stack, tmp_path):
         [CLI, "--server", stack.gateway_url, "generate", "--genre", "pop", "--duration", "120",
          "--prompt", "a long one", "-o", str(tmp_path / "never.mp4")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a shell without job control starts background commands (`make test &`, CI runners)
+        # with SIGINT ignored, children inherit that, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     client = httpx.Client(base_url=stack.gateway_url, timeout=30)
     deadline = time.monotonic() + 60
