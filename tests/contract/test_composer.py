@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+
+import numpy as np
 
 import grpc
 import pytest
@@ -151,6 +154,34 @@ def test_invalid_argument_names_the_field(system):
     with pytest.raises(grpc.RpcError) as caught:
         list(system["stub"].Compose(empty, timeout=30))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class BadAudio(Recorder):
+    """A music pipeline whose second window of audio is not numbers (NaN): what a broken model could send."""
+
+    def stream(self, *args, **kwargs):
+        for piece in super().stream(*args, **kwargs):
+            yield dataclasses.replace(piece, audio=np.full_like(piece.audio, np.nan))
+
+
+@pytest.mark.parametrize("duration", [2.0, 32.0], ids=["whole-clip", "streamed"])
+def test_audio_that_cannot_be_mastered_fails_the_composition_cleanly(system, duration):
+    """The audio is mastered on its own thread: its failure must still end the call with a status, leave no
+    partial file, and leave the composer serving."""
+    music = system["music"].servicer.host
+    original = music.pipeline
+    music.pipeline = BadAudio(original.pipeline)
+    work_dir = system["composer"].runner.composer.work_dir
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            list(system["stub"].Compose(_request(duration=duration, width=64, height=64), timeout=300))
+    finally:
+        music.pipeline = original
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "audio" in caught.value.details() and "NaN" in caught.value.details(), caught.value.details()
+    assert not [p for p in work_dir.iterdir() if p.name.startswith(("compose-", ".compose-"))]
+    messages = list(system["stub"].Compose(_request(duration=1, width=64, height=64, seed=3), timeout=120))
+    assert any(m.WhichOneof("payload") == "result" for m in messages)  # still serving
 
 
 def test_deadline_exceeded(system):
