@@ -212,6 +212,36 @@ class _Limiter:
         return pre_gain_db - np.interp(np.arange(self.n, dtype=np.float64), self.centres, red)
 
 
+def search_pre_gain(
+    x: np.ndarray, sample_rate: int, limiter: _Limiter, loudness: float, target_lufs: float
+) -> tuple[float, np.ndarray]:
+    """The pre-gain (dB) whose output of `x` through `limiter` has `target_lufs` loudness, and that output.
+
+    loudness(pre_gain) is monotone with slope <= 1 (1 while nothing is limited), so start with the plain gain
+    (`target_lufs - loudness`, the input's own loudness) and refine with the secant method, for a few passes.
+    """
+    tried: list[tuple[float, float]] = []
+    pre_gain = target_lufs - loudness
+    y = x
+    for _ in range(_MAX_PASSES):
+        total = limiter.gain_db(pre_gain)
+        if isinstance(total, float):
+            y = x * 10.0 ** (total / 20.0)
+        else:
+            y = x * np.power(10.0, total / 20.0)[:, None]
+        out = _lufs(y, sample_rate)
+        if out == -math.inf or abs(out - target_lufs) <= _LOUDNESS_TOLERANCE_LU:
+            break
+        tried.append((pre_gain, out))
+        slope = 1.0
+        if len(tried) >= 2:
+            (g0, l0), (g1, l1) = tried[-2], tried[-1]
+            if g1 != g0:
+                slope = min(1.0, max(0.05, (l1 - l0) / (g1 - g0)))
+        pre_gain += min((target_lufs - out) / slope, _MAX_STEP_DB)
+    return pre_gain, y
+
+
 def master(
     pcm: np.ndarray,
     sample_rate: int,
@@ -254,28 +284,7 @@ def master(
     ceiling_db = max_true_peak_dbtp - max(headroom_db, 0.0)
     limiter = _Limiter(_peak_envelope(x), sample_rate, ceiling_db)
 
-    # Find the pre-gain whose limited output hits the target: loudness(pre_gain) is monotone with slope <= 1
-    # (1 while nothing is limited), so start with the plain gain and refine with the secant method.
-    tried: list[tuple[float, float]] = []
-    pre_gain = target_lufs - loudness
-    y = x
-    for _ in range(_MAX_PASSES):
-        total = limiter.gain_db(pre_gain)
-        if isinstance(total, float):
-            y = x * 10.0 ** (total / 20.0)
-        else:
-            y = x * np.power(10.0, total / 20.0)[:, None]
-        loudness = _lufs(y, sample_rate)
-        if loudness == -math.inf or abs(loudness - target_lufs) <= _LOUDNESS_TOLERANCE_LU:
-            break
-        tried.append((pre_gain, loudness))
-        slope = 1.0
-        if len(tried) >= 2:
-            (g0, l0), (g1, l1) = tried[-2], tried[-1]
-            if g1 != g0:
-                slope = min(1.0, max(0.05, (l1 - l0) / (g1 - g0)))
-        step = (target_lufs - loudness) / slope
-        pre_gain += min(step, _MAX_STEP_DB)
+    _, y = search_pre_gain(x, sample_rate, limiter, loudness, target_lufs)
 
     # Guarantee the ceiling on the real (not estimated) true peak.
     peak = true_peak_dbtp(y, sample_rate)

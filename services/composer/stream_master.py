@@ -4,8 +4,9 @@ A clip of up to `whole_clip_s` (30 s: one MusicGen window) is mastered whole, as
 -14 LUFS, look-ahead true-peak limiter, verified through the AAC encoder). A longer song is never held whole:
 
 1. Calibrate on its first `calibration_s` (20 s): the input's gated loudness (BS.1770, measured incrementally), the
-   pre-gain that brings the *limited* calibration audio to the target (the secant search of `loudness.master`), and
-   the headroom the AAC encoder needs (a round trip of the mastered calibration audio, as in `master_for_aac`).
+   pre-gain that brings the *limited* calibration audio to the target (`loudness.search_pre_gain`, which
+   `loudness.master` uses too), and the headroom the AAC encoder needs (a round trip of the mastered calibration
+   audio, as in `master_for_aac`).
 2. Then release the song in `block_s` (1 s) blocks, each as soon as `lookahead_s` of audio after it has arrived:
    - pre-gain = target - (gated loudness of the input up to the end of the look-ahead) + the limiter's loss found
      in step 1 + a correction by the gap between the target and the gated loudness of all output released so far;
@@ -29,16 +30,7 @@ import numpy as np
 from pyloudnorm.iirfilter import IIRfilter
 from scipy.signal import lfilter, lfilter_zi
 
-from .loudness import (
-    _CHANNEL_GAINS,
-    _LOUDNESS_TOLERANCE_LU,
-    _MAX_PASSES,
-    _MAX_STEP_DB,
-    _Limiter,
-    _peak_envelope,
-    integrated_lufs,
-    true_peak_dbtp,
-)
+from .loudness import _CHANNEL_GAINS, _Limiter, _peak_envelope, integrated_lufs, search_pre_gain, true_peak_dbtp
 from .muxer import AudioSpec, aac_round_trip, master_for_aac
 
 __all__ = ["StreamingMaster", "IncrementalLoudness"]
@@ -232,7 +224,8 @@ class StreamingMaster:
         headroom, target = 0.5, self.target
         for _ in range(4):
             ceiling = self.max_tp - headroom
-            pre_gain = self._search_pre_gain(x, loudness, ceiling, target)
+            limiter = _Limiter(_peak_envelope(x), self.rate, ceiling)
+            pre_gain, _ = search_pre_gain(x, self.rate, limiter, loudness, target)
             y = self._limited(x, np.full(x.shape[0], pre_gain), ceiling)
             decoded = aac_round_trip(y.astype(np.float32), self.audio)
             peak = true_peak_dbtp(decoded, self.rate)
@@ -247,26 +240,6 @@ class StreamingMaster:
         self.ceiling_db = self.max_tp - headroom
         self._limiter_loss_db = pre_gain - (self.target - loudness)
         self._gain_db = pre_gain
-
-    def _search_pre_gain(self, x: np.ndarray, loudness: float, ceiling: float, target: float) -> float:
-        """The pre-gain whose limited output of `x` has `target` loudness (loudness.master's secant search)."""
-        limiter = _Limiter(_peak_envelope(x), self.rate, ceiling)
-        pre_gain = target - loudness
-        tried: list[tuple[float, float]] = []
-        for _ in range(_MAX_PASSES):
-            total = limiter.gain_db(pre_gain)
-            y = x * (10.0 ** (total / 20.0) if isinstance(total, float) else np.power(10.0, total / 20.0)[:, None])
-            out = integrated_lufs(y, self.rate)
-            if out == -math.inf or abs(out - target) <= _LOUDNESS_TOLERANCE_LU:
-                break
-            tried.append((pre_gain, out))
-            slope = 1.0
-            if len(tried) >= 2:
-                (g0, l0), (g1, l1) = tried[-2], tried[-1]
-                if g1 != g0:
-                    slope = min(1.0, max(0.05, (l1 - l0) / (g1 - g0)))
-            pre_gain += min((target - out) / slope, _MAX_STEP_DB)
-        return pre_gain
 
     def _limited(self, x: np.ndarray, gain_db: np.ndarray, ceiling: float) -> np.ndarray:
         """x with a per-sample pre-gain, through the look-ahead true-peak limiter."""
