@@ -7,7 +7,7 @@ import argparse
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -23,7 +23,6 @@ from tunereel.v1 import common_pb2
 __all__ = ["ModelHost", "ProgressThrottle", "progress", "segment_progress", "serve_model", "model_main"]
 
 P = TypeVar("P")  # the pipeline type
-R = TypeVar("R")  # what one generation returns
 
 
 def progress(
@@ -116,16 +115,14 @@ class ModelHost(Generic[P]):
         self,
         context: grpc.ServicerContext,
         header: Any,
-        generate: Callable[[Callable[[Any], None], threading.Event], R],
-        pieces: Callable[[R], Iterable[Any]] | None = None,
-        queued: Any = None,
+        generate: Callable[[Callable[[Any], None], threading.Event], None],
+        queued: Any,
     ) -> Iterator[Any]:
-        """header, then whatever `generate(emit, cancelled)` emits while it holds the model, then `pieces(result)`.
+        """header, `queued` while another call holds the model, then whatever `generate(emit, cancelled)` emits.
 
-        Streaming services emit their data messages from inside `generate`, segment by segment, as they are made
-        (a slow reader then slows the generation down: memory stays at one segment); `pieces` is for results that
-        are sent after the model is released. The caller's cancel sets `cancelled`; generate must watch it (the
-        pipelines do, once per step).
+        The services emit their data messages from inside `generate`, segment by segment, as they are made (a slow
+        reader then slows the generation down: memory stays at one segment). The caller's cancel sets `cancelled`;
+        generate must watch it (the pipelines do, once per step).
         """
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
@@ -133,15 +130,13 @@ class ModelHost(Generic[P]):
 
         def work(emit: Callable[[Any], None]) -> None:
             try:
-                if not self.turnstile.enter(cancelled, (lambda: emit(queued)) if queued is not None else None):
+                if not self.turnstile.enter(cancelled, lambda: emit(queued)):
                     raise Cancelled()
                 self.log.info("generation started")
                 try:
-                    result = generate(emit, cancelled)
+                    generate(emit, cancelled)
                 finally:
                     self.turnstile.leave()
-                for piece in pieces(result) if pieces is not None else ():
-                    emit(piece)
             except Cancelled:
                 self.log.info("generation cancelled by the caller")
                 raise

@@ -91,6 +91,15 @@ def _request(**fields):
     return composer_pb2.ComposeRequest(request=wire.request_to_proto(validate_request(body)))
 
 
+def _assert_backends_stop(system, within_s: float) -> None:
+    """Both backends release their model within `within_s` (after a cancel)."""
+    locks = [system[name].servicer.host.turnstile for name in ("music", "video")]
+    deadline = time.monotonic() + within_s
+    while any(lock.busy for lock in locks) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(lock.busy for lock in locks), "a backend kept generating after the cancel"
+
+
 def test_stream_layout_and_both_backends_in_flight_together(system):
     music_calls = system["music"].servicer.host.pipeline.calls
     video_calls = system["video"].servicer.host.pipeline.calls
@@ -131,11 +140,7 @@ def test_cancel_reaches_both_backends_and_stops_them(system):
             if {2, 3} <= seen:
                 break
         call.cancel()
-        locks = [system[name].servicer.host.turnstile for name in ("music", "video")]
-        deadline = time.monotonic() + 15
-        while any(lock.busy for lock in locks) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not any(lock.busy for lock in locks), "a backend kept generating after the cancel"
+        _assert_backends_stop(system, within_s=15)
         music_call, video_call = music_pipeline.calls[-1], video_pipeline.calls[-1]
         assert music_call["steps"] < music_call["total"]
         assert video_call["steps"] < video_call["total"]
@@ -157,11 +162,14 @@ def test_invalid_argument_names_the_field(system):
 
 
 class BadAudio(Recorder):
-    """A music pipeline whose second window of audio is not numbers (NaN): what a broken model could send."""
+    """A music pipeline whose last window of audio is not numbers (NaN), as a broken model could send: for a long
+    song the failure comes after good audio has been mastered and muxed."""
 
     def stream(self, *args, **kwargs):
         for piece in super().stream(*args, **kwargs):
-            yield dataclasses.replace(piece, audio=np.full_like(piece.audio, np.nan))
+            if piece.segment == piece.total_segments - 1:
+                piece = dataclasses.replace(piece, audio=np.full_like(piece.audio, np.nan))
+            yield piece
 
 
 @pytest.mark.parametrize("duration", [2.0, 32.0], ids=["whole-clip", "streamed"])
@@ -216,17 +224,6 @@ def test_health_and_reflection(system):
     assert {"tunereel.v1.ComposerService", "grpc.health.v1.Health"} <= services
 
 
-@pytest.fixture
-def one_torch_thread():
-    """The tiny models are all per-op overhead: one thread is fastest, and far faster on a busy machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _compose_when_free(system, request, timeout: float):
     """(call, first message). The composer here runs one composition at a time, and the test before may still be
     winding down a cancelled one: RESOURCE_EXHAUSTED is retried for a while."""
@@ -241,7 +238,7 @@ def _compose_when_free(system, request, timeout: float):
             time.sleep(0.1)
 
 
-def test_long_request_is_made_in_segments_and_muxed_as_they_arrive(system, one_torch_thread):
+def test_long_request_is_made_in_segments_and_muxed_as_they_arrive(system):
     # 40 s: two music windows (30 s + 10 s continuing the last 10 s) and four video segments (257 + 3 x 240 frames)
     call, first = _compose_when_free(system, _request(duration=40, width=64, height=64, seed=9), timeout=600)
     messages = [first, *call]
@@ -261,7 +258,7 @@ def test_long_request_is_made_in_segments_and_muxed_as_they_arrive(system, one_t
     assert first_muxed < last_segment_starts
 
 
-def test_cancel_mid_way_through_a_long_request_stops_within_a_segment(system, one_torch_thread):
+def test_cancel_mid_way_through_a_long_request_stops_within_a_segment(system):
     video_pipeline = system["video"].servicer.host.pipeline
     music_pipeline = system["music"].servicer.host.pipeline
     video_pipeline.step_delay = 0.2  # 4 steps of 0.2 s per segment: the cancel lands while segments are made
@@ -274,11 +271,7 @@ def test_cancel_mid_way_through_a_long_request_stops_within_a_segment(system, on
                 break
         at_cancel = video_pipeline.calls[-1]["segment"]
         call.cancel()
-        locks = [system[name].servicer.host.turnstile for name in ("music", "video")]
-        deadline = time.monotonic() + 10
-        while any(lock.busy for lock in locks) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not any(lock.busy for lock in locks), "a backend kept generating after the cancel"
+        _assert_backends_stop(system, within_s=10)
         video_call = video_pipeline.calls[-1]
         assert video_call["total_segments"] == 6
         assert max(video_call["segments"]) <= at_cancel + 1 < 5  # stopped within the segment it was in (or the next)

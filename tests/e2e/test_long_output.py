@@ -27,11 +27,9 @@ EXAMPLE = {"genre": "pop", "duration": 15, "video_prompt": "A beautiful sunset o
 
 @pytest.fixture(scope="module")
 def stack(models_dir, tmp_path_factory):
-    # The tiny models are all per-op overhead; on a shared 2-core box one thread per service is far faster.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        with LocalStack(models_dir=models_dir, log_dir=tmp_path_factory.mktemp("logs")) as running:
-            yield running
+    # one torch thread per service process: tests/conftest.py sets OMP_NUM_THREADS, the processes inherit it
+    with LocalStack(models_dir=models_dir, log_dir=tmp_path_factory.mktemp("logs")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

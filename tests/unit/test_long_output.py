@@ -23,17 +23,6 @@ from tunereel.video.pipeline import VideoPipeline, blend_frames
 RATE = 32000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny models are all per-op overhead: one thread is fastest, and far faster on a busy machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def music(models_dir) -> MusicPipeline:
     full = MusicPipeline.from_preset(music_preset("tiny"), models_dir)
