@@ -58,7 +58,8 @@ class ProgressThrottle:
     """Passes on a pipeline's step reports at a rate a progress bar needs, not one message per decoding step.
 
     MusicGen takes ~50 steps per second of audio; a message per step cost ~10 % of a small model's wall time in the
-    stream (docs/benchmarks.md, "Transport"). A report goes out when it moved the fraction by `min_fraction` *and*
+    stream (docs/benchmarks.md, "Transport"). Both services send their steps through it (a video denoising step is
+    slow enough that each one still goes out). A report goes out when it moved the fraction by `min_fraction` *and*
     `min_interval_s` passed since the last one; the first and last step of every segment always go out, so a caller
     sees each segment start and end, and the final 1.0.
     """

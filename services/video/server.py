@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 
 from tunereel import wire
-from tunereel.model_host import ModelHost, model_main, progress, segment_progress, serve_model
+from tunereel.model_host import ModelHost, ProgressThrottle, model_main, progress, segment_progress, serve_model
 from tunereel.presets import video_preset
 from tunereel.serving import GrpcServer
 from tunereel.v1 import common_pb2, video_pb2, video_pb2_grpc
@@ -57,9 +57,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                 seed=request.seed,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
-                on_progress=lambda report: emit(
+                on_progress=ProgressThrottle(lambda report: emit(
                     video_pb2.GenerateVideoResponse(progress=segment_progress(common_pb2.STAGE_VIDEO, report, "denoising"))
-                ),
+                )),  # fmt: skip
                 interrupt=cancelled,
             )
             for piece in pieces:
