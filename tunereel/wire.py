@@ -103,7 +103,7 @@ def job_to_dict(job) -> dict:
         "stage": STAGE_NAMES.get(job.stage),
         "stage_progress": {name: round(value, 4) for name, value in sorted(job.stage_progress.items())},
         "queue_position": job.queue_position,
-        "eta_seconds": job.eta_seconds if job.HasField("eta_seconds") else None,
+        "eta_seconds": _eta_seconds(job),
         "created_at": when("create_time"),
         "started_at": when("start_time"),
         "ended_at": when("end_time"),
@@ -114,6 +114,12 @@ def job_to_dict(job) -> dict:
         "result_size_bytes": job.result_size_bytes or None,
         "webhook_url": job.webhook_url or None,
     }
+
+
+def _eta_seconds(job) -> float | None:
+    if job.HasField("eta"):
+        return round(job.eta.ToNanoseconds() / 1e9, 3)
+    return job.eta_seconds if job.HasField("eta_seconds") else None  # a server that predates `eta`
 
 
 def pcm_to_bytes(pcm: np.ndarray) -> bytes:

@@ -15,7 +15,7 @@ from google.protobuf import timestamp_pb2
 from tunereel import wire
 from tunereel.auth import ApiKeys, metadata_value
 from tunereel.request import InvalidRequest, validate_request
-from tunereel.v1 import common_pb2, composer_pb2, jobs_pb2, jobs_pb2_grpc
+from tunereel.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, media_pb2
 
 from .store import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobRecord, JobStore, QueueFull
 
@@ -28,6 +28,8 @@ STATES = {
     CANCELED: jobs_pb2.JOB_STATE_CANCELED,
 }
 READ_CHUNK_BYTES = 256 * 1024
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100  # a larger page_size is capped to this (AIP-158), not refused
 MAX_IDEMPOTENCY_KEY = 200
 
 
@@ -44,7 +46,7 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
         id=record.id,
         state=STATES[record.state],
         progress=record.progress,
-        stage=record.stage,
+        stage=job_stage(record),
         queue_position=queue_position,
         request=wire.request_to_proto(validate_request(record.request)),
         error=record.error,
@@ -58,7 +60,8 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
         if stamp is not None:
             getattr(job, field).CopyFrom(stamp)
     if eta_seconds is not None:
-        job.eta_seconds = eta_seconds
+        job.eta.FromNanoseconds(round(eta_seconds * 1e9))
+        job.eta_seconds = eta_seconds  # deprecated, still filled for clients built against v1-contract
     if record.provenance:
         p = record.provenance
         job.provenance.CopyFrom(
@@ -72,6 +75,15 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
             )
         )
     return job
+
+
+def job_stage(record: JobRecord) -> int:
+    """The Stage a Job reports: never STAGE_UNSPECIFIED (the store keeps 0 until the first progress event)."""
+    if record.state == QUEUED:
+        return common_pb2.STAGE_QUEUED
+    if record.state == SUCCEEDED:
+        return common_pb2.STAGE_DONE
+    return record.stage or common_pb2.STAGE_QUEUED  # running or ended: the work stage it reached, if any
 
 
 def check_webhook_url(url: str, allowed_hosts: frozenset[str]) -> None:
@@ -161,9 +173,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.ListJobsResponse:
         owner = self._owner(context) if self.keys.enabled else None
-        size = request.page_size or 20
-        if not 1 <= size <= 100:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size: must be within 1..100")
+        if request.page_size < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size: must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         before = None
         if request.page_token:
             try:
@@ -218,6 +230,6 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 data = file.read(min(READ_CHUNK_BYTES, end - position))
                 if not data:
                     break
-                yield composer_pb2.MediaChunk(offset=position, data=data)
+                yield media_pb2.MediaChunk(offset=position, data=data)
                 position += len(data)
 
