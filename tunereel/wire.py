@@ -17,6 +17,9 @@ __all__ = [
     "AUDIO_CHUNK_SAMPLES",
     "request_to_proto",
     "request_from_proto",
+    "PROTO_FIELD_NAMES",
+    "proto_field_path",
+    "request_field_path",
     "provenance_to_dict",
     "job_to_dict",
     "pcm_to_bytes",
@@ -72,6 +75,27 @@ def request_from_proto(message: common_pb2.GenerationRequest) -> dict:
         if getattr(message, name):
             data[name] = getattr(message, name)
     return data
+
+
+# The request model's field names where GenerationRequest's differ (the proto names the unit).
+PROTO_FIELD_NAMES = {"duration": "duration_seconds"}
+
+
+def proto_field_path(path: tuple[str | int, ...], prefix: str = "") -> str:
+    """A request-model path as a field path of the proto (google.rpc.BadRequest, AIP-193): proto field names joined by
+    dots, list indexes in brackets; e.g. ("instruments", 2) with prefix "request" is "request.instruments[2]"."""
+    text = prefix
+    for part in path:
+        if isinstance(part, int) or part.isdigit():
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + PROTO_FIELD_NAMES.get(part, part)
+    return text
+
+
+def request_field_path(path: tuple[str | int, ...]) -> str:
+    """Where a request-model field lies in ComposeRequest and CreateJobRequest (their `request` field)."""
+    return proto_field_path(path, "request")
 
 
 def provenance_to_dict(provenance: common_pb2.Provenance) -> dict:
