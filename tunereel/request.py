@@ -56,6 +56,7 @@ class GenerationRequest(BaseModel):
         allow_inf_nan=False,
         description=f"Seconds of video, > 0 and ≤ {LIMITS.max_duration_seconds:g}.",
         examples=[3],
+        json_schema_extra={"maximum": LIMITS.max_duration_seconds},  # enforced by _finite (with its own message)
     )
     video_prompt: NonEmpty = Field(
         max_length=1000, description="What the video shows.", examples=["A beautiful sunset over the ocean."]
@@ -68,8 +69,11 @@ class GenerationRequest(BaseModel):
         default_factory=list, max_length=LIMITS.max_instruments, description="Instruments to feature."
     )
     seed: int | None = Field(default=None, ge=0, le=LIMITS.max_seed, description="Seed; omitted means random.")
-    width: int = Field(default=768, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.")
-    height: int = Field(default=512, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.")
+    # multipleOf is enforced by _multiple_of_32 (with its own message); the schema states it for clients
+    width: int = Field(default=768, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.",
+                       json_schema_extra={"multipleOf": LIMITS.size_multiple})  # fmt: skip
+    height: int = Field(default=512, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.",
+                        json_schema_extra={"multipleOf": LIMITS.size_multiple})  # fmt: skip
     fps: int = Field(default=24, ge=LIMITS.min_fps, le=LIMITS.max_fps, description="Frames per second.")
     music_model: PresetName | None = Field(default=None, description="Music preset; omitted means the served one.")
     video_model: PresetName | None = Field(default=None, description="Video preset; omitted means the served one.")
