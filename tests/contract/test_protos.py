@@ -2,6 +2,7 @@
 fails a change that breaks clients built against the released contract (protos/released/v1.binpb, tag v1-contract).
 
 buf runs on temporary copies of buf.yaml + protos/ (+ the googleapis copy made by `make protos`), never on the tree.
+The last test checks what the JobService puts into the additions (eta, stage).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import pytest
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
+from tunereel import wire
+from tunereel.composer.job_service import job_stage, job_to_proto
+from tunereel.composer.store import JobStore
 from tunereel.v1 import common_pb2, composer_pb2, jobs_pb2, media_pb2, music_pb2, video_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,3 +154,29 @@ def test_the_released_contract_is_v1_as_tagged():
     assert {"tunereel/v1/common.proto", "tunereel/v1/composer.proto", "tunereel/v1/jobs.proto"} <= names
     composer = next(f for f in released.file if f.name == "tunereel/v1/composer.proto")
     assert "MediaChunk" in [m.name for m in composer.message_type]  # before the move: the release, not today's tree
+
+
+# --- what a JobService server puts into a Job ---------------------------------------------------------------------
+def test_a_job_fills_eta_both_ways_and_never_sends_an_unspecified_stage(tmp_path):
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.migrate()
+    try:
+        request = {"genre": "pop", "duration": 1, "video_prompt": "x", "seed": 1}
+        record, _ = store.create(request)
+        job = job_to_proto(record, eta_seconds=12.5)
+        assert job.eta.ToMilliseconds() == 12_500 and job.eta_seconds == 12.5  # new field and the deprecated one
+        assert wire.job_to_dict(job)["eta_seconds"] == 12.5
+        assert job.stage == common_pb2.STAGE_QUEUED
+
+        old_server = jobs_pb2.Job()
+        old_server.CopyFrom(job)
+        old_server.ClearField("eta")
+        assert wire.job_to_dict(old_server)["eta_seconds"] == 12.5  # a server of v1-contract fills only eta_seconds
+
+        running = store.claim("worker-1")
+        assert job_stage(running) == common_pb2.STAGE_QUEUED  # running, before its first progress event
+        store.heartbeat(running.id, "worker-1", progress=0.1, stage=common_pb2.STAGE_VIDEO, stage_progress={})
+        assert job_stage(store.get(running.id)) == common_pb2.STAGE_VIDEO
+        assert job_to_proto(store.get(running.id)).HasField("eta") is False
+    finally:
+        store.close()
