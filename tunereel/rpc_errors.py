@@ -6,7 +6,10 @@ Servers end a call with one of the `abort_*` helpers:
 - INVALID_ARGUMENT carries google.rpc.BadRequest: one field violation per broken rule, with the field's path in the
   request message (e.g. "request.duration_seconds", "request.instruments[2]");
 - RESOURCE_EXHAUSTED carries google.rpc.QuotaFailure (which limit) and google.rpc.RetryInfo (when to try again);
-- UNAVAILABLE carries google.rpc.RetryInfo.
+- UNAVAILABLE carries google.rpc.RetryInfo (`abort` adds it, e.g. to a backend's failure passed through).
+
+(A backend's INVALID_ARGUMENT that the composer passes through carries no BadRequest: its paths would name fields of
+another message, and the composer validates the request before any backend sees it.)
 
 The message (the status details a person reads) stays what it was; the details travel beside it in the
 `grpc-status-details-bin` trailer, readable with `grpc_status.rpc_status.from_call(call)` or `details_of(error)`.
@@ -33,7 +36,6 @@ __all__ = [
     "abort_exhausted",
     "abort_invalid",
     "abort_invalid_field",
-    "abort_unavailable",
     "details_of",
     "rich_status",
 ]
@@ -79,12 +81,6 @@ def abort_exhausted(context: grpc.ServicerContext, message: str, *, subject: str
         violations=[error_details_pb2.QuotaFailure.Violation(subject=subject, description=message)]
     )
     abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, message, quota, _retry_info(retry_after_s))
-
-
-def abort_unavailable(
-    context: grpc.ServicerContext, message: str, *, retry_after_s: float = RETRY_UNAVAILABLE_S
-) -> NoReturn:
-    abort(context, grpc.StatusCode.UNAVAILABLE, message, _retry_info(retry_after_s))
 
 
 def _bad_request(
