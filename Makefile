@@ -21,12 +21,38 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) protos
 
-tunereel/v1/.stamp: $(PROTOS) $(STAMP)
+# googleapis' .proto files that protos/ import (google.api.field_behavior), copied out of the googleapis-common-protos
+# wheel (no network to the Buf registry): protoc's include path below, and a module of buf's workspace (buf.yaml).
+GOOGLEAPIS := build/googleapis
+GOOGLEAPIS_PROTOS := google/api/field_behavior.proto
+
+$(GOOGLEAPIS)/.stamp: $(STAMP)
+	rm -rf $(GOOGLEAPIS) && mkdir -p $(GOOGLEAPIS)
+	cd "$$($(PY) -c 'import pathlib, google.api.field_behavior_pb2 as m; print(pathlib.Path(m.__file__).parents[2])')" \
+	  && cp --parents $(GOOGLEAPIS_PROTOS) $(CURDIR)/$(GOOGLEAPIS)/
+	touch $@
+
+tunereel/v1/.stamp: $(PROTOS) $(STAMP) $(GOOGLEAPIS)/.stamp
 	mkdir -p tunereel/v1
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 	touch tunereel/v1/__init__.py tunereel/v1/.stamp
 
 protos: tunereel/v1/.stamp
+
+# The contracts stay a promise: `buf lint` (buf.yaml says which rules, and where we follow Google's AIPs), then
+# `buf breaking` against the last released contract. That contract is a committed Buf image (tag v1-contract, built by
+# `make proto-release`), not a git ref: CI's fresh clone may be shallow and without tags, and an image carries its
+# imports, so it needs no googleapis copy of its own.
+BUF := $(VENV)/bin/buf
+RELEASED_CONTRACT := protos/released/v1.binpb
+.PHONY: proto-check proto-release
+proto-check: $(STAMP) $(GOOGLEAPIS)/.stamp
+	$(BUF) lint protos
+	$(BUF) breaking protos --against $(RELEASED_CONTRACT)
+
+# Only when releasing a contract (then tag the commit): what `proto-check` compares against from then on.
+proto-release: $(STAMP) $(GOOGLEAPIS)/.stamp
+	$(BUF) build protos --exclude-source-info -o $(RELEASED_CONTRACT)
 
 models: install
 	$(PY) -m tunereel.tiny --models-dir $(MODELS_DIR)
@@ -53,10 +79,10 @@ run: models
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-test: models browser
+test: models browser proto-check
 	$(PY) -m pytest -q
 
-test-fast: models
+test-fast: models proto-check
 	$(PY) -m pytest -q -m "not slow"
 
 # deploy/: lint the Dockerfile, render both Kustomize overlays into build/k8s and validate every object against the

@@ -22,6 +22,8 @@ from .security import caller_metadata
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ListJobsRequest.page_size: larger pages are capped, not refused (AIP-158); the cap is the JobService's.
+MAX_PAGE_SIZE = 100
 
 
 class JobCreate(GenerationRequest):
@@ -72,11 +74,13 @@ async def create_job(
 async def list_jobs(
     request: Request,
     metadata: list = Depends(caller_metadata),
-    page_size: int = Query(default=20, ge=1, le=100),
+    page_size: int = Query(default=20, ge=1, description=f"Jobs per page; a larger value counts as {MAX_PAGE_SIZE}."),
     page_token: str = Query(default="", max_length=500),
 ) -> dict:
     reply = await _stub(request).ListJobs(
-        jobs_pb2.ListJobsRequest(page_size=page_size, page_token=page_token), metadata=metadata, timeout=30
+        jobs_pb2.ListJobsRequest(page_size=min(page_size, MAX_PAGE_SIZE), page_token=page_token),
+        metadata=metadata,
+        timeout=30,
     )
     return {"jobs": [wire.job_to_dict(job) for job in reply.jobs], "next_page_token": reply.next_page_token or None}
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 __all__ = [
     "GenerationRequest",
     "InvalidRequest",
+    "FieldViolation",
     "validate_request",
     "build_music_prompt",
     "LIMITS",
@@ -55,6 +56,7 @@ class GenerationRequest(BaseModel):
         allow_inf_nan=False,
         description=f"Seconds of video, > 0 and ≤ {LIMITS.max_duration_seconds:g}.",
         examples=[3],
+        json_schema_extra={"maximum": LIMITS.max_duration_seconds},  # enforced by _finite (with its own message)
     )
     video_prompt: NonEmpty = Field(
         max_length=1000, description="What the video shows.", examples=["A beautiful sunset over the ocean."]
@@ -67,8 +69,11 @@ class GenerationRequest(BaseModel):
         default_factory=list, max_length=LIMITS.max_instruments, description="Instruments to feature."
     )
     seed: int | None = Field(default=None, ge=0, le=LIMITS.max_seed, description="Seed; omitted means random.")
-    width: int = Field(default=768, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.")
-    height: int = Field(default=512, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.")
+    # multipleOf is enforced by _multiple_of_32 (with its own message); the schema states it for clients
+    width: int = Field(default=768, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.",
+                       json_schema_extra={"multipleOf": LIMITS.size_multiple})  # fmt: skip
+    height: int = Field(default=512, ge=LIMITS.min_size, le=LIMITS.max_size, description="Multiple of 32.",
+                        json_schema_extra={"multipleOf": LIMITS.size_multiple})  # fmt: skip
     fps: int = Field(default=24, ge=LIMITS.min_fps, le=LIMITS.max_fps, description="Frames per second.")
     music_model: PresetName | None = Field(default=None, description="Music preset; omitted means the served one.")
     video_model: PresetName | None = Field(default=None, description="Video preset; omitted means the served one.")
@@ -129,13 +134,29 @@ def build_music_prompt(genre: str, mood: str | None, tempo_bpm: int | None, inst
     return ", ".join(parts)
 
 
-class InvalidRequest(ValueError):
-    """A request broke a rule; `field` names the offending field (dotted path) and `reason` says why."""
+class FieldViolation(NamedTuple):
+    """One broken rule: where (names and list indexes in the request model, e.g. ("instruments", 2)) and why."""
 
-    def __init__(self, field: str, reason: str):
+    path: tuple[str | int, ...]
+    reason: str
+
+    @property
+    def field(self) -> str:
+        return ".".join(str(part) for part in self.path)
+
+
+class InvalidRequest(ValueError):
+    """A request broke a rule; `field` names the offending field (dotted path) and `reason` says why.
+
+    `violations` lists every broken rule (the first is `field`/`reason`): the gateway's JSON errors and the gRPC
+    services' google.rpc.BadRequest details (tunereel.rpc_errors) are both made from it.
+    """
+
+    def __init__(self, field: str, reason: str, violations: Sequence[FieldViolation] = ()):
         super().__init__(f"{field}: {reason}" if field else reason)
         self.field = field
         self.reason = reason
+        self.violations = tuple(violations) or (FieldViolation(tuple(field.split(".")) if field else (), reason),)
 
     @classmethod
     def from_validation_error(cls, error: ValidationError) -> InvalidRequest:
@@ -143,20 +164,26 @@ class InvalidRequest(ValueError):
 
     @classmethod
     def from_validation_error_list(cls, errors: Sequence[dict[str, Any]]) -> InvalidRequest:
-        """The first problem of a pydantic error list (FastAPI hands the list over as is)."""
-        first = errors[0] if errors else {"msg": "invalid request"}
-        return cls(_field_of(first), _reason_of(first))
+        """A pydantic error list (FastAPI hands the list over as is): the first problem names the error, and every
+        problem becomes one of its violations. The one place pydantic's error locations become field paths."""
+        errors = list(errors) or [{"msg": "invalid request"}]
+        violations = [FieldViolation(_path_of(err), _reason_of(err)) for err in errors]
+        return cls(_field_of(errors[0]), violations[0].reason, violations)
 
 
-def _field_of(err: dict[str, Any]) -> str:
-    loc = [str(part) for part in err.get("loc", ()) if part != "body"]
+def _path_of(err: dict[str, Any]) -> tuple[str | int, ...]:
+    loc = tuple(part for part in err.get("loc", ()) if part != "body")
     if not loc and err.get("type") == "value_error":
         # model-level rules put the field name first in the message ("duration: ...")
         message = str(err.get("msg", ""))
         head = message.removeprefix("Value error, ").split(":", 1)[0]
         if head in GenerationRequest.model_fields:
-            return head
-    return ".".join(loc)
+            return (head,)
+    return loc
+
+
+def _field_of(err: dict[str, Any]) -> str:
+    return ".".join(str(part) for part in _path_of(err))
 
 
 def _reason_of(err: dict[str, Any]) -> str:

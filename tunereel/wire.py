@@ -17,6 +17,9 @@ __all__ = [
     "AUDIO_CHUNK_SAMPLES",
     "request_to_proto",
     "request_from_proto",
+    "PROTO_FIELD_NAMES",
+    "proto_field_path",
+    "request_field_path",
     "provenance_to_dict",
     "job_to_dict",
     "pcm_to_bytes",
@@ -74,6 +77,27 @@ def request_from_proto(message: common_pb2.GenerationRequest) -> dict:
     return data
 
 
+# The request model's field names where GenerationRequest's differ (the proto names the unit).
+PROTO_FIELD_NAMES = {"duration": "duration_seconds"}
+
+
+def proto_field_path(path: tuple[str | int, ...], prefix: str = "") -> str:
+    """A request-model path as a field path of the proto (google.rpc.BadRequest, AIP-193): proto field names joined by
+    dots, list indexes in brackets; e.g. ("instruments", 2) with prefix "request" is "request.instruments[2]"."""
+    text = prefix
+    for part in path:
+        if isinstance(part, int) or part.isdigit():
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + PROTO_FIELD_NAMES.get(part, part)
+    return text
+
+
+def request_field_path(path: tuple[str | int, ...]) -> str:
+    """Where a request-model field lies in ComposeRequest and CreateJobRequest (their `request` field)."""
+    return proto_field_path(path, "request")
+
+
 def provenance_to_dict(provenance: common_pb2.Provenance) -> dict:
     """Plain JSON-ready provenance: the request in the HTTP API's own field names, numbers as numbers."""
     return {
@@ -103,7 +127,7 @@ def job_to_dict(job) -> dict:
         "stage": STAGE_NAMES.get(job.stage),
         "stage_progress": {name: round(value, 4) for name, value in sorted(job.stage_progress.items())},
         "queue_position": job.queue_position,
-        "eta_seconds": job.eta_seconds if job.HasField("eta_seconds") else None,
+        "eta_seconds": _eta_seconds(job),
         "created_at": when("create_time"),
         "started_at": when("start_time"),
         "ended_at": when("end_time"),
@@ -114,6 +138,12 @@ def job_to_dict(job) -> dict:
         "result_size_bytes": job.result_size_bytes or None,
         "webhook_url": job.webhook_url or None,
     }
+
+
+def _eta_seconds(job) -> float | None:
+    if job.HasField("eta"):
+        return round(job.eta.ToNanoseconds() / 1e9, 3)
+    return job.eta_seconds if job.HasField("eta_seconds") else None  # a server that predates `eta`
 
 
 def pcm_to_bytes(pcm: np.ndarray) -> bytes:

@@ -415,7 +415,7 @@ function renderJob(job) {
     const parts = job.stage_progress || {};
     const music = parts.music || 0, video = parts.video || 0;
     if (job.stage === "mux" || job.stage === "done") stage = STAGE_TEXT[job.stage];
-    else if (!job.stage) stage = "Starting";
+    else if (!job.stage || job.stage === "queued") stage = "Starting";
     else if (music >= 1 && video < 1) stage = "Generating video";
     else if (video >= 1 && music < 1) stage = "Generating music";
     else stage = "Generating music and video";

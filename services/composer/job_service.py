@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 import grpc
 from google.protobuf import timestamp_pb2
 
-from tunereel import wire
+from tunereel import rpc_errors, wire
 from tunereel.auth import ApiKeys, metadata_value
 from tunereel.request import InvalidRequest, validate_request
-from tunereel.v1 import common_pb2, composer_pb2, jobs_pb2, jobs_pb2_grpc
+from tunereel.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, media_pb2
 
 from .store import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobRecord, JobStore, QueueFull
 
@@ -28,6 +28,8 @@ STATES = {
     CANCELED: jobs_pb2.JOB_STATE_CANCELED,
 }
 READ_CHUNK_BYTES = 256 * 1024
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100  # a larger page_size is capped to this (AIP-158), not refused
 MAX_IDEMPOTENCY_KEY = 200
 
 
@@ -44,7 +46,7 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
         id=record.id,
         state=STATES[record.state],
         progress=record.progress,
-        stage=record.stage,
+        stage=job_stage(record),
         queue_position=queue_position,
         request=wire.request_to_proto(validate_request(record.request)),
         error=record.error,
@@ -58,7 +60,8 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
         if stamp is not None:
             getattr(job, field).CopyFrom(stamp)
     if eta_seconds is not None:
-        job.eta_seconds = eta_seconds
+        job.eta.FromNanoseconds(round(eta_seconds * 1e9))
+        job.eta_seconds = eta_seconds  # deprecated, still filled for clients built against v1-contract
     if record.provenance:
         p = record.provenance
         job.provenance.CopyFrom(
@@ -74,12 +77,26 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
     return job
 
 
+def job_stage(record: JobRecord) -> int:
+    """The Stage a Job reports: never STAGE_UNSPECIFIED (the store keeps 0 until the first progress event)."""
+    if record.state == QUEUED:
+        return common_pb2.STAGE_QUEUED
+    if record.state == SUCCEEDED:
+        return common_pb2.STAGE_DONE
+    return record.stage or common_pb2.STAGE_QUEUED  # running or ended: the work stage it reached, if any
+
+
 def check_webhook_url(url: str, allowed_hosts: frozenset[str]) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest("webhook", "must be an http:// or https:// URL")
     if allowed_hosts and parts.hostname.lower() not in allowed_hosts:
         raise InvalidRequest("webhook", f"host {parts.hostname!r} is not in the server's webhook allow-list")
+
+
+def _create_field_path(path: tuple[str | int, ...]) -> str:
+    """CreateJobRequest's field for a check made on it: the webhook is `webhook_url` there."""
+    return {"webhook": "webhook_url"}.get(str(path[0]), str(path[0])) if path else ""
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -103,7 +120,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         except ValueError:
             canonical = None
         if canonical is None or canonical != raw.lower():
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: must be a job UUID")
+            rpc_errors.abort_invalid_field(context, "id", "id: must be a job UUID")
         return canonical
 
     def _record(self, raw_id: str, context: grpc.ServicerContext) -> JobRecord:
@@ -116,6 +133,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     def view(self, record: JobRecord) -> jobs_pb2.Job:
         position = self.store.queue_position(record)
         return job_to_proto(record, queue_position=position, eta_seconds=self._eta(record, position))
+
+    def _queue_retry_s(self) -> float:
+        """When a full queue likely has room again: one job's typical run per worker, else a guess of 30 s."""
+        durations = self.store.recent_durations()
+        return round(statistics.median(durations) / self.workers, 1) if durations else 30.0
 
     def _eta(self, record: JobRecord, position: int) -> float | None:
         if record.state == RUNNING and record.started_at and record.progress >= 0.05:
@@ -132,12 +154,15 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         owner = self._owner(context)
         try:
             generation = validate_request(wire.request_from_proto(request.request))
+        except InvalidRequest as error:
+            rpc_errors.abort_invalid(context, error, wire.request_field_path)
+        try:
             if request.webhook_url:
                 check_webhook_url(request.webhook_url, self.webhook_hosts)
             if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
                 raise InvalidRequest("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
         except InvalidRequest as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            rpc_errors.abort_invalid(context, error, _create_field_path)
         identity = {"request": generation.model_dump(), "webhook_url": request.webhook_url}
         # The seed is fixed at creation so that a retried job makes the same video and the answer can echo it.
         if generation.seed is None:
@@ -151,7 +176,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 identity=identity,
             )
         except QueueFull as error:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            rpc_errors.abort_exhausted(context, str(error), subject="jobs:queue", retry_after_s=self._queue_retry_s())
         except IdempotencyConflict as error:
             context.abort(grpc.StatusCode.ALREADY_EXISTS, str(error))
         return self.view(record)
@@ -161,16 +186,16 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext) -> jobs_pb2.ListJobsResponse:
         owner = self._owner(context) if self.keys.enabled else None
-        size = request.page_size or 20
-        if not 1 <= size <= 100:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size: must be within 1..100")
+        if request.page_size < 0:
+            rpc_errors.abort_invalid_field(context, "page_size", "page_size: must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         before = None
         if request.page_token:
             try:
                 created, last_id = json.loads(base64.urlsafe_b64decode(request.page_token.encode()))
                 before = (float(created), str(last_id))
             except (ValueError, TypeError):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token this server gave out")
+                rpc_errors.abort_invalid_field(context, "page_token", "page_token: not a token this server gave out")
         records = self.store.list(owner, limit=size + 1, before=before)
         page, more = records[:size], len(records) > size
         token = ""
@@ -218,6 +243,6 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 data = file.read(min(READ_CHUNK_BYTES, end - position))
                 if not data:
                     break
-                yield composer_pb2.MediaChunk(offset=position, data=data)
+                yield media_pb2.MediaChunk(offset=position, data=data)
                 position += len(data)
 

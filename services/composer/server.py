@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from tunereel import wire
+from tunereel import rpc_errors, wire
 from tunereel.auth import ApiKeys, InsecureBinding
 from tunereel.request import InvalidRequest, validate_request
 from tunereel.serving import GrpcServer, start_server
@@ -30,6 +30,7 @@ from .store import JobStore, sqlite_url
 log = logging.getLogger("tunereel.composer")
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
 MP4_CHUNK_BYTES = 256 * 1024
+BUSY_RETRY_S = 5.0  # when all Compose slots are taken: a short composition frees one within seconds
 
 
 class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
@@ -42,11 +43,13 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
         try:
             generation = validate_request(wire.request_from_proto(request.request))
         except InvalidRequest as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            rpc_errors.abort_invalid(context, error, wire.request_field_path)
         if not self.slots.acquire(blocking=False):
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            rpc_errors.abort_exhausted(
+                context,
                 f"composer is busy: {self.max_concurrent} compositions already running, retry later",
+                subject="composer:concurrent_compositions",
+                retry_after_s=BUSY_RETRY_S,
             )
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
@@ -68,7 +71,7 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
             yield from events_from_thread(work, name="compose", cancelled=cancelled)
         except BackendFailure as failure:
             log.warning("compose failed after %.1f s: %s %s", time.monotonic() - started, failure.code.name, failure.message)
-            context.abort(failure.code, failure.message)
+            rpc_errors.abort(context, failure.code, failure.message)  # UNAVAILABLE gets a RetryInfo
         except Cancelled:
             log.info("compose cancelled after %.1f s", time.monotonic() - started)
             context.abort(grpc.StatusCode.CANCELLED, "compose cancelled")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from tunereel import wire
+from tunereel import rpc_errors, wire
 from tunereel.model_host import ModelHost, ProgressThrottle, model_main, progress, segment_progress, serve_model
 from tunereel.presets import music_preset
 from tunereel.serving import GrpcServer
@@ -29,9 +29,9 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
         try:
             pipeline.check_inputs(request.prompt, request.duration_seconds, guidance)
         except InvalidMusicInput as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            rpc_errors.abort_invalid_field(context, error.field, str(error))
         if not 0 <= request.seed <= 2**32 - 1:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "seed: must be within 0..4294967295")
+            rpc_errors.abort_invalid_field(context, "seed", "seed: must be within 0..4294967295")
         total = pipeline.num_samples(request.duration_seconds)
         header = music_pb2.AudioHeader(
             sample_rate=pipeline.sample_rate,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from tunereel import wire
+from tunereel import rpc_errors, wire
 from tunereel.model_host import ModelHost, ProgressThrottle, model_main, progress, segment_progress, serve_model
 from tunereel.presets import video_preset
 from tunereel.serving import GrpcServer
@@ -32,9 +32,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                 request.prompt, request.width, request.height, request.num_frames, request.fps, steps, guidance
             )
         except InvalidVideoInput as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            rpc_errors.abort_invalid_field(context, error.field, str(error))
         if not 0 <= request.seed <= 2**32 - 1:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "seed: must be within 0..4294967295")
+            rpc_errors.abort_invalid_field(context, "seed", "seed: must be within 0..4294967295")
         header = video_pb2.VideoHeader(
             width=request.width,
             height=request.height,

@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from tunereel import wire
+from tunereel import rpc_errors, wire
 from tunereel.channels import open_channel
 from tunereel.serving import Turnstile
 from tunereel.music import server as music_server
@@ -89,6 +89,10 @@ def test_music_errors(music, fields, code, words):
         list(stub.GenerateMusic(music_pb2.GenerateMusicRequest(**fields), timeout=30))
     assert caught.value.code() == code
     assert words in caught.value.details()
+    if code == grpc.StatusCode.INVALID_ARGUMENT:  # the field also comes as a google.rpc.BadRequest detail
+        assert [field for field, _ in rpc_errors.details_of(caught.value).field_violations] == [
+            next(name for name in fields if name.startswith(words))
+        ]
 
 
 def _frames(stub, **fields):
@@ -138,6 +142,7 @@ def test_video_invalid_argument_names_the_field(video, change, field):
         list(stub.GenerateVideo(video_pb2.GenerateVideoRequest(**request), timeout=30))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in caught.value.details()
+    assert [name for name, _ in rpc_errors.details_of(caught.value).field_violations] == [field]
 
 
 def test_cancel_stops_the_video_backend(video):
