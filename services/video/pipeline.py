@@ -42,7 +42,7 @@ from tunereel.segments import (
 )
 from tunereel.streaming import Cancelled
 
-from .loading import apply_memory_mode, load_ltx, load_upsampler, resolve_memory_mode
+from .loading import ModelLoadError, apply_memory_mode, load_ltx, load_upsampler, resolve_memory_mode
 
 __all__ = [
     "QUALITIES",
@@ -270,7 +270,7 @@ class VideoPipeline:
         dtype = pick_dtype(preset.dtype, device)
         mode = resolve_memory_mode(memory, preset, device)
         if quality not in QUALITIES:
-            raise ValueError(f"quality must be one of {', '.join(QUALITIES)} (got {quality!r})")
+            raise ModelLoadError(f"video quality must be one of {', '.join(QUALITIES)} (got {quality!r})")
         if quality == "final" and preset.refine is None:
             quality = "draft"  # one pass is all this preset documents
         pipe = load_ltx(preset, models_dir, dtype)
