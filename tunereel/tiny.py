@@ -171,6 +171,11 @@ def _tokenizer(model_max_length: int):
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
 
 
+def word_tokenizer(model_max_length: int):
+    """The offline T5 tokenizer of the tiny models (for benchmarks that build full-size models around it)."""
+    return _tokenizer(model_max_length)
+
+
 @torch.no_grad()
 def _make_codec_audible(codec) -> None:
     """Make a random EnCodec decode different codes to different, noise-like audio at about -20 dBFS.
