@@ -437,7 +437,8 @@ def write_fake_hub_cache(cache_dir: Path, presets=None) -> dict[str, Path]:
         rev = revision or fake_revision(repo)
         snapshot = root / "snapshots" / rev
         snapshots[repo] = snapshot
-        if (snapshot / _DONE).exists():
+        done = root / f"{_DONE}-{rev}"  # beside the snapshot: `hf download` leaves nothing extra inside one
+        if done.exists():
             continue
         with tempfile.TemporaryDirectory() as tmp:
             _HUB_BUILDS[repo](Path(tmp))
@@ -448,7 +449,7 @@ def write_fake_hub_cache(cache_dir: Path, presets=None) -> dict[str, Path]:
                     shutil.copyfile(file, snapshot / name)
         (root / "refs").mkdir(parents=True, exist_ok=True)
         (root / "refs" / "main").write_text(rev)
-        (snapshot / _DONE).touch()
+        done.touch()
     return snapshots
 
 

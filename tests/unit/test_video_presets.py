@@ -231,6 +231,19 @@ def test_final_quality_is_the_documented_multi_scale_flow(name, offline_hub, mon
         assert kwargs["max_sequence_length"] == 256
 
 
+def test_final_quality_continuation_conditions_both_scales(offline_hub, monkeypatch):
+    """A long video in quality "final": every segment runs the three steps; a continuation's small and refine passes
+    are both conditioned on the previous segment's last frames."""
+    spy = Spy(monkeypatch)
+    pipeline = VideoPipeline.from_preset(_continuing("ltx-13b-distilled"), quality="final")
+    frames = pipeline("a city at night", width=64, height=64, num_frames=25, fps=24, seed=3).frames
+    assert frames.shape == (25, 64, 64, 3)
+    assert [cls for cls, _ in spy.calls] == [LTXConditionPipeline, LTXLatentUpsamplePipeline, LTXConditionPipeline] * 2
+    passes = [kwargs for cls, kwargs in spy.calls if cls is LTXConditionPipeline]
+    assert ["conditions" in kwargs for kwargs in passes] == [False, False, True, True]
+    assert [kwargs.get("timesteps") for kwargs in passes] == [DISTILLED, REFINE, DISTILLED, REFINE]
+
+
 def test_distilled_preset_refuses_another_step_count(offline_hub):
     from tunereel.video.pipeline import InvalidVideoInput
 
