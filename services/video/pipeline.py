@@ -272,7 +272,8 @@ class VideoPipeline:
         if quality not in QUALITIES:
             raise ModelLoadError(f"video quality must be one of {', '.join(QUALITIES)} (got {quality!r})")
         if quality == "final" and preset.refine is None:
-            quality = "draft"  # one pass is all this preset documents
+            logging.getLogger("tunereel.video").info("preset %s documents one pass only: quality draft", preset.name)
+            quality = "draft"
         pipe = load_ltx(preset, models_dir, dtype)
         upsampler = load_upsampler(preset, pipe.vae, dtype) if quality == "final" else None
         apply_memory_mode(pipe, mode, device, dtype)

@@ -170,3 +170,13 @@ def test_out_of_memory_mid_request_fails_that_request_only(models_dir):
         handle.remove()
         channel.close()
         server.stop(0)
+
+
+@pytest.mark.parametrize("settings, words", [(dict(memory="half"), ["memory mode 'half'", "group-offload"]),
+                                             (dict(quality="best"), ["quality", "draft, final"])])  # fmt: skip
+def test_bad_service_settings_are_a_not_serving_reason(settings, words, models_dir):
+    servicer = video_server.VideoServicer("tiny", **settings)
+    servicer.host.load(models_dir)
+    assert servicer.host.pipeline is None
+    for word in words:
+        assert word in servicer.host.load_error
