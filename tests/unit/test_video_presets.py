@@ -261,3 +261,45 @@ def test_missing_weights_say_which_download(tmp_path, monkeypatch):
     message = str(error.value)
     assert "hf download Lightricks/LTX-Video --include ltxv-2b-0.9.8-distilled.safetensors" in message
     assert "hf download Lightricks/LTX-Video-0.9.5" in message and "'text_encoder/*'" in message
+
+
+def test_fake_cache_is_laid_out_as_the_published_repositories(fake_hub):
+    """models--ORG--NAME/snapshots/REV + refs/main; the pipeline class, scheduler and VAE of each release as
+    diffusers' conversion script writes them; only what the presets' `hf download --include` patterns fetch."""
+    import json
+
+    expected = {  # repo: (model_index class, dynamic shifting, shift_terminal, timestep-conditioned VAE)
+        "Lightricks/LTX-Video": ("LTXPipeline", True, 0.1, False),
+        "Lightricks/LTX-Video-0.9.5": ("LTXPipeline", False, None, True),
+        "Lightricks/LTX-Video-0.9.7-dev": ("LTXConditionPipeline", False, None, True),
+        "Lightricks/LTX-Video-0.9.7-distilled": ("LTXConditionPipeline", False, None, True),
+        "Lightricks/LTX-Video-0.9.8-13B-distilled": ("LTXConditionPipeline", False, None, True),
+    }
+    for repo, (cls, dynamic, terminal, timestep_vae) in expected.items():
+        snapshot = fake_hub[repo]
+        assert (snapshot.parents[1] / "refs" / "main").read_text() == snapshot.name
+        assert json.loads((snapshot / "model_index.json").read_text())["_class_name"] == cls
+        scheduler = json.loads((snapshot / "scheduler" / "scheduler_config.json").read_text())
+        assert scheduler["use_dynamic_shifting"] is dynamic and scheduler["shift_terminal"] == terminal
+        assert json.loads((snapshot / "vae" / "config.json").read_text())["timestep_conditioning"] is timestep_vae
+    root = fake_hub["Lightricks/LTX-Video"]
+    assert (root / "ltxv-2b-0.9.8-distilled.safetensors").is_file()
+    assert not (root / "ltx-video-2b-v0.9.safetensors").exists()  # other checkpoints of the repo are not fetched
+    upscaler = fake_hub["Lightricks/ltxv-spatial-upscaler-0.9.7"]
+    assert (upscaler / "latent_upsampler" / "config.json").is_file() and not (upscaler / "vae").exists()
+
+
+def test_single_file_preset_needs_only_the_configs_of_its_config_repository(tmp_path, monkeypatch):
+    """ltx-2b-distilled's download: the checkpoint, and of Lightricks/LTX-Video-0.9.5 only configs + T5 + tokenizer
+    (no 2B dev transformer or VAE weights); that alone loads and runs."""
+    import huggingface_hub.constants as constants
+
+    preset = video_preset("ltx-2b-distilled")
+    snapshots = write_fake_hub_cache(tmp_path, [preset])
+    config_repo = snapshots["Lightricks/LTX-Video-0.9.5"]
+    assert (config_repo / "transformer" / "config.json").is_file()
+    assert not list((config_repo / "transformer").glob("*.safetensors")) and not list((config_repo / "vae").glob("*.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    frames = VideoPipeline.from_preset(preset)("a city", width=64, height=64, num_frames=9, fps=24, seed=1).frames
+    assert frames.shape == (9, 64, 64, 3)
