@@ -136,7 +136,9 @@ MUSIC_PRESETS: dict[str, MusicPreset] = {
 #   [convert]    huggingface/diffusers scripts/convert_ltx_to_diffusers.py (which pipeline/scheduler each version ships)
 #   [single]     diffusers loaders/single_file_utils.py (which config repository a single-file checkpoint maps to)
 # STG (spatio-temporal guidance, stg_scale in [ltx-cfg]) is not offered by the installed diffusers' LTX pipelines
-# (0.42.1: LTXPipeline / LTXConditionPipeline take guidance_scale and guidance_rescale only), so no preset sets it.
+# (0.42.1: LTXPipeline / LTXConditionPipeline take guidance_scale and guidance_rescale only), so no preset sets it;
+# [ltx-cfg]'s rescaling_scale goes with it (LTX-Video applies it to the STG-guided prediction only). The 13B dev
+# model's per-step guidance/STG schedule ([ltx-cfg] first_pass) is replaced by [diffusers]' own 0.9.7-dev settings.
 _LTX_LICENSE = "LTX-Video Open Weights License (model card: license other, License.txt in the repository)"
 _T5_FILES = ("model_index.json", "scheduler/*", "text_encoder/*", "tokenizer/*")
 _DIFFUSERS_FILES = (*_T5_FILES, "transformer/*", "vae/*")
@@ -159,7 +161,8 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
             docs="[ltx-cfg] configs/ltxv-2b-0.9.yaml; [diffusers] LTXPipeline; [convert] 0.9.0",
             pipeline_class="LTXPipeline",  # [convert]: 0.9.0 ships as LTXPipeline (no video conditioning)
             num_inference_steps=40, guidance_scale=3.0,  # [ltx-cfg] ltxv-2b-0.9.yaml
-            guidance_rescale=0.7,  # [ltx-cfg] rescaling_scale 0.7 (= diffusers' guidance_rescale)
+            guidance_rescale=0.0,  # [ltx-cfg]'s rescaling_scale 0.7 rescales only the STG-guided prediction
+            # (LTX-Video ltx_video/pipelines/pipeline_ltx_video.py); without STG LTX-Video rescales nothing either.
             # 0.9.0's VAE is not timestep-conditioned: diffusers ignores decode_timestep for it; kept at 0.
             max_sequence_length=128,  # [convert] TOKENIZER_MAX_LENGTH 128; LTXPipeline's default
             continuation="image", overlap_frames=1, blend_frames=0,
@@ -169,7 +172,8 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
             "ltx-2b-0.9.5", "Lightricks/LTX-Video-0.9.5", allow_patterns=_DIFFUSERS_FILES, license=_LTX_LICENSE,
             docs="[ltx-cfg] configs/ltxv-2b-0.9.5.yaml; [diffusers] Notes",
             pipeline_class="LTXConditionPipeline",  # [diffusers] runs 0.9.5 through LTXConditionPipeline (LoRA example)
-            num_inference_steps=40, guidance_scale=3.0, guidance_rescale=0.7,  # [ltx-cfg] ltxv-2b-0.9.5.yaml
+            num_inference_steps=40, guidance_scale=3.0,  # [ltx-cfg] ltxv-2b-0.9.5.yaml
+            guidance_rescale=0.0,  # as ltx-2b: rescaling_scale applies with STG only
             decode_timestep=0.05, decode_noise_scale=0.025,  # [ltx-cfg] ltxv-2b-0.9.5.yaml, [diffusers] Notes
             image_cond_noise_scale=0.025,  # [diffusers] Notes: timestep-aware VAEs, image_cond_noise_scale 0.025
             max_sequence_length=256,  # LTXConditionPipeline's default; LTX-Video's inference encodes 256 tokens
@@ -186,6 +190,7 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
             pipeline_class="LTXConditionPipeline",  # [diffusers] 0.9.7/0.9.8 distilled run through it
             num_inference_steps=len(_DISTILLED_TIMESTEPS), timesteps=_DISTILLED_TIMESTEPS,  # [diffusers]
             guidance_scale=1.0,  # [diffusers] Notes + [ltx-cfg]: guidance-distilled, guidance 1
+            guidance_rescale=0.7,  # [diffusers] 0.9.8-distilled example (no effect at guidance 1: CFG is off)
             decode_timestep=0.05, decode_noise_scale=0.025,  # [diffusers] example, [ltx-cfg]
             image_cond_noise_scale=0.0,  # [diffusers] 0.9.8-distilled example
             max_sequence_length=256,

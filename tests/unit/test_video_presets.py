@@ -35,13 +35,14 @@ REFINE = [1000, 909, 725, 421, 0]  # [diffusers] "Upscaling" timesteps of the di
 
 EXPECTED = {
     # name: first-pass class, continuation class, steps, timesteps, guidance, rescale, decode t, decode noise, tokens
+    # (2B dev: [ltx-cfg]'s rescaling_scale applies with STG only, which diffusers does not run: no rescale)
     "ltx-2b": dict(first=LTXPipeline, cont=LTXImageToVideoPipeline, steps=40, timesteps=None, guidance=3.0,
-                   rescale=0.7, decode_t=0.0, decode_noise=None, tokens=128, vae_timestep=False),  # [ltx-cfg] 2b-0.9
+                   rescale=0.0, decode_t=0.0, decode_noise=None, tokens=128, vae_timestep=False),  # [ltx-cfg] 2b-0.9
     "ltx-2b-0.9.5": dict(first=LTXConditionPipeline, cont=LTXConditionPipeline, steps=40, timesteps=None,
-                         guidance=3.0, rescale=0.7, decode_t=0.05, decode_noise=0.025, tokens=256,
+                         guidance=3.0, rescale=0.0, decode_t=0.05, decode_noise=0.025, tokens=256,
                          vae_timestep=True),  # [ltx-cfg] 2b-0.9.5
     "ltx-2b-distilled": dict(first=LTXConditionPipeline, cont=LTXConditionPipeline, steps=8, timesteps=DISTILLED,
-                             guidance=1.0, rescale=0.0, decode_t=0.05, decode_noise=0.025, tokens=256,
+                             guidance=1.0, rescale=0.7, decode_t=0.05, decode_noise=0.025, tokens=256,
                              vae_timestep=True),  # [diffusers] 0.9.8 distilled
     "ltx-13b": dict(first=LTXConditionPipeline, cont=LTXConditionPipeline, steps=30, timesteps=None, guidance=5.0,
                     rescale=0.7, decode_t=0.05, decode_noise=0.025, tokens=256, vae_timestep=True),  # [diffusers]
