@@ -92,17 +92,22 @@ class ProgressThrottle:
             self._send(report)
 
 
-def describe_load_failure(kind: str, preset: str, error: BaseException) -> str:
-    """What went wrong loading a model, and what to do about it: the NOT_SERVING reason a replica reports."""
+def describe_load_failure(kind: str, preset: str, error: BaseException, memory_setting: str | None = None) -> str:
+    """What went wrong loading a model, and what to do about it: the NOT_SERVING reason a replica reports.
+    `memory_setting` names the environment variable that picks the service's GPU memory mode, if it has one."""
     message = getattr(error, "message", None)
     if isinstance(error, (ModelMissing, UnknownPreset)) or (message and not isinstance(error, torch.OutOfMemoryError)):
         return message or str(error)
     first = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
     if isinstance(error, torch.OutOfMemoryError):
+        modes = (
+            f"choose a memory mode that keeps less on the GPU ({memory_setting}=model-offload, fp8 or group-offload; "
+            f"'auto' picks one from the free memory), "
+            if memory_setting else ""
+        )
         return (
-            f"out of GPU memory while loading {kind} preset {preset!r} ({first}): choose a memory mode that keeps less "
-            f"on the GPU (TUNEREEL_{kind.upper()}_MEMORY=model-offload, fp8 or group-offload; 'auto' picks one from "
-            f"the free memory), free the GPU, or use a smaller preset; then restart the service"
+            f"out of GPU memory while loading {kind} preset {preset!r} ({first}): {modes}free the GPU, or use a "
+            f"smaller preset; then restart the service"
         )
     if isinstance(error, ImportError):
         package = getattr(error, "name", None) or "the missing package"
@@ -117,8 +122,10 @@ def describe_load_failure(kind: str, preset: str, error: BaseException) -> str:
 
 
 class ModelHost(Generic[P]):
-    def __init__(self, kind: str, preset_name: str, load: Callable[[str, Path | None], P]):
+    def __init__(self, kind: str, preset_name: str, load: Callable[[str, Path | None], P], *,
+                 memory_setting: str | None = None):  # fmt: skip
         self.kind = kind
+        self.memory_setting = memory_setting  # env variable of the service's GPU memory mode, named in OOM messages
         self.preset_name = preset_name
         self._load = load
         self.pipeline: P | None = None
@@ -133,7 +140,7 @@ class ModelHost(Generic[P]):
             self.pipeline = self._load(self.preset_name, models_dir)
             self.load_error = None
         except Exception as error:  # noqa: BLE001 - reported as NOT_SERVING with what to do
-            self.load_error = describe_load_failure(self.kind, self.preset_name, error)
+            self.load_error = describe_load_failure(self.kind, self.preset_name, error, self.memory_setting)
             expected = isinstance(error, (ModelMissing, UnknownPreset))
             self.log.error("%s model not loaded: %s", self.kind, self.load_error, exc_info=not expected)
             if torch.cuda.is_available():
@@ -192,8 +199,9 @@ class ModelHost(Generic[P]):
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{self.kind} generation ran out of GPU memory and was stopped; this replica serves the next request: "
-                f"ask for less (fewer frames or seconds, a smaller size), or run the service in a memory mode that "
-                f"keeps less on the GPU (TUNEREEL_{self.kind.upper()}_MEMORY)",
+                f"ask for less (fewer frames or seconds, a smaller size)"
+                + (f", or run the service in a memory mode that keeps less on the GPU ({self.memory_setting})"
+                   if self.memory_setting else ""),
             )
 
 

@@ -35,6 +35,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             lambda name, models_dir: VideoPipeline.from_preset(
                 video_preset(name, weights), models_dir, quality=quality, memory=memory
             ),
+            memory_setting=MEMORY_ENV,
         )  # fmt: skip
 
     def GenerateVideo(self, request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext):

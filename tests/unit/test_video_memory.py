@@ -120,7 +120,7 @@ def _health(channel) -> int:
 @pytest.mark.parametrize(
     "error, words",
     [
-        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), ["out of GPU memory", "fp8"]),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), ["out of GPU memory", "TUNEREEL_VIDEO_MEMORY=model-offload, fp8"]),
         (ModuleNotFoundError("No module named 'sentencepiece'", name="sentencepiece"), ["install sentencepiece"]),
         (OSError("Error while deserializing header: HeaderTooLarge"), ["corrupt", "download them again"]),
     ],
@@ -162,6 +162,7 @@ def test_out_of_memory_mid_request_fails_that_request_only(models_dir):
             list(stub.GenerateVideo(request, timeout=60))
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "out of GPU memory" in caught.value.details() and "serves the next request" in caught.value.details()
+        assert "TUNEREEL_VIDEO_MEMORY" in caught.value.details()
         handle.remove()
         assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
         frames = [m for m in stub.GenerateVideo(request, timeout=60) if m.WhichOneof("payload") == "frame"]
