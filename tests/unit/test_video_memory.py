@@ -77,13 +77,16 @@ def test_each_mode_makes_the_documented_diffusers_call(mode, expected, monkeypat
         assert [kw["offload_type"] for _, kw in grouped] == ["block_level", "leaf_level"]  # T5, VAE
 
 
-@pytest.mark.parametrize("mode", ["group-offload", "fp8-on-cpu"])
+@pytest.mark.parametrize("mode", ["model-offload", "group-offload", "fp8-on-cpu"])
 def test_modes_that_run_on_a_cpu_still_make_the_same_frames_count(mode, models_dir):
-    """Group offload (onload to the CPU) and float8 layerwise casting run here for real, through the uint8 decode
-    (the VAE's offload hooks apply to its tiles)."""
+    """Model offload and group offload (onto the CPU) and float8 layerwise casting run here for real, through the
+    tiled uint8 decode (the VAE's offload hooks apply to its tiles)."""
     pipeline = VideoPipeline.from_preset(video_preset("tiny"), models_dir, memory="full")
     pipe = pipeline.pipe
-    if mode == "group-offload":
+    if mode == "model-offload":
+        video_loading.apply_memory_mode(pipe, "model-offload", torch.device("cpu"), torch.float32)
+        assert pipe.vae._hf_hook is not None  # accelerate's hook, which the uint8 decode must run
+    elif mode == "group-offload":
         video_loading.apply_memory_mode(pipe, "group-offload", torch.device("cpu"), torch.float32)
         assert pipe.vae.decoder.conv_in.conv._diffusers_hook.hooks  # every leaf module hooked
     else:
