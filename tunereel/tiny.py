@@ -7,6 +7,7 @@ second with 4 delayed codebooks; LTX's VAE compression (32x spatial, 8x temporal
 scheduler config. Everything else is shrunk so a CPU runs it in seconds. Outputs are noise, never music or video.
 
     python -m tunereel.tiny --models-dir models/    # builds both (if missing) and prints their folders
+    python -m tunereel.tiny --models-dir models/ --hub-cache /tmp/hub   # + LTX-Video repos as a fake HF cache
 """
 
 from __future__ import annotations
@@ -491,9 +492,14 @@ def _build_atomically(build, final: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tunereel.tiny", description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, required=True, help="folder to build the tiny models into")
+    parser.add_argument("--hub-cache", type=Path, default=None,
+                        help="also lay out tiny LTX-Video models as the published repositories in this HF_HUB_CACHE")  # fmt: skip
     args = parser.parse_args(argv)
     for key, path in ensure_tiny_models(args.models_dir).items():
         print(f"{key}\t{path}")
+    if args.hub_cache is not None:
+        for repo, path in write_fake_hub_cache(args.hub_cache).items():
+            print(f"{repo}\t{path}")
     return 0
 
 
