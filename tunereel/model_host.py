@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import grpc
+import torch
 
 from tunereel.loading import ModelMissing
 from tunereel.presets import UnknownPreset, default_models_dir
@@ -20,7 +21,15 @@ from tunereel.serving import GrpcServer, Turnstile, start_server
 from tunereel.streaming import Cancelled, events_from_thread
 from tunereel.v1 import common_pb2
 
-__all__ = ["ModelHost", "ProgressThrottle", "progress", "segment_progress", "serve_model", "model_main"]
+__all__ = [
+    "ModelHost",
+    "ProgressThrottle",
+    "describe_load_failure",
+    "model_main",
+    "progress",
+    "segment_progress",
+    "serve_model",
+]
 
 P = TypeVar("P")  # the pipeline type
 
@@ -83,9 +92,40 @@ class ProgressThrottle:
             self._send(report)
 
 
+def describe_load_failure(kind: str, preset: str, error: BaseException, memory_setting: str | None = None) -> str:
+    """What went wrong loading a model, and what to do about it: the NOT_SERVING reason a replica reports.
+    `memory_setting` names the environment variable that picks the service's GPU memory mode, if it has one."""
+    message = getattr(error, "message", None)
+    if isinstance(error, (ModelMissing, UnknownPreset)) or (message and not isinstance(error, torch.OutOfMemoryError)):
+        return message or str(error)
+    first = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    if isinstance(error, torch.OutOfMemoryError):
+        modes = (
+            f"choose a memory mode that keeps less on the GPU ({memory_setting}=model-offload, fp8 or group-offload; "
+            f"'auto' picks one from the free memory), "
+            if memory_setting else ""
+        )
+        return (
+            f"out of GPU memory while loading {kind} preset {preset!r} ({first}): {modes}free the GPU, or use a "
+            f"smaller preset; then restart the service"
+        )
+    if isinstance(error, ImportError):
+        package = getattr(error, "name", None) or "the missing package"
+        return (
+            f"a package {kind} preset {preset!r} needs is not installed ({first}): install {package} into the "
+            f"{kind} service's environment (image), then restart the service"
+        )
+    return (
+        f"loading {kind} preset {preset!r} failed ({type(error).__name__}: {first}); the weights may be incomplete or "
+        f"corrupt: delete them from the Hugging Face cache and download them again, then restart the service"
+    )
+
+
 class ModelHost(Generic[P]):
-    def __init__(self, kind: str, preset_name: str, load: Callable[[str, Path | None], P]):
+    def __init__(self, kind: str, preset_name: str, load: Callable[[str, Path | None], P], *,
+                 memory_setting: str | None = None):  # fmt: skip
         self.kind = kind
+        self.memory_setting = memory_setting  # env variable of the service's GPU memory mode, named in OOM messages
         self.preset_name = preset_name
         self._load = load
         self.pipeline: P | None = None
@@ -94,12 +134,17 @@ class ModelHost(Generic[P]):
         self.log = logging.getLogger(f"tunereel.{kind}")
 
     def load(self, models_dir: Path | None) -> None:
+        """Load the model; on any failure keep serving health (NOT_SERVING) with the reason, never crash (a crash
+        restarts the pod into the same failure: a crash loop that says nothing)."""
         try:
             self.pipeline = self._load(self.preset_name, models_dir)
             self.load_error = None
-        except (ModelMissing, UnknownPreset) as error:
-            self.load_error = getattr(error, "message", None) or str(error)
-            self.log.error("%s model not loaded: %s", self.kind, self.load_error)
+        except Exception as error:  # noqa: BLE001 - reported as NOT_SERVING with what to do
+            self.load_error = describe_load_failure(self.kind, self.preset_name, error, self.memory_setting)
+            expected = isinstance(error, (ModelMissing, UnknownPreset))
+            self.log.error("%s model not loaded: %s", self.kind, self.load_error, exc_info=not expected)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def ready_pipeline(self, requested_model: str, context: grpc.ServicerContext) -> P:
         """The loaded pipeline, or the call ends with FAILED_PRECONDITION saying why there is none."""
@@ -146,6 +191,18 @@ class ModelHost(Generic[P]):
             yield from events_from_thread(work, name=self.kind, cancelled=cancelled)
         except Cancelled:
             context.abort(grpc.StatusCode.CANCELLED, f"{self.kind} generation cancelled")
+        except torch.OutOfMemoryError as error:
+            # This request's tensors are gone with its thread; give the cache back so the next request has it all.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.log.error("%s generation ran out of GPU memory: %s", self.kind, str(error).splitlines()[0][:300])
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.kind} generation ran out of GPU memory and was stopped; this replica serves the next request: "
+                f"ask for less (fewer frames or seconds, a smaller size)"
+                + (f", or run the service in a memory mode that keeps less on the GPU ({self.memory_setting})"
+                   if self.memory_setting else ""),
+            )
 
 
 def serve_model(

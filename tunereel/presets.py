@@ -7,12 +7,14 @@ or, for `tiny`, a folder under the models directory built offline by `python -m 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 __all__ = [
     "MusicPreset",
     "VideoPreset",
+    "RefinePass",
+    "DEFAULT_GPU_VIDEO_PRESET",
     "MUSIC_PRESETS",
     "VIDEO_PRESETS",
     "UnknownPreset",
@@ -39,22 +41,77 @@ class MusicPreset:
 
 
 @dataclass(frozen=True)
+class RefinePass:
+    """LTX-Video 0.9.7+'s multi-scale flow (quality "final"): denoise at `downscale` of the size, upsample the
+    latents 2x with the latent upsampler, re-denoise a few steps at twice that size, decode, resize to the request."""
+
+    downscale: float  # first pass at this fraction of the requested width/height (rounded down to the VAE's 32)
+    denoise_strength: float  # how much of the refine schedule runs on the upsampled latents
+    num_inference_steps: int | None = None  # refine schedule by step count (dev models) ...
+    timesteps: tuple[float, ...] | None = None  # ... or by explicit timesteps (distilled models)
+    adain_factor: float = 0.0  # LTXLatentUpsamplePipeline: match the upsampled latents' statistics to the input
+    tone_map_compression_ratio: float = 0.0  # LTXLatentUpsamplePipeline (0.9.8)
+
+
+@dataclass(frozen=True)
 class VideoPreset:
+    """One published LTX-Video model and the settings its authors run it with.
+
+    Every setting goes to diffusers the same way for the first pass and every continuation pass of a long video.
+    `docs` names the documents the settings come from; each preset below says per setting which one.
+    """
+
     name: str
-    source: str
+    source: str  # hub id, or "local:<folder name>" under the models directory
+    revision: str | None = None  # pinned commit of `source`; None = whatever the local cache's refs/main names
+    # What `hf download <source> --include …` fetches; never a whole repo that carries single-file checkpoints too.
+    allow_patterns: tuple[str, ...] = ()
+    # A checkpoint file inside `source` in LTX-Video's original layout (transformer + VAE), loaded with diffusers'
+    # `from_single_file` and the configs of `config_source`, which also supplies text encoder, tokenizer, scheduler.
+    single_file: str | None = None
+    config_source: str | None = None
+    config_revision: str | None = None
+    config_allow_patterns: tuple[str, ...] = ()
+    license: str = ""
+    docs: str = ""
     dtype: str = "bfloat16"
+    # "LTXPipeline" (0.9.0/0.9.1: uniform sigmas with resolution-dependent shift) or "LTXConditionPipeline"
+    # (0.9.5+: the one diffusers' docs run them through, text only = no conditions; takes custom timesteps).
+    pipeline_class: str = "LTXConditionPipeline"
     num_inference_steps: int = 40
+    timesteps: tuple[float, ...] | None = None  # distilled models: the schedule they were distilled for
     guidance_scale: float = 3.0
+    guidance_rescale: float = 0.0
+    decode_timestep: float = 0.0  # timestep-conditioned VAEs (0.9.1+) decode at this noise level ...
+    decode_noise_scale: float | None = None  # ... after mixing this much noise into the latents
+    image_cond_noise_scale: float = 0.0  # LTXConditionPipeline: noise on the conditioning latents (continuations)
+    max_sequence_length: int = 128  # T5 prompt tokens
     max_frames: int = 257  # frames per pipeline pass
     negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
-    extra_call_kwargs: dict = field(default_factory=dict)
     # Longer videos are chains of passes, each conditioned on the end of the one before (tunereel.segments):
     # "video": diffusers' LTXConditionPipeline on the last `overlap_frames` frames (LTX-Video 0.9.5 and later);
     # "image": LTXImageToVideoPipeline on the last frame only (0.9.0/0.9.1, which know no video conditioning).
     continuation: str = "video"
     overlap_frames: int = 17  # k·8 + 1 frames the next pass re-makes (~0.7 s at 24 fps)
     blend_frames: int = 8  # of those, the last ones cross-faded at the seam (0: cut)
-    continue_call_kwargs: dict = field(default_factory=dict)  # extra arguments of the continuation pipeline
+    # Quality "final" (13B models): the latent upsampler repository and the refine pass; None = one pass only.
+    upsampler: str | None = None
+    upsampler_revision: str | None = None
+    refine: RefinePass | None = None
+    # Sizes for choosing a memory mode (tunereel.memory): parameters of the transformer and of the text encoder.
+    transformer_params: float = 1.9e9
+    text_encoder_params: float = 4.76e9  # T5 v1.1 XXL encoder, shared by every LTX-Video release
+
+    def downloads(self) -> list[tuple[str, str | None, tuple[str, ...]]]:
+        """(repository, revision, allow_patterns) for every repository this preset reads, for `hf download`."""
+        if self.source.startswith("local:"):
+            return []
+        out = [(self.source, self.revision, self.allow_patterns)]
+        if self.config_source:
+            out.append((self.config_source, self.config_revision, self.config_allow_patterns))
+        if self.upsampler:
+            out.append((self.upsampler, self.upsampler_revision, _UPSAMPLER_FILES))
+        return out
 
 
 MUSIC_PRESETS: dict[str, MusicPreset] = {
@@ -71,32 +128,124 @@ MUSIC_PRESETS: dict[str, MusicPreset] = {
     )
 }
 
-# diffusers' advice for the timestep-aware VAE of LTX-Video 0.9.1+ when conditioning on frames.
-_CONDITION_0_9_5 = {"decode_timestep": 0.05, "image_cond_noise_scale": 0.025}
+# --- LTX-Video ----------------------------------------------------------------------------------------------------
+# Documents the settings come from (cited per setting below by these names):
+#   [diffusers]  huggingface/diffusers docs/source/en/api/pipelines/ltx_video.md (Notes, and the 0.9.7-dev, 0.9.7-
+#                distilled and 0.9.8-distilled examples)
+#   [ltx-cfg]    Lightricks/LTX-Video configs/ltxv-*.yaml (the authors' inference settings, named per preset)
+#   [convert]    huggingface/diffusers scripts/convert_ltx_to_diffusers.py (which pipeline/scheduler each version ships)
+#   [single]     diffusers loaders/single_file_utils.py (which config repository a single-file checkpoint maps to)
+# STG (spatio-temporal guidance, stg_scale in [ltx-cfg]) is not offered by the installed diffusers' LTX pipelines
+# (0.42.1: LTXPipeline / LTXConditionPipeline take guidance_scale and guidance_rescale only), so no preset sets it;
+# [ltx-cfg]'s rescaling_scale goes with it (LTX-Video applies it to the STG-guided prediction only). The 13B dev
+# model's per-step guidance/STG schedule ([ltx-cfg] first_pass) is replaced by [diffusers]' own 0.9.7-dev settings.
+_LTX_LICENSE = "LTX-Video Open Weights License (model card: license other, License.txt in the repository)"
+_T5_FILES = ("model_index.json", "scheduler/*", "text_encoder/*", "tokenizer/*")
+_DIFFUSERS_FILES = (*_T5_FILES, "transformer/*", "vae/*")
+_UPSAMPLER_FILES = ("model_index.json", "latent_upsampler/*")
+# [diffusers] 0.9.7-distilled / 0.9.8-distilled examples: first pass and upscale-refine timesteps.
+_DISTILLED_TIMESTEPS = (1000.0, 993.0, 987.0, 981.0, 975.0, 909.0, 725.0, 0.03)
+_DISTILLED_REFINE = (1000.0, 909.0, 725.0, 421.0, 0.0)
 
 VIDEO_PRESETS: dict[str, VideoPreset] = {
     preset.name: preset
     for preset in (
-        # Random weights, real architecture; cheap enough for 768x512 on a laptop CPU.
-        VideoPreset("tiny", "local:tiny-ltx", dtype="float32", num_inference_steps=4, guidance_scale=1.0),
+        # Random weights, real architecture (0.9.0-style); cheap enough for 768x512 on a laptop CPU. `make run`.
         VideoPreset(
-            "ltx-2b", "Lightricks/LTX-Video", num_inference_steps=40, guidance_scale=3.0,
+            "tiny", "local:tiny-ltx", dtype="float32", pipeline_class="LTXPipeline", num_inference_steps=4,
+            guidance_scale=1.0, docs="tunereel.tiny", license="random weights",
+        ),
+        # LTX-Video 0.9.0 (2B), diffusers weights at the root of Lightricks/LTX-Video.
+        VideoPreset(
+            "ltx-2b", "Lightricks/LTX-Video", allow_patterns=_DIFFUSERS_FILES, license=_LTX_LICENSE,
+            docs="[ltx-cfg] configs/ltxv-2b-0.9.yaml; [diffusers] LTXPipeline; [convert] 0.9.0",
+            pipeline_class="LTXPipeline",  # [convert]: 0.9.0 ships as LTXPipeline (no video conditioning)
+            num_inference_steps=40, guidance_scale=3.0,  # [ltx-cfg] ltxv-2b-0.9.yaml
+            guidance_rescale=0.0,  # [ltx-cfg]'s rescaling_scale 0.7 rescales only the STG-guided prediction
+            # (LTX-Video ltx_video/pipelines/pipeline_ltx_video.py); without STG LTX-Video rescales nothing either.
+            # 0.9.0's VAE is not timestep-conditioned: diffusers ignores decode_timestep for it; kept at 0.
+            max_sequence_length=128,  # [convert] TOKENIZER_MAX_LENGTH 128; LTXPipeline's default
             continuation="image", overlap_frames=1, blend_frames=0,
         ),
+        # LTX-Video 0.9.5 (2B dev), diffusers format; also the config repository of the 0.9.8 2B single file.
         VideoPreset(
-            "ltx-2b-distilled", "Lightricks/LTX-Video-0.9.8-2B-distilled", num_inference_steps=8, guidance_scale=1.0,
-            continue_call_kwargs=_CONDITION_0_9_5,
+            "ltx-2b-0.9.5", "Lightricks/LTX-Video-0.9.5", allow_patterns=_DIFFUSERS_FILES, license=_LTX_LICENSE,
+            docs="[ltx-cfg] configs/ltxv-2b-0.9.5.yaml; [diffusers] Notes",
+            pipeline_class="LTXConditionPipeline",  # [diffusers] runs 0.9.5 through LTXConditionPipeline (LoRA example)
+            num_inference_steps=40, guidance_scale=3.0,  # [ltx-cfg] ltxv-2b-0.9.5.yaml
+            guidance_rescale=0.0,  # as ltx-2b: rescaling_scale applies with STG only
+            decode_timestep=0.05, decode_noise_scale=0.025,  # [ltx-cfg] ltxv-2b-0.9.5.yaml, [diffusers] Notes
+            image_cond_noise_scale=0.025,  # [diffusers] Notes: timestep-aware VAEs, image_cond_noise_scale 0.025
+            max_sequence_length=256,  # LTXConditionPipeline's default; LTX-Video's inference encodes 256 tokens
         ),
+        # LTX-Video 0.9.8 2B distilled: only published as a single-file checkpoint in Lightricks/LTX-Video. The GPU
+        # default: transformer 1.9B + T5-XXL 4.8B in bf16 are ~14 GB, so it runs in memory mode "full" on a 24 GB L4.
         VideoPreset(
-            "ltx-13b", "Lightricks/LTX-Video-0.9.7-dev", num_inference_steps=40, guidance_scale=3.0,
-            continue_call_kwargs=_CONDITION_0_9_5,
+            "ltx-2b-distilled", "Lightricks/LTX-Video", single_file="ltxv-2b-0.9.8-distilled.safetensors",
+            allow_patterns=("ltxv-2b-0.9.8-distilled.safetensors",),
+            config_source="Lightricks/LTX-Video-0.9.5",  # [single]: a 2B checkpoint with the 2048-ch VAE → 0.9.5
+            config_allow_patterns=(*_T5_FILES, "transformer/config.json", "vae/config.json"),
+            license=_LTX_LICENSE,
+            docs="[ltx-cfg] configs/ltxv-2b-0.9.8-distilled.yaml; [diffusers] 0.9.8-distilled example; [single]",
+            pipeline_class="LTXConditionPipeline",  # [diffusers] 0.9.7/0.9.8 distilled run through it
+            num_inference_steps=len(_DISTILLED_TIMESTEPS), timesteps=_DISTILLED_TIMESTEPS,  # [diffusers]
+            guidance_scale=1.0,  # [diffusers] Notes + [ltx-cfg]: guidance-distilled, guidance 1
+            guidance_rescale=0.7,  # [diffusers] 0.9.8-distilled example (no effect at guidance 1: CFG is off)
+            decode_timestep=0.05, decode_noise_scale=0.025,  # [diffusers] example, [ltx-cfg]
+            image_cond_noise_scale=0.0,  # [diffusers] 0.9.8-distilled example
+            max_sequence_length=256,
         ),
+        # LTX-Video 0.9.7 13B dev.
         VideoPreset(
-            "ltx-13b-distilled", "Lightricks/LTX-Video-0.9.7-distilled", num_inference_steps=8, guidance_scale=1.0,
-            continue_call_kwargs=_CONDITION_0_9_5,
+            "ltx-13b", "Lightricks/LTX-Video-0.9.7-dev", allow_patterns=_DIFFUSERS_FILES, license=_LTX_LICENSE,
+            docs="[diffusers] 0.9.7-dev example; [ltx-cfg] configs/ltxv-13b-0.9.7-dev.yaml (STG, per-step guidance: "
+                 "not in diffusers)",
+            pipeline_class="LTXConditionPipeline",  # [convert] 0.9.7 ships as LTXConditionPipeline
+            num_inference_steps=30,  # [diffusers] example and [ltx-cfg] first_pass.num_inference_steps
+            guidance_scale=5.0, guidance_rescale=0.7,  # [diffusers] 0.9.7-dev example
+            decode_timestep=0.05, decode_noise_scale=0.025, image_cond_noise_scale=0.0,  # [diffusers] example
+            max_sequence_length=256,
+            upsampler="Lightricks/ltxv-spatial-upscaler-0.9.7",  # [diffusers] example
+            refine=RefinePass(downscale=2 / 3, denoise_strength=0.4, num_inference_steps=10),  # [diffusers] example
+            transformer_params=13.0e9,
+        ),
+        # LTX-Video 0.9.7 13B distilled.
+        VideoPreset(
+            "ltx-13b-distilled", "Lightricks/LTX-Video-0.9.7-distilled", allow_patterns=_DIFFUSERS_FILES,
+            license=_LTX_LICENSE,
+            docs="[diffusers] 0.9.7-distilled example; [ltx-cfg] configs/ltxv-13b-0.9.7-distilled.yaml",
+            pipeline_class="LTXConditionPipeline",
+            num_inference_steps=len(_DISTILLED_TIMESTEPS), timesteps=_DISTILLED_TIMESTEPS,  # [diffusers]
+            guidance_scale=1.0, guidance_rescale=0.7,  # [diffusers] example (rescale has no effect at guidance 1)
+            decode_timestep=0.05, decode_noise_scale=0.025, image_cond_noise_scale=0.0,  # [diffusers] example
+            max_sequence_length=256,
+            upsampler="Lightricks/ltxv-spatial-upscaler-0.9.7",
+            refine=RefinePass(downscale=2 / 3, denoise_strength=0.999, timesteps=_DISTILLED_REFINE, adain_factor=1.0),
+            transformer_params=13.0e9,
+        ),
+        # LTX-Video 0.9.8 13B distilled (long videos; tone mapping on upsampling).
+        VideoPreset(
+            "ltx-13b-0.9.8-distilled", "Lightricks/LTX-Video-0.9.8-13B-distilled", allow_patterns=_DIFFUSERS_FILES,
+            license=_LTX_LICENSE,
+            docs="[diffusers] 0.9.8-distilled example; [ltx-cfg] configs/ltxv-13b-0.9.8-distilled.yaml",
+            pipeline_class="LTXConditionPipeline",
+            num_inference_steps=len(_DISTILLED_TIMESTEPS), timesteps=_DISTILLED_TIMESTEPS,  # [diffusers]
+            guidance_scale=1.0, guidance_rescale=0.7,  # [diffusers] example
+            decode_timestep=0.05, decode_noise_scale=0.025, image_cond_noise_scale=0.0,  # [diffusers] example
+            max_sequence_length=256,
+            # [diffusers] uses "a-r-r-o-w/LTX-0.9.8-Latent-Upsampler" (marked TODO there); [ltx-cfg] names the 0.9.8
+            # upscaler, which Lightricks publishes only as a single file. [convert] gives 0.9.7 and 0.9.8 upsamplers
+            # the same config, so the published diffusers-format 0.9.7 one is used.
+            upsampler="Lightricks/ltxv-spatial-upscaler-0.9.7",
+            refine=RefinePass(downscale=2 / 3, denoise_strength=0.999, timesteps=_DISTILLED_REFINE, adain_factor=1.0,
+                              tone_map_compression_ratio=0.6),  # [diffusers] example, [ltx-cfg] second_pass
+            transformer_params=13.0e9,
         ),
     )
 }
+
+# The preset the GPU images and overlay default to (see VideoPreset "ltx-2b-distilled": fits a 24 GB L4 in "full").
+DEFAULT_GPU_VIDEO_PRESET = "ltx-2b-distilled"
 
 
 def music_preset(name: str, weights: str | None = None) -> MusicPreset:

@@ -7,6 +7,7 @@ second with 4 delayed codebooks; LTX's VAE compression (32x spatial, 8x temporal
 scheduler config. Everything else is shrunk so a CPU runs it in seconds. Outputs are noise, never music or video.
 
     python -m tunereel.tiny --models-dir models/    # builds both (if missing) and prints their folders
+    python -m tunereel.tiny --models-dir models/ --hub-cache /tmp/hub   # + LTX-Video repos as a fake HF cache
 """
 
 from __future__ import annotations
@@ -171,6 +172,11 @@ def _tokenizer(model_max_length: int):
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
 
 
+def word_tokenizer(model_max_length: int):
+    """The offline T5 tokenizer of the tiny models (for benchmarks that build full-size models around it)."""
+    return _tokenizer(model_max_length)
+
+
 @torch.no_grad()
 def _make_codec_audible(codec) -> None:
     """Make a random EnCodec decode different codes to different, noise-like audio at about -20 dBFS.
@@ -248,6 +254,206 @@ def build_tiny_ltx(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# LTX-Video 0.9.5+ (0.9.5, 0.9.7, 0.9.8): the VAE of diffusers' conversion script for "0.9.5"/"0.9.7" — four
+# LTXVideo095DownBlock3D with spatial / temporal / spatio-temporal downsamplers, a timestep-conditioned decoder (the
+# reason for decode_timestep and decode_noise_scale), 2048 channels at the encoder's end (how diffusers' single-file
+# loader tells this VAE apart) — and the scheduler those repositories ship: FlowMatchEulerDiscreteScheduler with no
+# resolution-dependent shift and no terminal stretch, so custom timesteps are the sigmas x 1000.
+# ---------------------------------------------------------------------------------------------------------------
+LTX_095_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=_LTX_LATENT_CHANNELS,
+    block_out_channels=(16, 32, 64, 256, 2048),  # the real one: (128, 256, 512, 1024, 2048)
+    down_block_types=("LTXVideo095DownBlock3D",) * 4,
+    decoder_block_out_channels=(16, 32, 64),  # the real one: (256, 512, 1024)
+    layers_per_block=(0, 0, 0, 0, 0),
+    decoder_layers_per_block=(0, 0, 0, 0),
+    spatio_temporal_scaling=(True, True, True, True),
+    decoder_spatio_temporal_scaling=(True, True, True),
+    decoder_inject_noise=(False, False, False, False),
+    downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+    upsample_residual=(True, True, True),
+    upsample_factor=(2, 2, 2),
+    timestep_conditioning=True,
+    patch_size=4,
+    patch_size_t=1,
+    encoder_causal=True,
+    decoder_causal=False,
+    spatial_compression_ratio=32,
+    temporal_compression_ratio=8,
+)
+LTX_095_SCHEDULER = dict(use_dynamic_shifting=False)  # diffusers' conversion script for 0.9.5 / 0.9.7
+LTX_UPSAMPLER = dict(in_channels=_LTX_LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1, dims=3,
+                     spatial_upsample=True, temporal_upsample=False)  # fmt: skip  # the real one: 128 / 512 / 4
+LTX_095_MAX_PROMPT_TOKENS = 256  # LTXConditionPipeline's max_sequence_length
+
+
+def build_tiny_ltx_095(out_dir: Path, seed: int = 0, pipeline_class: str = "LTXConditionPipeline") -> Path:
+    """Save a random-weight LTX-Video 0.9.5+-style pipeline (`pipeline_class` in its model_index.json)."""
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXConditionPipeline,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    cls = {"LTXPipeline": LTXPipeline, "LTXConditionPipeline": LTXConditionPipeline}[pipeline_class]
+    tokenizer = _tokenizer(model_max_length=LTX_MAX_PROMPT_TOKENS)  # the published tokenizers say 128, too
+    torch.manual_seed(seed)
+    pipe = cls(
+        scheduler=FlowMatchEulerDiscreteScheduler(**LTX_095_SCHEDULER),
+        vae=AutoencoderKLLTXVideo(**LTX_095_VAE).eval(),
+        text_encoder=T5EncoderModel(T5Config(**{**LTX_TEXT_ENCODER, "vocab_size": len(tokenizer)})).eval(),
+        tokenizer=tokenizer,
+        transformer=LTXVideoTransformer3DModel(**LTX_TRANSFORMER).eval(),
+    )
+    pipe.save_pretrained(Path(out_dir))
+    return Path(out_dir)
+
+
+def build_tiny_ltx_upsampler(out_dir: Path, seed: int = 0) -> Path:
+    """Save a random-weight LTXLatentUpsamplePipeline (latent upsampler + a 0.9.5-style VAE), as the upscaler repos."""
+    from diffusers import AutoencoderKLLTXVideo, LTXLatentUpsamplePipeline
+    from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+
+    torch.manual_seed(seed)
+    LTXLatentUpsamplePipeline(
+        vae=AutoencoderKLLTXVideo(**LTX_095_VAE).eval(), latent_upsampler=LTXLatentUpsamplerModel(**LTX_UPSAMPLER).eval()
+    ).save_pretrained(Path(out_dir))
+    return Path(out_dir)
+
+
+def _inverse_candidates(key: str, renames: list[tuple[str, str]]) -> list[str]:
+    """Every key that undoing any subset of `renames` (diffusers name → original name) can give."""
+    out = {key}
+    for new, old in renames:
+        out |= {candidate.replace(new, old) for candidate in out if new in candidate}
+    return sorted(out, key=len)
+
+
+def _original_ltx_checkpoint(transformer_sd: dict, vae_sd: dict) -> dict:
+    """The state dicts of a diffusers LTX transformer and 0.9.5-style VAE in LTX-Video's single-file layout
+    ("model.diffusion_model.*" and "vae.*"), each key checked to convert back exactly through diffusers' own
+    single-file converters (which is what makes it a faithful stand-in for the published checkpoint)."""
+    import re
+
+    from diffusers.loaders.single_file_utils import (
+        convert_ltx_transformer_checkpoint_to_diffusers,
+        convert_ltx_vae_checkpoint_to_diffusers,
+    )
+
+    out: dict = {}
+    t_renames = [("proj_in", "patchify_proj"), ("time_embed", "adaln_single"), ("norm_q", "q_norm"), ("norm_k", "k_norm")]
+    for key, value in transformer_sd.items():
+        for candidate in _inverse_candidates(key, t_renames):
+            original = "model.diffusion_model." + candidate
+            if list(convert_ltx_transformer_checkpoint_to_diffusers({original: value})) == [key]:
+                out[original] = value.contiguous()
+                break
+        else:
+            raise RuntimeError(f"no single-file key converts to transformer key {key}")
+    # diffusers' 0.9.5 VAE renames (original block → diffusers block), inverted
+    up = {"mid_block": "up_blocks.0", **{f"up_blocks.{i}.upsamplers.0": f"up_blocks.{2 * i + 1}" for i in range(4)},
+          **{f"up_blocks.{i}": f"up_blocks.{2 * i + 2}" for i in range(4)}}  # fmt: skip
+    down = {"mid_block": "down_blocks.8", **{f"down_blocks.{i}.downsamplers.0": f"down_blocks.{2 * i + 1}" for i in range(4)},
+            **{f"down_blocks.{i}": f"down_blocks.{2 * i}" for i in range(4)}}  # fmt: skip
+    v_renames = [("resnets", "res_blocks"), ("conv_shortcut.conv", "conv_shortcut"), ("norm3", "norm3.norm"),
+                 ("latents_mean", "per_channel_statistics.mean-of-means"),
+                 ("latents_std", "per_channel_statistics.std-of-means"),
+                 ("time_embedder", "last_time_embedder"), ("scale_shift_table", "last_scale_shift_table")]  # fmt: skip
+    probe_key = "vae.encoder.conv_out.conv.weight"  # the converter reads it to pick the 0.9.5 renames
+    probe = vae_sd["encoder.conv_out.conv.weight"]
+    for key, value in vae_sd.items():
+        match = re.match(r"^(encoder|decoder)\.((?:up|down)_blocks\.\d(?:\.(?:up|down)samplers\.0)?|mid_block)(.*)$", key)
+        if match:
+            table = up if match[1] == "decoder" else down
+            stems = [f"{match[1]}.{table[match[2]]}{rest}" for rest in _inverse_candidates(match[3], v_renames)]
+        else:
+            stems = _inverse_candidates(key, v_renames)
+        for stem in stems:
+            original = "vae." + stem
+            converted = convert_ltx_vae_checkpoint_to_diffusers({original: value, probe_key: probe})
+            if key in converted and converted[key] is value:
+                out[original] = value.contiguous()
+                break
+        else:
+            raise RuntimeError(f"no single-file key converts to VAE key {key}")
+    return out
+
+
+def build_tiny_ltx_single_file(path: Path, seed: int = 0) -> Path:
+    """Save a random-weight 0.9.5+-style transformer + VAE as one LTX-Video single-file checkpoint at `path`."""
+    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    transformer = LTXVideoTransformer3DModel(**LTX_TRANSFORMER).eval()
+    vae = AutoencoderKLLTXVideo(**LTX_095_VAE).eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(_original_ltx_checkpoint(transformer.state_dict(), vae.state_dict()), str(path))
+    return path
+
+
+# What each published repository holds, as tiny builds: (builder, its arguments). The single-file checkpoints of
+# Lightricks/LTX-Video sit next to its 0.9.0 diffusers weights, as in the real repository.
+_HUB_BUILDS = {
+    "Lightricks/LTX-Video": lambda out: (build_tiny_ltx(out), build_tiny_ltx_single_file(out / "ltxv-2b-0.9.8-distilled.safetensors")),
+    "Lightricks/LTX-Video-0.9.5": lambda out: build_tiny_ltx_095(out, pipeline_class="LTXPipeline"),
+    "Lightricks/LTX-Video-0.9.7-dev": lambda out: build_tiny_ltx_095(out),
+    "Lightricks/LTX-Video-0.9.7-distilled": lambda out: build_tiny_ltx_095(out),
+    "Lightricks/LTX-Video-0.9.8-13B-distilled": lambda out: build_tiny_ltx_095(out),
+    "Lightricks/ltxv-spatial-upscaler-0.9.7": lambda out: build_tiny_ltx_upsampler(out),
+}
+
+
+def fake_revision(repo: str) -> str:
+    """A stable 40-hex commit id for a fake repository snapshot."""
+    import hashlib
+
+    return hashlib.sha1(repo.encode()).hexdigest()
+
+
+def write_fake_hub_cache(cache_dir: Path, presets=None) -> dict[str, Path]:
+    """Lay out tiny models in `cache_dir` (an HF_HUB_CACHE) as the published LTX-Video repositories, so a preset's
+    hub id loads offline (HF_HUB_OFFLINE=1) through the real code path: models--<org>--<name>/snapshots/<rev>/ and
+    refs/main. Only the files each preset's `allow_patterns` select are kept, as `hf download --include` would
+    fetch them, so a pattern that misses a needed file fails the load. Returns {repo: snapshot folder}."""
+    import fnmatch
+
+    from tunereel.presets import VIDEO_PRESETS
+
+    wanted: dict[str, tuple[str | None, set[str]]] = {}
+    for preset in (presets or VIDEO_PRESETS.values()):
+        for repo, revision, patterns in preset.downloads():
+            rev, pats = wanted.setdefault(repo, (revision, set()))
+            pats.update(patterns)
+    snapshots = {}
+    for repo, (revision, patterns) in wanted.items():
+        root = Path(cache_dir) / f"models--{repo.replace('/', '--')}"
+        rev = revision or fake_revision(repo)
+        snapshot = root / "snapshots" / rev
+        snapshots[repo] = snapshot
+        done = root / f"{_DONE}-{rev}"  # beside the snapshot: `hf download` leaves nothing extra inside one
+        if done.exists():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            _HUB_BUILDS[repo](Path(tmp))
+            for file in sorted(Path(tmp).rglob("*")):
+                name = file.relative_to(tmp).as_posix()
+                if file.is_file() and any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
+                    (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(file, snapshot / name)
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / "main").write_text(rev)
+        done.touch()
+    return snapshots
+
+
 _BUILDERS = {"musicgen": (MUSICGEN_DIRNAME, build_tiny_musicgen), "ltx": (LTX_DIRNAME, build_tiny_ltx)}
 
 
@@ -286,9 +492,14 @@ def _build_atomically(build, final: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tunereel.tiny", description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, required=True, help="folder to build the tiny models into")
+    parser.add_argument("--hub-cache", type=Path, default=None,
+                        help="also lay out tiny LTX-Video models as the published repositories in this HF_HUB_CACHE")  # fmt: skip
     args = parser.parse_args(argv)
     for key, path in ensure_tiny_models(args.models_dir).items():
         print(f"{key}\t{path}")
+    if args.hub_cache is not None:
+        for repo, path in write_fake_hub_cache(args.hub_cache).items():
+            print(f"{repo}\t{path}")
     return 0
 
 

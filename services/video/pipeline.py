@@ -15,6 +15,7 @@ soon as it is made, and holds no more than one segment; `__call__` returns all f
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -27,8 +28,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler, LTXConditionPipeline, LTX
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 from diffusers.video_processor import VideoProcessor
 
-from tunereel.loading import load_offline, pick_device, pick_dtype
-from tunereel.presets import VideoPreset, resolve_source
+from tunereel.loading import pick_device, pick_dtype
+from tunereel.presets import VideoPreset
 from tunereel.request import LIMITS
 from tunereel.segments import (
     SegmentProgress,
@@ -41,7 +42,20 @@ from tunereel.segments import (
 )
 from tunereel.streaming import Cancelled
 
-__all__ = ["VideoPipeline", "VideoOutput", "VideoPiece", "InvalidVideoInput", "model_frame_count", "blend_frames"]
+from .loading import ModelLoadError, apply_memory_mode, load_ltx, load_upsampler, resolve_memory_mode
+
+__all__ = [
+    "QUALITIES",
+    "InvalidVideoInput",
+    "VideoOutput",
+    "VideoPiece",
+    "VideoPipeline",
+    "blend_frames",
+    "model_frame_count",
+]
+
+# "draft": one denoising pass per segment. "final": the preset's documented multi-scale flow (presets with `refine`).
+QUALITIES = ("draft", "final")
 
 ProgressCallback = Callable[[int, int], None]  # (step, total_steps)
 SegmentCallback = Callable[[SegmentProgress], None]
@@ -126,6 +140,12 @@ class _Uint8Decode:
 
     def __call__(self, z: torch.Tensor, temb: torch.Tensor | None = None, return_dict: bool = True):
         vae = self.vae
+        # The VAE's own `decode` runs accelerate's offload hook first (diffusers' `apply_forward_hook`), which moves
+        # it to the GPU under model offload; the tiles below call its decoder directly, so run that hook here too.
+        # (Group offload and layerwise casting hook every leaf module, which the decoder's calls pass through.)
+        hook = getattr(vae, "_hf_hook", None)
+        if hook is not None:
+            hook.pre_forward(vae)
         tc = vae.temporal_compression_ratio
         tile = vae.tile_sample_min_num_frames // tc
         stride = vae.tile_sample_stride_num_frames // tc
@@ -184,17 +204,54 @@ class _Uint8Frames(VideoProcessor):
         return out
 
 
+def _resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(frames, h, w, 3) uint8 → (frames, height, width, 3) uint8, antialiased, a few frames at a time."""
+    if frames.shape[1] == height and frames.shape[2] == width:
+        return frames
+    out = torch.empty((frames.shape[0], height, width, 3), dtype=torch.uint8)
+    for start in range(0, frames.shape[0], _CONVERT_FRAMES):
+        part = frames[start : start + _CONVERT_FRAMES].permute(0, 3, 1, 2).float()
+        part = torch.nn.functional.interpolate(part, size=(height, width), mode="bilinear", antialias=True)
+        out[start : start + part.shape[0]] = part.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out
+
+
+def _without_dynamic_shift(scheduler):
+    """LTXConditionPipeline passes its own timesteps and no resolution-dependent shift (`mu`), so the scheduler must
+    not expect one (0.9.0/0.9.1 configs do; 0.9.5+ configs ship without it); the rest of its configuration stays."""
+    if scheduler.config.get("use_dynamic_shifting", False):
+        return FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, use_dynamic_shifting=False)
+    return scheduler
+
+
 class VideoPipeline:
     def __init__(
-        self, pipe: LTXPipeline, *, preset: VideoPreset, model_id: str, max_total_frames: int | None = None
+        self,
+        pipe: LTXPipeline | LTXConditionPipeline,
+        *,
+        preset: VideoPreset,
+        model_id: str,
+        max_total_frames: int | None = None,
+        quality: str = "draft",
+        upsampler=None,
+        memory_mode: str = "full",
     ):
         self.pipe = pipe
         self.preset = preset
         self.model_id = model_id
+        self.memory_mode = memory_mode
         self.spatial_compression = int(getattr(pipe, "vae_spatial_compression_ratio", 32))
         self.temporal_compression = int(getattr(pipe, "vae_temporal_compression_ratio", 8))
         # A request may last LIMITS.max_duration_seconds at the highest frame rate.
         self.max_total_frames = max_total_frames or int(LIMITS.max_duration_seconds * LIMITS.max_fps)
+        if quality not in QUALITIES:
+            raise ValueError(f"quality must be one of {', '.join(QUALITIES)} (got {quality!r})")
+        if quality == "final" and (preset.refine is None or upsampler is None):
+            raise ValueError(f"preset {preset.name}: quality 'final' needs a preset with a refine pass and its upsampler")
+        self.quality = quality
+        self.upsampler = upsampler
+        if isinstance(pipe, LTXConditionPipeline):
+            pipe.scheduler = _without_dynamic_shift(pipe.scheduler)
         self.pipe.set_progress_bar_config(disable=True)
         self.pipe.video_processor = _Uint8Frames(vae_scale_factor=self.spatial_compression)
         if all(hasattr(pipe.vae, name) for name in ("tiled_decode", "blend_t", "tile_sample_stride_num_frames", "decoder")):
@@ -206,16 +263,29 @@ class VideoPipeline:
             raise ValueError(f"preset {preset.name}: blend_frames ≤ overlap_frames, and image continuation overlaps 1 frame")
 
     @classmethod
-    def from_preset(cls, preset: VideoPreset, models_dir: Path | None = None) -> VideoPipeline:
-        source = resolve_source(preset.source, models_dir)
+    def from_preset(
+        cls, preset: VideoPreset, models_dir: Path | None = None, *, quality: str = "draft", memory: str = "auto"
+    ) -> VideoPipeline:
         device = pick_device()
-        pipe = load_offline(LTXPipeline.from_pretrained, source, dtype=pick_dtype(preset.dtype, device))
-        pipe.to(device)
+        dtype = pick_dtype(preset.dtype, device)
+        mode = resolve_memory_mode(memory, preset, device)
+        if quality not in QUALITIES:
+            raise ModelLoadError(f"video quality must be one of {', '.join(QUALITIES)} (got {quality!r})")
+        if quality == "final" and preset.refine is None:
+            logging.getLogger("tunereel.video").info("preset %s documents one pass only: quality draft", preset.name)
+            quality = "draft"
+        pipe = load_ltx(preset, models_dir, dtype)
+        upsampler = load_upsampler(preset, pipe.vae, dtype) if quality == "final" else None
+        apply_memory_mode(pipe, mode, device, dtype)
+        if upsampler is not None:
+            upsampler.latent_upsampler.to(device)  # ~0.5 GB; the VAE it shares is placed with the main pipeline
         # Decoding hundreds of frames at once would need tens of GB; tiles bound it. Temporal tiles of 64 frames (8 of
         # them cross-faded with the tile before) decode as fast as one piece and keep a 257-frame decode at 768x512
         # under 2 GB (diffusers' default of 16 frames takes 3x longer for little more saving).
         pipe.vae.enable_tiling(tile_sample_min_num_frames=64, tile_sample_stride_num_frames=56)
-        return cls(pipe, preset=preset, model_id=Path(source).name if Path(source).is_dir() else source)
+        source = preset.source
+        model_id = Path(source.removeprefix("local:")).name if source.startswith("local:") or Path(source).is_dir() else source
+        return cls(pipe, preset=preset, model_id=model_id, quality=quality, upsampler=upsampler, memory_mode=mode)
 
     @property
     def device(self) -> torch.device:
@@ -223,6 +293,10 @@ class VideoPipeline:
 
     def plan(self, num_frames: int) -> list[VideoSegment]:
         return plan_video(num_frames, self.preset.max_frames, self.preset.overlap_frames, self.temporal_compression)
+
+    def steps_for(self, requested: int | None) -> int:
+        """Denoising steps of one pass: the preset's schedule, or the request's count where the preset allows one."""
+        return len(self.preset.timesteps) if self.preset.timesteps else (requested or self.preset.num_inference_steps)
 
     def check_inputs(self, prompt: str, width: int, height: int, num_frames: int, fps: int, steps: int, guidance: float) -> None:
         if not prompt or not prompt.strip():
@@ -236,15 +310,40 @@ class VideoPipeline:
             raise InvalidVideoInput("fps", f"must be within 8..60 (got {fps})")
         if not 1 <= steps <= 100:
             raise InvalidVideoInput("num_inference_steps", f"must be within 1..100 (got {steps})")
+        if self.preset.timesteps and steps != len(self.preset.timesteps):
+            raise InvalidVideoInput(
+                "num_inference_steps",
+                f"preset {self.preset.name} runs the {len(self.preset.timesteps)}-step schedule it was distilled for "
+                f"(got {steps}); leave it 0",
+            )
         if not 1.0 <= guidance <= 20.0:
             raise InvalidVideoInput("guidance_scale", f"must be within 1.0..20.0 (got {guidance:g})")
+
+    def call_settings(self, steps: int, guidance: float, *, conditioned: bool) -> dict:
+        """What every pass hands the diffusers pipeline, from the preset (tunereel.presets cites the source of each):
+        the same for the first pass and every continuation."""
+        p = self.preset
+        settings = dict(
+            guidance_scale=guidance,
+            guidance_rescale=p.guidance_rescale,
+            decode_timestep=p.decode_timestep,
+            decode_noise_scale=p.decode_noise_scale,
+            max_sequence_length=p.max_sequence_length,
+        )
+        if p.timesteps:
+            settings["timesteps"] = list(p.timesteps)
+        else:
+            settings["num_inference_steps"] = steps
+        if isinstance(self.pipe, LTXConditionPipeline) or (conditioned and p.continuation == "video"):
+            settings["image_cond_noise_scale"] = p.image_cond_noise_scale  # an LTXConditionPipeline argument only
+        return settings
 
     def __call__(self, prompt: str, *, num_frames: int, fps: int, on_step: ProgressCallback | None = None, **kwargs) -> VideoOutput:
         """All frames in one array (for short videos and tests; the service streams). `on_step(step, total)` counts
         denoising steps over all segments."""
         report = None
         if on_step is not None:
-            steps = kwargs.get("num_inference_steps") or self.preset.num_inference_steps
+            steps = self.steps_for(kwargs.get("num_inference_steps"))
             total = steps * len(self.plan(num_frames))
             report = lambda p: on_step(p.segment * p.total_steps + p.step, total)  # noqa: E731
         pieces = [piece.frames for piece in self.stream(prompt, num_frames=num_frames, fps=fps, on_progress=report, **kwargs)]
@@ -266,7 +365,7 @@ class VideoPipeline:
         interrupt: threading.Event | None = None,
     ) -> Iterator[VideoPiece]:
         """Exactly `num_frames` frames as final pieces, one per segment, each yielded as soon as it is made."""
-        steps = num_inference_steps or self.preset.num_inference_steps
+        steps = num_inference_steps or self.steps_for(None)
         guidance = guidance_scale or self.preset.guidance_scale
         # 1. check inputs, plan the segments
         self.check_inputs(prompt, width, height, num_frames, fps, steps, guidance)
@@ -280,10 +379,9 @@ class VideoPipeline:
             width=width,
             height=height,
             frame_rate=fps,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
             output_type="pt",  # frames come back as uint8 tensors (_Uint8Frames)
         )
+        pass_steps = steps + (self._refine_steps() if self.quality == "final" else 0)
 
         if isinstance(self.pipe.vae.decode, _Uint8Decode):
             self.pipe.vae.decode.interrupt = interrupt
@@ -295,26 +393,22 @@ class VideoPipeline:
                 if interrupt is not None and interrupt.is_set():
                     raise Cancelled("video generation cancelled")
 
-                def step_end(pipe, step: int, timestep, callback_kwargs: dict, segment=segment, before=frames_before) -> dict:
+                def step_end(pipe, step: int, timestep, callback_kwargs: dict, segment=segment, before=frames_before,
+                             offset=0) -> dict:  # fmt: skip
                     if interrupt is not None and interrupt.is_set():
                         raise Cancelled("video generation cancelled")
                     if on_progress is not None:
-                        done = before + segment.model_frames * (step + 1) / steps
-                        on_progress(SegmentProgress(step + 1, steps, segment.index, count, done / all_frames))
+                        done = min(offset + step + 1, pass_steps)
+                        fraction = (before + segment.model_frames * done / pass_steps) / all_frames
+                        on_progress(SegmentProgress(done, pass_steps, segment.index, count, fraction))
                     return callback_kwargs
 
                 # 2-5. encode prompt → latents from the seeded generator → denoise → decode (all inside diffusers)
                 generator = torch.Generator(device="cpu").manual_seed(segment_seed(seed, segment.index))
-                if held is None:
-                    result = self.pipe(
-                        num_frames=segment.model_frames, generator=generator, callback_on_step_end=step_end,
-                        **common, **self.preset.extra_call_kwargs,
-                    )  # fmt: skip
-                else:
-                    result = self._continue(held, segment, generator, step_end, common)
+                settings = self.call_settings(steps, guidance, conditioned=held is not None)
+                frames = self._one_pass(held, segment, generator, step_end, {**common, **settings}, steps)
                 # 6. uint8 frames, cut to this segment's share
-                frames = result.frames[0][: segment.condition_frames + segment.new_frames].numpy()
-                del result
+                frames = frames[: segment.condition_frames + segment.new_frames].numpy()
                 frames_before += segment.model_frames
 
                 last = segment.index == count - 1
@@ -333,28 +427,62 @@ class VideoPipeline:
             if isinstance(self.pipe.vae.decode, _Uint8Decode):
                 self.pipe.vae.decode.interrupt = None
 
-    def _continue(self, held: np.ndarray, segment: VideoSegment, generator, step_end, common: dict):
-        """One conditioned pass: the segment's first frames re-make `held` (the previous segment's last frames)."""
+    def _refine_steps(self) -> int:
+        refine = self.preset.refine
+        return len(refine.timesteps) if refine.timesteps else refine.num_inference_steps
+
+    def _one_pass(self, held: np.ndarray | None, segment: VideoSegment, generator, step_end, kwargs: dict, steps: int):
+        """One segment's frames, (frames, height, width, 3) uint8: one pass ("draft"), or generate small → upsample
+        the latents 2x → refine → decode → resize ("final"). `held` (the previous segment's last frames) conditions
+        it: the segment's first frames re-make them."""
+        pipe, kwargs = self._pass_pipe(held, kwargs)
+        kwargs.update(num_frames=segment.model_frames, generator=generator, callback_on_step_end=step_end)
+        if self.quality == "draft":
+            result = pipe(**kwargs)
+            return result.frames[0]
+        refine = self.preset.refine
+        width, height = kwargs["width"], kwargs["height"]
+        unit = self.spatial_compression
+        low_w, low_h = (max(unit, int(v * refine.downscale) // unit * unit) for v in (width, height))
+        latents = pipe(**{**kwargs, "width": low_w, "height": low_h, "output_type": "latent"}).frames
+        upscaled = self.upsampler(
+            latents=latents, adain_factor=refine.adain_factor, tone_map_compression_ratio=refine.tone_map_compression_ratio,
+            output_type="latent",
+        ).frames  # fmt: skip
+        del latents
+        schedule = {"timesteps": list(refine.timesteps)} if refine.timesteps else {"num_inference_steps": refine.num_inference_steps}
+        kwargs.pop("timesteps", None)
+        kwargs.pop("num_inference_steps", None)
+        step_end = functools.partial(step_end, offset=steps)
+        result = pipe(
+            **{**kwargs, **schedule, "width": 2 * low_w, "height": 2 * low_h, "latents": upscaled,
+               "denoise_strength": refine.denoise_strength, "callback_on_step_end": step_end},
+        )  # fmt: skip
+        return _resize_frames(result.frames[0], height, width)
+
+    def _pass_pipe(self, held: np.ndarray | None, kwargs: dict):
+        """The pipeline for this pass and its arguments: the loaded one for a first pass (0.9.5+ load as
+        LTXConditionPipeline, so text only = no conditions), the conditioning one for a continuation."""
+        if held is None:
+            return self.pipe, dict(kwargs)
         pipe = self._continuation_pipe()
         condition = torch.from_numpy(held).permute(0, 3, 1, 2).float().div(255.0)  # (frames, 3, h, w) in 0..1
-        kwargs = {**common, **self.preset.extra_call_kwargs, **self.preset.continue_call_kwargs}
+        kwargs = dict(kwargs)
         if self.preset.continuation == "video":
             kwargs["conditions"] = [LTXVideoCondition(video=condition, frame_index=0, strength=1.0)]
         else:
             kwargs["image"] = condition[-1:]
-        return pipe(num_frames=segment.model_frames, generator=generator, callback_on_step_end=step_end, **kwargs)
+        return pipe, kwargs
 
     def _continuation_pipe(self):
-        """The conditioning pipeline, built once over the loaded components (no second copy of the weights)."""
+        """The conditioning pipeline: the loaded one when it is an LTXConditionPipeline, else built once over the
+        loaded components (no second copy of the weights)."""
+        if self.preset.continuation == "video" and isinstance(self.pipe, LTXConditionPipeline):
+            return self.pipe
         if self._continuation is None:
             components = dict(self.pipe.components)
             if self.preset.continuation == "video":
-                # LTXConditionPipeline passes its own timesteps and no resolution-dependent shift (`mu`), so the
-                # scheduler must not expect one; the rest of its configuration stays.
-                scheduler = self.pipe.scheduler
-                if scheduler.config.get("use_dynamic_shifting", False):
-                    scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, use_dynamic_shifting=False)
-                components["scheduler"] = scheduler
+                components["scheduler"] = _without_dynamic_shift(self.pipe.scheduler)
                 pipe = LTXConditionPipeline(**components)
             else:
                 pipe = LTXImageToVideoPipeline(**components)

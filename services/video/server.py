@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import grpc
@@ -17,15 +18,29 @@ from .pipeline import InvalidVideoInput, VideoPipeline
 SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 
 
+# Service settings (the Deployment's env): "draft" (one pass) or "final" (the 13B presets' multi-scale flow, which
+# loads the latent upsampler at start, so it is a replica's setting, not a request's); and the GPU memory mode
+# (tunereel.memory: auto, full, model-offload, fp8, group-offload).
+QUALITY_ENV = "TUNEREEL_VIDEO_QUALITY"
+MEMORY_ENV = "TUNEREEL_VIDEO_MEMORY"
+
+
 class VideoServicer(video_pb2_grpc.VideoServiceServicer):
-    def __init__(self, preset_name: str, weights: str | None = None):
+    def __init__(self, preset_name: str, weights: str | None = None, *, quality: str | None = None,
+                 memory: str | None = None):  # fmt: skip
+        quality = quality or os.environ.get(QUALITY_ENV, "draft")
+        memory = memory or os.environ.get(MEMORY_ENV, "auto")
         self.host: ModelHost[VideoPipeline] = ModelHost(
-            "video", preset_name, lambda name, models_dir: VideoPipeline.from_preset(video_preset(name, weights), models_dir)
-        )
+            "video", preset_name,
+            lambda name, models_dir: VideoPipeline.from_preset(
+                video_preset(name, weights), models_dir, quality=quality, memory=memory
+            ),
+            memory_setting=MEMORY_ENV,
+        )  # fmt: skip
 
     def GenerateVideo(self, request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext):
         pipeline = self.host.ready_pipeline(request.model, context)
-        steps = request.num_inference_steps or pipeline.preset.num_inference_steps
+        steps = request.num_inference_steps or pipeline.steps_for(None)
         guidance = request.guidance_scale or pipeline.preset.guidance_scale
         try:
             pipeline.check_inputs(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from tunereel.presets import music_preset, video_preset
+from tunereel.tiny import write_fake_hub_cache
 
 LOAD = """
 from tunereel.music import server as music
@@ -45,7 +46,7 @@ def test_real_presets_load_from_a_read_only_cache_without_network(models_dir, tm
     hf_home = tmp_path / "hf"
     music, video = "small", "ltx-2b-distilled"  # the gpu overlay's presets
     _cache_entry(hf_home, music_preset(music).source, models_dir / "tiny-musicgen")
-    _cache_entry(hf_home, video_preset(video).source, models_dir / "tiny-ltx")
+    write_fake_hub_cache(hf_home / "hub", [video_preset(video)])  # single file + its config repo, as published
     before = _listing(hf_home)
     _read_only(hf_home)  # (root ignores modes: the listing below checks that nothing was written either way)
     home = tmp_path / "home"

@@ -1,0 +1,44 @@
+"""bench/gpu.py runs end to end on the CPU at tiny sizes (so it cannot rot), for every memory mode."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tunereel.memory import MEMORY_MODES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_run_reports_every_stage_per_mode(bench, capsys):
+    rows = bench.main(["--tiny", "--device", "cpu", "--preset", "ltx-13b-distilled", "--width", "64", "--height", "64",
+                       "--frames", "9", "--modes", ",".join(MEMORY_MODES)])  # fmt: skip
+    assert [r["mode"] for r in rows] == list(MEMORY_MODES)
+    for row in rows:
+        assert "error" not in row, row
+        assert row["frames"] == 9 and row["steps"] == 8  # the distilled schedule's 8 steps
+        for stage in ("text_encode_s", "denoise_s", "decode_s"):
+            assert 0 < row[stage] <= row["total_s"]
+        assert row["fps"] == pytest.approx(9 / row["total_s"], rel=0.02)
+    assert "| ltx-13b-distilled | group-offload | 64x64 | 9 | 8 |" in capsys.readouterr().out
+
+
+def test_full_size_configs_are_the_published_architectures(bench):
+    assert bench.LTX_TRANSFORMER_2B["num_layers"] == 28 and bench.LTX_TRANSFORMER_13B["num_layers"] == 48
+    assert bench.T5_XXL["d_model"] == 4096 and bench.T5_XXL["num_layers"] == 24
+    from diffusers import LTXVideoTransformer3DModel
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        params = sum(p.numel() for p in LTXVideoTransformer3DModel(**bench.LTX_TRANSFORMER_13B).parameters())
+    assert 12.5e9 < params < 14.5e9  # "13B"
