@@ -126,7 +126,7 @@ async def job_video(job_id: str, request: Request, metadata: list = Depends(call
     stub = _stub(request)
     job = await stub.GetJob(jobs_pb2.GetJobRequest(id=_job_id(job_id)), metadata=metadata, timeout=30)
     if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
-        raise HTTPException(status_code=409, detail=f"job {job.id} is {wire.JOB_STATE_NAMES[job.state]}; no video yet")
+        raise HTTPException(status_code=409, detail=f"job {job.id} is {wire.job_state_name(job.state)}; no video yet")
     size = job.result_size_bytes
     start, end, status = 0, size - 1, 200
     header = request.headers.get("range")

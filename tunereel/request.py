@@ -15,6 +15,7 @@ __all__ = [
     "GenerationRequest",
     "InvalidRequest",
     "validate_request",
+    "trusted_request",
     "build_music_prompt",
     "LIMITS",
 ]
@@ -175,3 +176,8 @@ def validate_request(data: dict[str, Any]) -> GenerationRequest:
         return GenerationRequest.model_validate(data)
     except ValidationError as error:
         raise InvalidRequest.from_validation_error(error) from None
+
+
+def trusted_request(data: dict[str, Any]) -> GenerationRequest:
+    """A request this system validated before (a stored job, a provenance), rebuilt without checking it again."""
+    return GenerationRequest.model_construct(**data)
