@@ -10,7 +10,9 @@ const FIELDS = ["genre", "duration", "video_prompt", "mood", "tempo_bpm", "instr
 const STAGE_TEXT = {
   queued: "Waiting in the queue", mux: "Muxing audio and video", done: "Finishing",
 };
-const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+// Job state and stage names are the API's proto enum names (GET /v1/enums); these are replaced at load by the server's.
+let TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+let GENERATION_STAGES = ["music", "video", "mux"];
 const PRESET = /^[a-z0-9][a-z0-9._-]*$/;
 
 // What the server says when /v1/limits cannot be read; replaced at load by the server's own values.
@@ -67,6 +69,14 @@ async function loadLimits() {
     const response = await fetch("/v1/limits");
     if (response.ok) limits = { ...limits, ...(await response.json()) };
   } catch { /* keep the defaults; the server still checks */ }
+  try {
+    const response = await fetch("/v1/enums");
+    if (response.ok) {
+      const names = await response.json();
+      TERMINAL = new Set(names.terminal_states);
+      GENERATION_STAGES = names.generation_stages;
+    }
+  } catch { /* keep the defaults */ }
   const set = (id, attrs) => Object.entries(attrs).forEach(([k, v]) => $(id).setAttribute(k, v));
   set("duration", { max: limits.max_duration_seconds });
   set("tempo_bpm", { min: limits.min_tempo_bpm, max: limits.max_tempo_bpm });
@@ -425,7 +435,7 @@ function renderJob(job) {
 
   const stages = $("job-stages");
   stages.replaceChildren();
-  for (const name of ["music", "video", "mux"]) {
+  for (const name of GENERATION_STAGES) {
     const fraction = job.state === "succeeded" ? 1 : (job.stage_progress || {})[name] || 0;
     const item = document.createElement("li");
     item.dataset.stage = name;
