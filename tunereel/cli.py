@@ -231,13 +231,14 @@ def generate(api: Api, args: argparse.Namespace) -> int:
 
 def _follow(api: Api, job: dict, *, quiet: bool) -> dict:
     """Watch the job until it ends; rich bars per stage (or one line per state)."""
+    last = job
     if quiet or not sys.stderr.isatty():
         state = None
-        for job in api.watch(job):
-            if job["state"] != state:
-                state = job["state"]
-                print(f"{state}", file=sys.stderr)
-        return job
+        for last in api.watch(job):
+            if last["state"] != state:
+                state = last["state"]
+                print(state, file=sys.stderr)
+        return last
 
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
@@ -245,9 +246,9 @@ def _follow(api: Api, job: dict, *, quiet: bool) -> dict:
     with Progress(*columns, transient=False) as bars:
         queue = bars.add_task("queue", total=1.0)
         tasks = {stage: bars.add_task(stage, total=1.0) for stage in STAGES}
-        for job in api.watch(job):
-            _show(bars, queue, tasks, job)
-    return job
+        for last in api.watch(job):
+            _show(bars, queue, tasks, last)
+    return last
 
 
 def _show(bars, queue, tasks: dict, job: dict) -> None:

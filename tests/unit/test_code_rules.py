@@ -10,7 +10,6 @@ The walk covers every Python file under the project's own folders, so code added
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import pytest
