@@ -4,6 +4,7 @@ counted, and a `fault` the test sets to make the next calls misbehave in one pre
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -82,6 +83,8 @@ class FakeVideo(FakeBackend, video_pb2_grpc.VideoServiceServicer):
         if fault == "unavailable":  # after the first message: the channel's own retry cannot hide it
             context.abort(grpc.StatusCode.UNAVAILABLE, "video replica is restarting")
         for index in range(request.num_frames):
+            if fault == "slow":
+                time.sleep(0.05)
             frame[:] = (index * 7) % 256
             for offset, data in wire.split_frame(frame):
                 yield video_pb2.GenerateVideoResponse(frame=video_pb2.FrameChunk(frame_index=index, offset=offset, data=data))

@@ -7,6 +7,7 @@ that is restarting, a backend's internal error, a model the backend does not ser
 
 from __future__ import annotations
 
+import threading
 import time
 
 import av
@@ -21,9 +22,10 @@ from tunereel.channels import open_channel
 from tunereel.composer import compose as compose_module
 from tunereel.composer import server as composer_server
 from tunereel.composer.muxer import Mp4Muxer, MuxError
+from tunereel.composer.store import JobStore, sqlite_url
 from tunereel.gateway.app import GatewaySettings, create_app
 from tunereel.request import validate_request
-from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2, jobs_pb2_grpc, music_pb2
 
 REQUEST = {"genre": "pop", "duration": 1, "video_prompt": "a test card", "width": 64, "height": 64, "seed": 7}
 TERMINAL = {jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELED}
@@ -178,3 +180,39 @@ def test_composition_errors_map_to_status_codes(system):
     with pytest.raises(grpc.RpcError) as caught:
         list(system["compose"].Compose(composer_pb2.ComposeRequest(request=request), timeout=30))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and "restarting" in caught.value.details()
+
+
+def test_stop_hands_running_jobs_back_and_closes_threads_channels_and_store(tmp_path):
+    music, video = FakeMusic(), FakeVideo()
+    video.reset("slow")
+    music_server, video_server = serve_fake(music), serve_fake(video)
+    before = set(threading.enumerate())  # the module's composer has threads of the same names
+    composer = composer_server.serve(
+        host="127.0.0.1", port=0, music_target=f"127.0.0.1:{music_server.port}",
+        video_target=f"127.0.0.1:{video_server.port}", data_dir=tmp_path, retry_base_seconds=0.05,
+    )  # fmt: skip
+    try:
+        request = wire.request_to_proto(validate_request({**REQUEST, "duration": 4}))
+        with open_channel(f"127.0.0.1:{composer.port}") as channel:
+            job = jobs_pb2_grpc.JobServiceStub(channel).CreateJob(jobs_pb2.CreateJobRequest(request=request), timeout=10)
+        deadline = time.monotonic() + 20
+        while video.calls == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        owned = {composer.runner.worker_prefix, "health-mirror", "webhooks", "sweeper"}
+        composer.stop(0)
+        alive = [t.name for t in set(threading.enumerate()) - before if any(t.name.startswith(n) for n in owned)]
+        assert alive == [], f"threads still running after stop: {alive}"
+        with pytest.raises(ValueError, match="[Cc]losed"):
+            composer.backends.music_stub.GenerateMusic(music_pb2.GenerateMusicRequest(), timeout=1)
+        assert composer.store.engine.pool.checkedout() == 0
+        store = JobStore(sqlite_url(tmp_path))
+        try:
+            record = store.get(job.id)
+        finally:
+            store.close()
+        assert record.state == "queued" and "shut down" in record.error, record  # back in the queue, not leased
+    finally:
+        composer.stop(0)
+        music_server.stop(0)
+        video_server.stop(0)
