@@ -98,3 +98,17 @@ def test_service_config_names_every_grpc_service():
         defined |= {service.full_name for service in module.DESCRIPTOR.services_by_name.values()}
     assert defined, "no generated services found (run `make protos`)"
     assert defined <= configured, f"services without a retry/round-robin policy: {sorted(defined - configured)}"
+
+
+def test_the_ui_compares_only_names_the_enums_define():
+    """The UI's state and stage literals are the proto enums' names (GET /v1/enums serves them)."""
+    import re
+
+    from tunereel.wire import enum_names
+
+    names = enum_names()
+    source = (ROOT / "gateway" / "static" / "app.js").read_text()
+    states = set(re.findall(r'state [!=]==? "(\w+)"', source))
+    stages = set(re.findall(r'stage [!=]==? "(\w+)"', source))
+    assert states and states <= set(names["job_states"]), states - set(names["job_states"])
+    assert stages and stages <= set(names["stages"]), stages - set(names["stages"])
