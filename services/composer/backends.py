@@ -1,7 +1,7 @@
 """The composer's view of MusicService and VideoService: channels and health, and each gRPC stream turned into typed
 events (the protocol of protos/ is checked here, so the composer's core never sees a protobuf).
 
-A source (`MusicSource`, `VideoSource`) is one request to one backend: `start()` sends it, `events()` yields
+A source (`music_source`, `video_source`) is one request to one backend: `start()` sends it, `events()` yields
 `AudioHeader`, `Pcm`… or `VideoHeader`, `Frame`… with `Progress` in between and `Ended` last, and raises a
 `ComposeError` (errors.py) when the backend fails or breaks the stream contract: data before its header, chunks out
 of order or past the announced length, audio that is not numbers, a header that does not match the request, fewer
@@ -13,9 +13,10 @@ per shot): the core only reads events.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, Union
 
@@ -286,17 +287,19 @@ class Backend:
         return BackendRejected(f"{field}: {rest.strip()} ({self.name} service)", field=field)
 
 
-class _GrpcSource:
-    """Common part of the two gRPC sources: one call, its cancel, and its errors as ComposeErrors."""
+class GrpcSource:
+    """One streaming call to a backend as a Source: `start` sends it, `events` checks what comes back, a failed call
+    becomes the ComposeError that says what happened (Backend.failure)."""
 
-    name: str
-    backend: Backend
-
-    def __init__(self) -> None:
+    def __init__(self, name: str, backend: Backend, call: Callable[[], Iterator], check: Callable[[Iterable], Iterator[Event]]):
+        self.name = name
+        self.backend = backend
+        self._start_call = call
+        self._check = check
         self._call = None
 
     def start(self) -> None:
-        self._call = self._open()
+        self._call = self._start_call()
 
     def cancel(self) -> None:
         if self._call is not None:
@@ -310,56 +313,24 @@ class _GrpcSource:
         except grpc.RpcError as error:
             raise self.backend.failure(error) from None
 
-    def _open(self):
-        raise NotImplementedError
 
-    def _check(self, messages) -> Iterator[Event]:
-        raise NotImplementedError
-
-
-class MusicSource(_GrpcSource):
+def music_source(backends: Backends, *, prompt: str, duration_seconds: float, seed: int, model: str, timeout: float,
+                 name: str = "music") -> GrpcSource:  # fmt: skip
     """The audio of one composition from MusicService."""
-
-    def __init__(self, backends: Backends, *, prompt: str, duration_seconds: float, seed: int, model: str,
-                 timeout: float, name: str = "music"):  # fmt: skip
-        super().__init__()
-        self.name = name
-        self.backend = backends.music
-        self._stub = backends.music_stub
-        self._metadata = backends.metadata
-        self._request = music_pb2.GenerateMusicRequest(prompt=prompt, duration_seconds=duration_seconds, seed=seed,
-                                                       model=model)  # fmt: skip
-        self._timeout = timeout
-
-    def _open(self):
-        return self._stub.GenerateMusic(self._request, timeout=self._timeout, metadata=self._metadata)
-
-    def _check(self, messages) -> Iterator[Event]:
-        return audio_events(self.name, messages)
+    request = music_pb2.GenerateMusicRequest(prompt=prompt, duration_seconds=duration_seconds, seed=seed, model=model)
+    call = functools.partial(backends.music_stub.GenerateMusic, request, timeout=timeout, metadata=backends.metadata)
+    return GrpcSource(name, backends.music, call, functools.partial(audio_events, name))
 
 
-class VideoSource(_GrpcSource):
+def video_source(backends: Backends, *, prompt: str, expected: ExpectedVideo, seed: int, model: str, timeout: float,
+                 name: str = "video") -> GrpcSource:  # fmt: skip
     """The frames of one video request (today the whole composition; later one shot) from VideoService."""
-
-    def __init__(self, backends: Backends, *, prompt: str, expected: ExpectedVideo, seed: int, model: str,
-                 timeout: float, name: str = "video"):  # fmt: skip
-        super().__init__()
-        self.name = name
-        self.backend = backends.video
-        self.expected = expected
-        self._stub = backends.video_stub
-        self._metadata = backends.metadata
-        self._request = video_pb2.GenerateVideoRequest(
-            prompt=prompt, width=expected.width, height=expected.height, fps=expected.fps,
-            num_frames=expected.frame_count, seed=seed, model=model,
-        )  # fmt: skip
-        self._timeout = timeout
-
-    def _open(self):
-        return self._stub.GenerateVideo(self._request, timeout=self._timeout, metadata=self._metadata)
-
-    def _check(self, messages) -> Iterator[Event]:
-        return video_events(self.name, messages, self.expected)
+    request = video_pb2.GenerateVideoRequest(
+        prompt=prompt, width=expected.width, height=expected.height, fps=expected.fps, num_frames=expected.frame_count,
+        seed=seed, model=model,
+    )  # fmt: skip
+    call = functools.partial(backends.video_stub.GenerateVideo, request, timeout=timeout, metadata=backends.metadata)
+    return GrpcSource(name, backends.video, call, lambda messages: video_events(name, messages, expected))
 
 
 class Backends:

@@ -50,12 +50,12 @@ from .backends import (
     ExpectedVideo,
     Failed,
     Frame,
-    MusicSource,
     Pcm,
     Progress,
     Source,
     VideoHeader,
-    VideoSource,
+    music_source,
+    video_source,
 )
 from .errors import ComposeError, InvalidAudio, MuxFailed, OutOfSpace, StorageFailed, is_disk_full
 from .muxer import AudioSpec, Mp4Muxer, MuxError, MuxResult, VideoSpec
@@ -88,11 +88,11 @@ class Composer:
 
     def sources(self, request: GenerationRequest, seed: int, timeout: float) -> tuple[Source, Source]:
         """The audio source and the video source of one composition (both from the backends, today)."""
-        music = MusicSource(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
-                            seed=seed, model=request.music_model or "", timeout=timeout)  # fmt: skip
+        music = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
+                             seed=seed, model=request.music_model or "", timeout=timeout)  # fmt: skip
         expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
-        video = VideoSource(self.backends, prompt=request.video_prompt, expected=expected, seed=seed,
-                            model=request.video_model or "", timeout=timeout)  # fmt: skip
+        video = video_source(self.backends, prompt=request.video_prompt, expected=expected, seed=seed,
+                             model=request.video_model or "", timeout=timeout)  # fmt: skip
         return music, video
 
     def compose(
