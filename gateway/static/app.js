@@ -329,12 +329,13 @@ async function watch(id) {
   const controller = new AbortController();
   state.watch = controller;
   let retry = 0;
+  let lastEventId = null; // sent back on reconnect: the server then skips the snapshot we already have
   while (!controller.signal.aborted) {
     let ended = false;
     try {
-      const response = await api(`/v1/jobs/${id}/events`, {
-        signal: controller.signal, headers: { Accept: "text/event-stream" }, cache: "no-store",
-      });
+      const headers = { Accept: "text/event-stream" };
+      if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+      const response = await api(`/v1/jobs/${id}/events`, { signal: controller.signal, headers, cache: "no-store" });
       if (!response.ok) {
         const problem = await problemOf(response);
         $("job-error").textContent = problem.message;
@@ -348,7 +349,7 @@ async function watch(id) {
             state.job = data;
             renderJob(data);
           }
-        });
+        }, (eventId) => { lastEventId = eventId; });
       }
     } catch (error) {
       if (controller.signal.aborted) return;
@@ -368,8 +369,9 @@ async function watch(id) {
   }
 }
 
-// Reads a text/event-stream body; calls onEvent(name, parsedData) per event. True when the `end` event came.
-async function readEvents(response, onEvent) {
+// Reads a text/event-stream body; calls onEvent(name, parsedData) per event and onId(id) for each event id.
+// True when the `end` event came.
+async function readEvents(response, onEvent, onId = () => {}) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
@@ -385,6 +387,7 @@ async function readEvents(response, onEvent) {
       for (const line of block.split("\n")) {
         if (line.startsWith("event:")) name = line.slice(6).trim();
         else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        else if (line.startsWith("id:")) onId(line.slice(3).trim());
       }
       let parsed = null;
       try { parsed = data.length ? JSON.parse(data.join("\n")) : null; } catch { parsed = null; }

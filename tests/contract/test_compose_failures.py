@@ -216,3 +216,15 @@ def test_stop_hands_running_jobs_back_and_closes_threads_channels_and_store(tmp_
         composer.stop(0)
         music_server.stop(0)
         video_server.stop(0)
+
+
+def test_event_stream_ids_and_last_event_id(system):
+    job = run_job(system)
+    app = create_app(GatewaySettings(composer_target=f"127.0.0.1:{system['composer'].port}"))
+    with TestClient(app) as client:
+        first = client.get(f"/v1/jobs/{job.id}/events").text
+        ids = [line.removeprefix("id: ") for line in first.splitlines() if line.startswith("id: ")]
+        assert "event: succeeded" in first and len(ids) == 1 and first.rstrip().endswith("}")
+        again = client.get(f"/v1/jobs/{job.id}/events", headers={"Last-Event-ID": ids[0]}).text
+    assert "event: succeeded" not in again  # the snapshot the client has is not sent again
+    assert again.startswith("event: end") and '"state": "succeeded"' in again
