@@ -79,10 +79,17 @@ run: models
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-test: models browser proto-check
+# Code rules, fast and before any test: complexity (ruff C901, max 12, set in pyproject's [tool.ruff]), no private
+# names across modules, a service config for every gRPC service (tests/unit/test_code_rules.py).
+.PHONY: lint
+lint: install
+	$(VENV)/bin/ruff check --select C901 services gateway tunereel
+	$(PY) -m pytest -q tests/unit/test_code_rules.py
+
+test: models browser proto-check lint
 	$(PY) -m pytest -q
 
-test-fast: models proto-check
+test-fast: models proto-check lint
 	$(PY) -m pytest -q -m "not slow"
 
 # deploy/: lint the Dockerfile, render both Kustomize overlays into build/k8s and validate every object against the

@@ -42,7 +42,7 @@ def build(out_dir: Path = DEFAULT_DIR, seed: int = 0) -> Path:
         EncodecFeatureExtractor, GenerationConfig, MusicgenConfig, MusicgenForConditionalGeneration, MusicgenProcessor,
     )
 
-    from tunereel.tiny import MUSICGEN_GENERATION, _make_codec_audible, _tokenizer
+    from tunereel.tiny import MUSICGEN_GENERATION, make_codec_audible, offline_tokenizer
 
     out_dir = Path(out_dir)
     if (out_dir / ".complete").exists():
@@ -51,11 +51,11 @@ def build(out_dir: Path = DEFAULT_DIR, seed: int = 0) -> Path:
     config = MusicgenConfig(text_encoder=TEXT_ENCODER, audio_encoder=AUDIO_ENCODER, decoder=DECODER)
     torch.manual_seed(seed)
     model = MusicgenForConditionalGeneration(config).eval()
-    _make_codec_audible(model.audio_encoder)  # random codebooks, so different codes decode to different audio
+    make_codec_audible(model.audio_encoder)  # random codebooks, so different codes decode to different audio
     model.generation_config = GenerationConfig(**MUSICGEN_GENERATION)
     model.save_pretrained(out_dir)
     features = EncodecFeatureExtractor(feature_size=1, sampling_rate=32000, padding_value=0.0)
-    MusicgenProcessor(feature_extractor=features, tokenizer=_tokenizer(model_max_length=512)).save_pretrained(out_dir)
+    MusicgenProcessor(feature_extractor=features, tokenizer=offline_tokenizer(model_max_length=512)).save_pretrained(out_dir)
     (out_dir / ".complete").touch()
     return out_dir
 

@@ -126,9 +126,8 @@ def worker_d(seconds: float, out: Path) -> dict:
 
 def worker_c(seconds: float, out: Path, music_first: bool = False) -> dict:
     from tunereel import wire
-    from tunereel.composer.audio_track import AudioTrack
+    from tunereel.composer.audio import AudioTrack, StreamingMaster
     from tunereel.composer.muxer import AudioSpec, Mp4Muxer, VideoSpec
-    from tunereel.composer.stream_master import StreamingMaster
 
     n = round(seconds * FPS)
     base = _base_frames()

@@ -133,6 +133,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def limits() -> dict:
         return LIMITS.model_dump()
 
+    @app.get("/v1/enums", summary="The names of job states and stages, as every job view spells them (the UI uses them).")
+    async def enums() -> dict:
+        return wire.enum_names()
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(resources.files("tunereel.gateway").joinpath("static/index.html").read_text())

@@ -97,8 +97,22 @@ async def cancel_job(job_id: str, request: Request, metadata: list = Depends(cal
     return wire.job_to_dict(job)
 
 
-@router.get("/{job_id}/events", summary="Server-sent events: every change, then a final `end` event.")
-async def job_events(job_id: str, request: Request, metadata: list = Depends(caller_metadata)) -> StreamingResponse:
+def event_id(view: dict) -> str:
+    """Names one snapshot of a job: a client that reconnects with it as Last-Event-ID is not sent it again."""
+    return f"{view['attempts']}.{view['state']}.{view['stage']}.{round(view['progress'] * 1000)}.{view['queue_position']}"
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Server-sent events: one per change (named by the job's state, with an id), then `end`; `error` if the "
+    "watch fails (reconnect with Last-Event-ID).",
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    metadata: list = Depends(caller_metadata),
+    last_event_id: str | None = Header(default=None, alias="Last-Event-ID", max_length=200),
+) -> StreamingResponse:
     stub = _stub(request)
     canonical = _job_id(job_id)
     # Fail before the 200 if the job does not exist or is not the caller's.
@@ -110,7 +124,10 @@ async def job_events(job_id: str, request: Request, metadata: list = Depends(cal
         try:
             async for job in call:
                 last = wire.job_to_dict(job)
-                yield f"event: {last['state']}\ndata: {json.dumps(last)}\n\n".encode()
+                snapshot = event_id(last)
+                if snapshot == last_event_id:  # the client has this one already
+                    continue
+                yield f"event: {last['state']}\nid: {snapshot}\ndata: {json.dumps(last)}\n\n".encode()
             yield f"event: end\ndata: {json.dumps(last)}\n\n".encode()
         except grpc.aio.AioRpcError as error:
             yield f"event: error\ndata: {json.dumps({'error': error.details()})}\n\n".encode()
@@ -130,7 +147,7 @@ async def job_video(job_id: str, request: Request, metadata: list = Depends(call
     stub = _stub(request)
     job = await stub.GetJob(jobs_pb2.GetJobRequest(id=_job_id(job_id)), metadata=metadata, timeout=30)
     if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
-        raise HTTPException(status_code=409, detail=f"job {job.id} is {wire.JOB_STATE_NAMES[job.state]}; no video yet")
+        raise HTTPException(status_code=409, detail=f"job {job.id} is {wire.job_state_name(job.state)}; no video yet")
     size = job.result_size_bytes
     start, end, status = 0, size - 1, 200
     header = request.headers.get("range")

@@ -13,15 +13,26 @@ import argparse
 import json
 import os
 import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import httpx
 
+from tunereel.wire import enum_names
+
 __all__ = ["main"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-STAGES = ("music", "video", "mux")
+NAMES = enum_names()  # the proto enums' names, as the API sends them
+STAGES = tuple(NAMES["generation_stages"])
+TERMINAL = frozenset(NAMES["terminal_states"])
+# The events stream broke off (a gateway restart, a network blip): listen again this many times in a row, waiting a
+# little longer each time, before giving up with an error.
+MAX_RECONNECTS = 8
+RECONNECT_DELAY_S = 0.5
 
 
 class CliError(Exception):
@@ -84,17 +95,46 @@ class Api:
             raise CliError(_problem(reply))
         return reply.json()
 
-    def events(self, job_id: str):
-        try:
-            with self.http.stream("GET", f"/v1/jobs/{job_id}/events") as reply:
-                if reply.status_code >= 400:
-                    reply.read()
-                    raise CliError(_problem(reply))
-                for line in reply.iter_lines():
-                    if line.startswith("data: "):
-                        yield json.loads(line.removeprefix("data: "))
-        except httpx.HTTPError as error:
-            raise CliError(f"lost the connection to {self.server}: {error}") from None
+    def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[ServerEvent]:
+        """One connection to the job's event stream; ends when the server ends it (or it breaks: httpx.HTTPError)."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as reply:
+            if reply.status_code >= 400:
+                reply.read()
+                raise CliError(_problem(reply))
+            yield from parse_events(reply.iter_lines())
+
+    def watch(self, job: dict) -> Iterator[dict]:
+        """The job as it changes, until it ends: follows the event stream, and when the stream breaks off (or sends
+        an `error` event) looks at the job and listens again with the last event id, as the UI does."""
+        last_id, failures, reason = None, 0, ""
+        while True:
+            try:
+                for event in self.events(job["id"], last_id):
+                    last_id = event.id or last_id
+                    if event.name == "error":
+                        reason = str((event.data or {}).get("error") or "the event stream reported an error")
+                        break
+                    failures = 0
+                    if isinstance(event.data, dict) and "state" in event.data:
+                        job = event.data
+                        yield job
+                    if event.name == "end" or job["state"] in TERMINAL:
+                        return
+                else:
+                    reason = "the event stream ended before the job did"
+            except httpx.HTTPError as error:
+                reason = f"lost the connection to {self.server}: {error}"
+            failures += 1
+            if failures > MAX_RECONNECTS:
+                raise CliError(f"gave up following job {job['id']} after {MAX_RECONNECTS} reconnects: {reason}")
+            time.sleep(RECONNECT_DELAY_S * failures)
+            job = self.call("GET", f"/v1/jobs/{job['id']}")  # what happened meanwhile
+            yield job
+            if job["state"] in TERMINAL:
+                return
 
     def download(self, job_id: str, path: Path) -> int:
         partial = path.with_name(f".{path.name}.part")
@@ -114,6 +154,39 @@ class Api:
             raise CliError(f"cannot write {path}: {error.strerror}") from None
         partial.replace(path)
         return path.stat().st_size
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    name: str
+    data: object  # the parsed JSON of the event's data lines (None when it has none or is not JSON)
+    id: str | None = None
+
+
+def parse_events(lines: Iterable[str]) -> Iterator[ServerEvent]:
+    """A text/event-stream body as events (the WHATWG rules the CLI needs: event, data, id; comments ignored)."""
+    name, data, event_id = "message", [], None
+    for line in lines:
+        if not line:
+            if data or name != "message":
+                yield ServerEvent(name, _json_or_none("\n".join(data)), event_id)
+            name, data, event_id = "message", [], None
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
+
+
+def _json_or_none(text: str) -> object:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
 
 
 def _problem(reply: httpx.Response) -> str:
@@ -149,7 +222,7 @@ def generate(api: Api, args: argparse.Namespace) -> int:
             print(f"\nerror: could not cancel job {job['id']}: {error}", file=sys.stderr)
         return 130
     if final["state"] != "succeeded":
-        raise CliError(f"job {job['id']} {final['state']}: {final.get('error') or 'no reason given'}")
+        raise CliError(f"job {job['id']} {final['state']}: {final.get('error') or 'the server gave no reason'}")
     size = api.download(job["id"], output)
     provenance = final.get("provenance") or {}
     print(f"{output}  ({size / 1e6:.1f} MB, seed {provenance.get('seed', job['request']['seed'])})")
@@ -157,14 +230,14 @@ def generate(api: Api, args: argparse.Namespace) -> int:
 
 
 def _follow(api: Api, job: dict, *, quiet: bool) -> dict:
-    """Watch the job's events until it ends; rich bars per stage (or plain lines)."""
+    """Watch the job until it ends; rich bars per stage (or one line per state)."""
     last = job
     if quiet or not sys.stderr.isatty():
         state = None
-        for last in api.events(job["id"]):
+        for last in api.watch(job):
             if last["state"] != state:
                 state = last["state"]
-                print(f"{state}", file=sys.stderr)
+                print(state, file=sys.stderr)
         return last
 
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -173,18 +246,22 @@ def _follow(api: Api, job: dict, *, quiet: bool) -> dict:
     with Progress(*columns, transient=False) as bars:
         queue = bars.add_task("queue", total=1.0)
         tasks = {stage: bars.add_task(stage, total=1.0) for stage in STAGES}
-        for last in api.events(job["id"]):
-            if last["state"] == "queued":
-                bars.update(queue, description=f"queue #{last['queue_position'] + 1}")
-            else:
-                bars.update(queue, completed=1.0, description="queue")
-            for stage, fraction in last.get("stage_progress", {}).items():
-                if stage in tasks:
-                    bars.update(tasks[stage], completed=fraction)
-            if last["state"] == "succeeded":
-                for task in tasks.values():
-                    bars.update(task, completed=1.0)
+        for last in api.watch(job):
+            _show(bars, queue, tasks, last)
     return last
+
+
+def _show(bars, queue, tasks: dict, job: dict) -> None:
+    if job["state"] == "queued":
+        bars.update(queue, description=f"queue #{job.get('queue_position', 0) + 1}")
+    else:
+        bars.update(queue, completed=1.0, description="queue")
+    for stage, fraction in (job.get("stage_progress") or {}).items():
+        if stage in tasks:
+            bars.update(tasks[stage], completed=fraction)
+    if job["state"] == "succeeded":
+        for task in tasks.values():
+            bars.update(task, completed=1.0)
 
 
 def jobs_command(api: Api, args: argparse.Namespace) -> int:
@@ -213,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         return jobs_command(api, args)
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (httpx.HTTPError, OSError, ValueError, KeyError) as error:  # a reply the CLI did not expect: still one line
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
 
 

@@ -147,12 +147,13 @@ class ModelHost(Generic[P]):
                 torch.cuda.empty_cache()
 
     def ready_pipeline(self, requested_model: str, context: grpc.ServicerContext) -> P:
-        """The loaded pipeline, or the call ends with FAILED_PRECONDITION saying why there is none."""
+        """The loaded pipeline, or the call ends: FAILED_PRECONDITION when none is loaded (not ready), INVALID_ARGUMENT
+        naming the `model` field when the caller asks for a preset this replica does not serve."""
         if self.pipeline is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{self.kind} service: {self.load_error}")
         if requested_model and requested_model != self.preset_name:
             context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.INVALID_ARGUMENT,
                 f"model: this {self.kind} service serves preset {self.preset_name!r}, not {requested_model!r}",
             )
         return self.pipeline

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidRequest",
     "FieldViolation",
     "validate_request",
+    "trusted_request",
     "build_music_prompt",
     "LIMITS",
 ]
@@ -202,3 +203,8 @@ def validate_request(data: dict[str, Any]) -> GenerationRequest:
         return GenerationRequest.model_validate(data)
     except ValidationError as error:
         raise InvalidRequest.from_validation_error(error) from None
+
+
+def trusted_request(data: dict[str, Any]) -> GenerationRequest:
+    """A request this system validated before (a stored job, a provenance), rebuilt without checking it again."""
+    return GenerationRequest.model_construct(**data)

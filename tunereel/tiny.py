@@ -158,7 +158,7 @@ LTX_SCHEDULER = dict(
 LTX_MAX_PROMPT_TOKENS = 128  # LTXPipeline encodes prompts to 128 tokens
 
 
-def _tokenizer(model_max_length: int):
+def offline_tokenizer(model_max_length: int):
     """A real `T5Tokenizer` (the class both checkpoints use) over a small word vocabulary, built offline.
 
     transformers 5's T5Tokenizer accepts a Unigram vocabulary directly. Words are "▁word" pieces; anything not in
@@ -178,7 +178,7 @@ def word_tokenizer(model_max_length: int):
 
 
 @torch.no_grad()
-def _make_codec_audible(codec) -> None:
+def make_codec_audible(codec) -> None:
     """Make a random EnCodec decode different codes to different, noise-like audio at about -20 dBFS.
 
     At random init its codebooks are zeros (every code decodes alike) and its weight-norm gains are tiny, so the
@@ -213,7 +213,7 @@ def build_tiny_musicgen(out_dir: Path, seed: int = 0) -> Path:
     )
 
     out_dir = Path(out_dir)
-    tokenizer = _tokenizer(model_max_length=512)
+    tokenizer = offline_tokenizer(model_max_length=512)
     config = MusicgenConfig(
         text_encoder={**MUSICGEN_TEXT_ENCODER, "vocab_size": len(tokenizer)},
         audio_encoder=MUSICGEN_AUDIO_ENCODER,
@@ -221,7 +221,7 @@ def build_tiny_musicgen(out_dir: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = MusicgenForConditionalGeneration(config).eval()
-    _make_codec_audible(model.audio_encoder)
+    make_codec_audible(model.audio_encoder)
     model.generation_config = GenerationConfig(**MUSICGEN_GENERATION)
     model.save_pretrained(out_dir)
 
@@ -241,7 +241,7 @@ def build_tiny_ltx(out_dir: Path, seed: int = 0) -> Path:
     from transformers import T5Config, T5EncoderModel
 
     out_dir = Path(out_dir)
-    tokenizer = _tokenizer(model_max_length=LTX_MAX_PROMPT_TOKENS)
+    tokenizer = offline_tokenizer(model_max_length=LTX_MAX_PROMPT_TOKENS)
     torch.manual_seed(seed)
     pipe = LTXPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER),

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tunereel.request import GenerationRequest, validate_request
-from tunereel.v1 import common_pb2
+from tunereel.request import GenerationRequest, trusted_request
+from tunereel.v1 import common_pb2, jobs_pb2
 
 __all__ = [
     "FRAME_CHUNK_BYTES",
@@ -22,6 +22,10 @@ __all__ = [
     "request_field_path",
     "provenance_to_dict",
     "job_to_dict",
+    "job_state_name",
+    "job_state_value",
+    "stage_name",
+    "enum_names",
     "pcm_to_bytes",
     "pcm_from_bytes",
     "split_frame",
@@ -101,7 +105,7 @@ def request_field_path(path: tuple[str | int, ...]) -> str:
 def provenance_to_dict(provenance: common_pb2.Provenance) -> dict:
     """Plain JSON-ready provenance: the request in the HTTP API's own field names, numbers as numbers."""
     return {
-        "request": validate_request(request_from_proto(provenance.request)).model_dump(),
+        "request": trusted_request(request_from_proto(provenance.request)).model_dump(),
         "seed": provenance.seed,
         "music_model_id": provenance.music_model_id,
         "video_model_id": provenance.video_model_id,
@@ -110,8 +114,33 @@ def provenance_to_dict(provenance: common_pb2.Provenance) -> dict:
     }
 
 
-JOB_STATE_NAMES = {1: "queued", 2: "running", 3: "succeeded", 4: "failed", 5: "canceled"}
-STAGE_NAMES = {0: None, 1: "queued", 2: "music", 3: "video", 4: "mux", 5: "done"}
+def job_state_name(state: int) -> str:
+    """A JobState as the store, the HTTP API, the CLI and the UI name it: JOB_STATE_QUEUED → "queued"."""
+    return jobs_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def job_state_value(name: str) -> int:
+    return jobs_pb2.JobState.Value(f"JOB_STATE_{name.upper()}")
+
+
+def stage_name(stage: int) -> str | None:
+    """A Stage by its short name: STAGE_MUX → "mux"; None for STAGE_UNSPECIFIED (no stage yet)."""
+    if stage == common_pb2.STAGE_UNSPECIFIED:
+        return None
+    return common_pb2.Stage.Name(stage).removeprefix("STAGE_").lower()
+
+
+TERMINAL_STATES = (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELED)
+
+
+def enum_names() -> dict[str, list[str]]:
+    """Every name a client meets in a job view, in the enums' order (the gateway serves this to the UI)."""
+    return {
+        "job_states": [job_state_name(v) for v in jobs_pb2.JobState.values() if v != jobs_pb2.JOB_STATE_UNSPECIFIED],
+        "terminal_states": [job_state_name(v) for v in TERMINAL_STATES],
+        "stages": [name for name in map(stage_name, common_pb2.Stage.values()) if name is not None],
+        "generation_stages": [stage_name(v) for v in (common_pb2.STAGE_MUSIC, common_pb2.STAGE_VIDEO, common_pb2.STAGE_MUX)],
+    }
 
 
 def job_to_dict(job) -> dict:
@@ -122,16 +151,16 @@ def job_to_dict(job) -> dict:
 
     return {
         "id": job.id,
-        "state": JOB_STATE_NAMES[job.state],
+        "state": job_state_name(job.state),
         "progress": round(job.progress, 4),
-        "stage": STAGE_NAMES.get(job.stage),
+        "stage": stage_name(job.stage),
         "stage_progress": {name: round(value, 4) for name, value in sorted(job.stage_progress.items())},
         "queue_position": job.queue_position,
         "eta_seconds": _eta_seconds(job),
         "created_at": when("create_time"),
         "started_at": when("start_time"),
         "ended_at": when("end_time"),
-        "request": validate_request(request_from_proto(job.request)).model_dump(),
+        "request": trusted_request(request_from_proto(job.request)).model_dump(),
         "provenance": provenance_to_dict(job.provenance) if job.HasField("provenance") else None,
         "error": job.error or None,
         "attempts": job.attempts,

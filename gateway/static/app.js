@@ -10,7 +10,9 @@ const FIELDS = ["genre", "duration", "video_prompt", "mood", "tempo_bpm", "instr
 const STAGE_TEXT = {
   queued: "Waiting in the queue", mux: "Muxing audio and video", done: "Finishing",
 };
-const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+// Job state and stage names are the API's proto enum names (GET /v1/enums); these are replaced at load by the server's.
+let TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+let GENERATION_STAGES = ["music", "video", "mux"];
 const PRESET = /^[a-z0-9][a-z0-9._-]*$/;
 
 // What the server says when /v1/limits cannot be read; replaced at load by the server's own values.
@@ -67,6 +69,14 @@ async function loadLimits() {
     const response = await fetch("/v1/limits");
     if (response.ok) limits = { ...limits, ...(await response.json()) };
   } catch { /* keep the defaults; the server still checks */ }
+  try {
+    const response = await fetch("/v1/enums");
+    if (response.ok) {
+      const names = await response.json();
+      TERMINAL = new Set(names.terminal_states);
+      GENERATION_STAGES = names.generation_stages;
+    }
+  } catch { /* keep the defaults */ }
   const set = (id, attrs) => Object.entries(attrs).forEach(([k, v]) => $(id).setAttribute(k, v));
   set("duration", { max: limits.max_duration_seconds });
   set("tempo_bpm", { min: limits.min_tempo_bpm, max: limits.max_tempo_bpm });
@@ -319,12 +329,13 @@ async function watch(id) {
   const controller = new AbortController();
   state.watch = controller;
   let retry = 0;
+  let lastEventId = null; // sent back on reconnect: the server then skips the snapshot we already have
   while (!controller.signal.aborted) {
     let ended = false;
     try {
-      const response = await api(`/v1/jobs/${id}/events`, {
-        signal: controller.signal, headers: { Accept: "text/event-stream" }, cache: "no-store",
-      });
+      const headers = { Accept: "text/event-stream" };
+      if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+      const response = await api(`/v1/jobs/${id}/events`, { signal: controller.signal, headers, cache: "no-store" });
       if (!response.ok) {
         const problem = await problemOf(response);
         $("job-error").textContent = problem.message;
@@ -338,7 +349,7 @@ async function watch(id) {
             state.job = data;
             renderJob(data);
           }
-        });
+        }, (eventId) => { lastEventId = eventId; });
       }
     } catch (error) {
       if (controller.signal.aborted) return;
@@ -358,8 +369,9 @@ async function watch(id) {
   }
 }
 
-// Reads a text/event-stream body; calls onEvent(name, parsedData) per event. True when the `end` event came.
-async function readEvents(response, onEvent) {
+// Reads a text/event-stream body; calls onEvent(name, parsedData) per event and onId(id) for each event id.
+// True when the `end` event came.
+async function readEvents(response, onEvent, onId = () => {}) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
@@ -375,6 +387,7 @@ async function readEvents(response, onEvent) {
       for (const line of block.split("\n")) {
         if (line.startsWith("event:")) name = line.slice(6).trim();
         else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        else if (line.startsWith("id:")) onId(line.slice(3).trim());
       }
       let parsed = null;
       try { parsed = data.length ? JSON.parse(data.join("\n")) : null; } catch { parsed = null; }
@@ -425,7 +438,7 @@ function renderJob(job) {
 
   const stages = $("job-stages");
   stages.replaceChildren();
-  for (const name of ["music", "video", "mux"]) {
+  for (const name of GENERATION_STAGES) {
     const fraction = job.state === "succeeded" ? 1 : (job.stage_progress || {})[name] || 0;
     const item = document.createElement("li");
     item.dataset.stage = name;

@@ -1,10 +1,18 @@
-"""Composer core: music and video streams in flight together, both muxed as they arrive. No gRPC server here.
+"""The composer's core: music and video in flight together, both muxed as they arrive. No gRPC in here.
 
-compose(): pick the seed → start both backend streams → read each in its own thread into one queue → this thread
-feeds the muxer the frames as they come, and hands the PCM to the audio track, whose own thread masters it
-(loudness and peak limiting in bounded memory, services/composer/stream_master.py) and encodes it beside the frames
-(services/composer/audio_track.py) → close the MP4 → return it with its provenance. A cancel flag or a failing
-backend stops both streams at once.
+`Composer.compose` reads top to bottom:
+
+1. inputs: the seed and one deadline for every backend call;
+2. start the sources (backends.py: one audio source, one video source), each read on its own thread into one queue
+   of typed events;
+3. wait for both headers;
+4. open the audio track (mastering and AAC encoding on its own thread, audio/track.py) and the muxer;
+5. feed frames and PCM as they come;
+6. finish: the audio track drains, the muxer writes the MP4;
+7. return it with its provenance (the job runner moves it into place).
+
+A cancel flag, a failing source or a failing step stops both streams at once, removes the partial file, and raises a
+`ComposeError` (errors.py) that says what happened; anything else that goes wrong is a bug and propagates as it is.
 
 Memory stays flat however long the output: the backends send segment by segment, raw frames and PCM go to the
 encoders as they arrive, and whichever stream is ahead waits *compressed* in the muxer's interleaver. Audio ahead
@@ -16,38 +24,51 @@ that does not grow with the duration. The audio stream is never held back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
-import numpy as np
 
 import tunereel
 from tunereel import wire
 from tunereel.request import GenerationRequest
 from tunereel.streaming import Cancelled
-from tunereel.v1 import common_pb2, music_pb2, video_pb2
+from tunereel.v1 import common_pb2
 
-from .audio_track import AudioTrack, AudioTrackCancelled, AudioTrackError
-from .backends import Backend, BackendFailure, Backends
-from .muxer import AudioSpec, Mp4Muxer, MuxResult, VideoSpec
-from .stream_master import StreamingMaster
+from .audio import AudioTrack, AudioTrackCancelled, AudioTrackError, StreamingMaster
+from .backends import (
+    AudioHeader,
+    Backends,
+    Ended,
+    Event,
+    ExpectedVideo,
+    Failed,
+    Frame,
+    Pcm,
+    Progress,
+    Source,
+    VideoHeader,
+    music_source,
+    video_source,
+)
+from .errors import ComposeError, InvalidAudio, MuxFailed, OutOfSpace, StorageFailed, is_disk_full
+from .muxer import AudioSpec, Mp4Muxer, MuxError, MuxResult, VideoSpec
 
 log = logging.getLogger("tunereel.composer")
 
-ProgressSink = Callable[[common_pb2.Progress], None]
+ProgressSink = Callable[[Progress], None]
 
 # How far (in seconds of video) the video stream may be read ahead of the audio received so far.
 VIDEO_LEAD_S = 10.0
-# Messages waiting between the reader threads and the muxing thread (a 768x512 frame is two 1 MiB messages).
-INBOX_MESSAGES = 64
+# Events waiting between the reader threads and the muxing thread (each at most one frame or one PCM chunk).
+INBOX_EVENTS = 64
+SOURCE = "composer"  # the `source` of the progress events the composer makes itself
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,15 @@ class Composer:
         self.backend_timeout = backend_timeout
         work_dir.mkdir(parents=True, exist_ok=True)
 
+    def sources(self, request: GenerationRequest, seed: int, timeout: float) -> tuple[Source, Source]:
+        """The audio source and the video source of one composition (both from the backends, today)."""
+        music = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
+                             seed=seed, model=request.music_model or "", timeout=timeout)  # fmt: skip
+        expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
+        video = video_source(self.backends, prompt=request.video_prompt, expected=expected, seed=seed,
+                             model=request.video_model or "", timeout=timeout)  # fmt: skip
+        return music, video
+
     def compose(
         self,
         request: GenerationRequest,
@@ -73,164 +103,152 @@ class Composer:
         cancelled: threading.Event,
         timeout: float | None = None,
     ) -> Composition:
+        # 1. Inputs: a seed for both models (the request's, or a new one) and one deadline for every backend call.
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-        frame_count = request.frame_count
         deadline = min(timeout or self.backend_timeout, self.backend_timeout)
-
-        music_call = self.backends.music_stub.GenerateMusic(
-            music_pb2.GenerateMusicRequest(
-                prompt=request.music_prompt,
-                duration_seconds=request.exact_duration,
-                seed=seed,
-                model=request.music_model or "",
-            ),
-            timeout=deadline,
-            metadata=self.backends.metadata,
-        )
-        video_call = self.backends.video_stub.GenerateVideo(
-            video_pb2.GenerateVideoRequest(
-                prompt=request.video_prompt,
-                width=request.width,
-                height=request.height,
-                fps=request.fps,
-                num_frames=frame_count,
-                seed=seed,
-                model=request.video_model or "",
-            ),
-            timeout=deadline,
-            metadata=self.backends.metadata,
-        )
-        calls = (music_call, video_call)
-        inbox: queue.Queue = queue.Queue(maxsize=INBOX_MESSAGES)
-        stop = threading.Event()
-        gate = _LeadGate(request.fps, stop)
-        readers = [
-            threading.Thread(target=_read, args=(self.backends.music, music_call, inbox, stop, None), daemon=True, name="read-music"),
-            threading.Thread(target=_read, args=(self.backends.video, video_call, inbox, stop, gate), daemon=True, name="read-video"),
-        ]
-        for reader in readers:
-            reader.start()
-
         path = self.work_dir / f"compose-{uuid.uuid4().hex}.mp4"
+
+        # 2. Start the sources: music and video generate at the same time, each read on its own thread. The video is
+        #    read no further than VIDEO_LEAD_S ahead of the audio received.
+        audio, video = self.sources(request, seed, deadline)
+        streams = EventStreams([audio, video], gated=video.name, fps=request.fps)
+        streams.start()
         try:
-            return self._mux(request, seed, frame_count, path, inbox, gate, on_progress, cancelled)
+            with composer_errors():
+                return self._mux(request, seed, streams, path, on_progress, cancelled)
         except BaseException:
-            for call in calls:
-                call.cancel()
+            streams.cancel()  # the backends stop generating
             path.unlink(missing_ok=True)
             raise
         finally:
-            stop.set()  # readers blocked on the gate or a full inbox give up
+            streams.close()
 
     def _mux(
         self,
         request: GenerationRequest,
         seed: int,
-        frame_count: int,
+        streams: EventStreams,
         path: Path,
-        inbox: queue.Queue,
-        gate: _LeadGate,
         on_progress: ProgressSink,
         cancelled: threading.Event,
     ) -> Composition:
-        music_header: music_pb2.AudioHeader | None = None
-        video_header: video_pb2.VideoHeader | None = None
-        assembler: wire.FrameAssembler | None = None
-        track: AudioTrack | None = None  # masters and encodes the audio in its own thread
-        frames_ready: list[np.ndarray] = []  # usually one frame: they go to the encoder as soon as it is open
+        events = streams.events(cancelled)
+
+        # 3. Wait for both headers; audio that arrives before the video header waits in `early`.
+        audio, video, early = wait_for_headers(events, on_progress)
+
+        # 4. Open the audio track (it masters and encodes on its own thread) and the muxer, and join them.
+        provenance = make_provenance(request, seed, audio.model_id, video.model_id)
+        spec = AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels)
+        track = AudioTrack(StreamingMaster(spec, audio.total_samples))
         muxer: Mp4Muxer | None = None
-        frames_muxed = 0
-
         try:
-            for source, message in _drain(inbox, cancelled):
-                if track is not None:
-                    track.check()  # a failed audio thread stops the composition now, not after the last frame
-                kind = message.WhichOneof("payload") if message is not None else None
-                if kind == "progress":
-                    on_progress(message.progress)
-                elif source == "music" and kind == "header":
-                    if track is not None:
-                        raise BackendFailure(grpc.StatusCode.INTERNAL, "music service: a second header")
-                    music_header = message.header
-                    if music_header.total_samples < 1 or music_header.channels < 1:
-                        raise BackendFailure(grpc.StatusCode.INTERNAL, f"music service: bad header {music_header}")
-                    track = AudioTrack(StreamingMaster(
-                        AudioSpec(sample_rate=music_header.sample_rate, channels=music_header.channels),
-                        music_header.total_samples,
-                    ))  # fmt: skip
-                elif source == "music" and kind == "chunk":
-                    chunk = message.chunk
-                    if track is None or chunk.offset_samples != track.received:
-                        raise BackendFailure(
-                            grpc.StatusCode.INTERNAL,
-                            f"music service: chunk at sample {chunk.offset_samples}, expected "
-                            f"{track.received if track else 'a header first'}",
-                        )
-                    try:
-                        track.push(wire.pcm_from_bytes(chunk.pcm, music_header.channels))
-                    except ValueError as error:
-                        raise BackendFailure(grpc.StatusCode.INTERNAL, f"music service: {error}") from None
-                    gate.advance(track.received / music_header.sample_rate)
-                elif source == "video" and kind == "header":
-                    video_header = message.header
-                    _check_video_header(video_header, request, frame_count)
-                    assembler = wire.FrameAssembler(video_header.width, video_header.height)
-                elif source == "video" and kind == "frame":
-                    frame = assembler.add(message.frame.frame_index, message.frame.offset, message.frame.data)
-                    if frame is not None:
-                        frames_ready.append(frame)
-                elif source == "music-done":
-                    if track is None:
-                        raise BackendFailure(grpc.StatusCode.INTERNAL, "music service: stream ended without a header")
-                    if track.received != track.total:
-                        raise BackendFailure(
-                            grpc.StatusCode.INTERNAL, f"music service: sent {track.received} of {track.total} samples"
-                        )
-                    gate.open()
-                    if track.whole:
-                        on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "mastering the audio"))
-                    track.end()
-                elif source == "video-done":
-                    done = assembler.frames_done if assembler else 0
-                    if done != frame_count:
-                        raise BackendFailure(
-                            grpc.StatusCode.INTERNAL, f"video service: sent {done} of {frame_count} frames"
-                        )
+            muxer = Mp4Muxer(path, VideoSpec(width=video.width, height=video.height, fps=video.fps), spec,
+                             metadata={"comment": provenance_json(provenance)})  # fmt: skip
+            track.attach(muxer)
+            feed = Feed(track, muxer, streams.gate, on_progress, audio, video)
 
-                if muxer is None and music_header is not None and video_header is not None:
-                    provenance = _provenance(request, seed, music_header, video_header)
-                    muxer = Mp4Muxer(
-                        path,
-                        VideoSpec(width=video_header.width, height=video_header.height, fps=video_header.fps),
-                        AudioSpec(sample_rate=music_header.sample_rate, channels=music_header.channels),
-                        metadata={"comment": provenance_json(provenance)},
-                    )
-                    track.attach(muxer)
-                if muxer is not None:
-                    for frame in frames_ready:
-                        muxer.add_frame(frame)
-                        frames_muxed += 1
-                        if frames_muxed % 8 == 0 or frames_muxed == frame_count:
-                            on_progress(_progress(common_pb2.STAGE_MUX, frames_muxed / frame_count, "encoding"))
-                    frames_ready.clear()
+            # 5. Feed frames and PCM as they come.
+            for event in early:
+                feed(event)
+            for event in events:
+                feed(event)
 
-            track.join(cancelled)  # every sample mastered and encoded
+            # 6. Finish: every sample mastered and encoded, then the MP4's index.
+            track.join(cancelled)
             result = muxer.close()
-            muxer = None
-        except AudioTrackCancelled:
-            raise Cancelled("compose cancelled by the caller") from None
-        except AudioTrackError as error:
-            raise BackendFailure(grpc.StatusCode.INTERNAL, f"composer: {error}") from error
         finally:
-            if track is not None:
-                track.abort()
+            track.abort()
             if muxer is not None:
-                muxer.abort()  # removes the partial file
-        on_progress(_progress(common_pb2.STAGE_DONE, 1.0, "done"))
-        return Composition(path=path, provenance=provenance, mux=result, sample_rate=music_header.sample_rate)
+                muxer.abort()  # removes the partial file unless close() succeeded
+        on_progress(Progress(SOURCE, common_pb2.STAGE_DONE, 1.0, message="done"))
+
+        # 7. The file and where it came from.
+        return Composition(path=path, provenance=provenance, mux=result, sample_rate=audio.sample_rate)
 
 
-class _LeadGate:
+def wait_for_headers(events: Iterator[Event], on_progress: ProgressSink) -> tuple[AudioHeader, VideoHeader, list[Event]]:
+    audio: AudioHeader | None = None
+    video: VideoHeader | None = None
+    early: list[Event] = []
+    for event in events:
+        if isinstance(event, Progress):
+            on_progress(event)
+        elif isinstance(event, AudioHeader):
+            audio = event
+        elif isinstance(event, VideoHeader):
+            video = event
+        else:
+            early.append(event)
+        if audio is not None and video is not None:
+            return audio, video, early
+    raise ComposeError("the backends' streams ended before both headers arrived")  # the sources check this first
+
+
+class Feed:
+    """Step 5: where each event goes. PCM to the audio track, frames to the muxer, progress to the caller."""
+
+    def __init__(self, track: AudioTrack, muxer: Mp4Muxer, gate: LeadGate, on_progress: ProgressSink,
+                 audio: AudioHeader, video: VideoHeader):  # fmt: skip
+        self.track = track
+        self.muxer = muxer
+        self.gate = gate
+        self.on_progress = on_progress
+        self.audio = audio
+        self.video = video
+        self.frames = 0
+
+    def __call__(self, event: Event) -> None:
+        self.track.check()  # a failed audio thread stops the composition now, not after the last frame
+        if isinstance(event, Progress):
+            self.on_progress(event)
+        elif isinstance(event, Pcm):
+            self.track.push(event.samples)
+            self.gate.advance(self.track.received / self.audio.sample_rate)
+        elif isinstance(event, Frame):
+            self.muxer.add_frame(event.rgb)
+            self.frames += 1
+            if self.frames % 8 == 0 or self.frames == self.video.frame_count:
+                self._mux_progress("encoding")
+        elif isinstance(event, Ended) and event.source == self.audio.source:
+            self.gate.open()
+            if self.track.whole:
+                self._mux_progress("mastering the audio")
+            self.track.end()
+
+    def _mux_progress(self, message: str) -> None:
+        fraction = min(max(self.frames / self.video.frame_count, 0.0), 1.0)
+        self.on_progress(Progress(SOURCE, common_pb2.STAGE_MUX, fraction, message=message))
+
+
+@contextlib.contextmanager
+def composer_errors() -> Iterator[None]:
+    """The failures of the composer's own steps (audio, muxing, disk) as ComposeErrors that say what happened."""
+    try:
+        yield
+    except AudioTrackCancelled:
+        raise Cancelled("compose cancelled by the caller") from None
+    except AudioTrackError as error:
+        raise failure_of(error.__cause__ or error) from error
+    except (MuxError, OSError) as error:
+        raise failure_of(error) from error
+
+
+def failure_of(error: BaseException) -> BaseException:
+    if isinstance(error, ComposeError):
+        return error
+    if is_disk_full(error):
+        return OutOfSpace(f"the composer's disk is full: {error}")
+    if isinstance(error, MuxError):
+        return MuxFailed(f"writing the MP4 failed: {error}")
+    if isinstance(error, OSError):
+        return StorageFailed(f"the composer could not write its file: {error}")
+    if isinstance(error, ValueError):  # the master's checks (NaN/inf, shapes)
+        return InvalidAudio(f"the audio cannot be mastered: {error}")
+    return error  # a bug: propagates as it is
+
+
+class LeadGate:
     """Holds the video reader while the frame it would pass on lies more than VIDEO_LEAD_S ahead of the audio
     received; opens for good once the music has all arrived (or the composition stops)."""
 
@@ -257,69 +275,84 @@ class _LeadGate:
                 self._changed.wait(0.1)
 
 
-def _read(backend: Backend, call, inbox: queue.Queue, stop: threading.Event, gate: _LeadGate | None) -> None:
-    """Reader thread: every message of one backend stream into the shared inbox, then a done or error marker.
-    Gives up (without blocking forever on a full inbox) once `stop` is set."""
+class EventStreams:
+    """Reads several sources at once, each on its own thread, into one bounded queue of events; `events()` yields
+    them until every source has ended and raises the first source's failure. Frames of the `gated` source wait at
+    the lead gate."""
 
-    def put(item) -> bool:
-        while not stop.is_set():
+    def __init__(self, sources: Sequence[Source], *, gated: str, fps: int, capacity: int = INBOX_EVENTS):
+        self.sources = list(sources)
+        self.gated = gated
+        self._stop = threading.Event()
+        self.gate = LeadGate(fps, self._stop)
+        self._inbox: queue.Queue[Event] = queue.Queue(maxsize=capacity)
+        self._threads = [
+            threading.Thread(target=self._read, args=(source,), name=f"read-{source.name}", daemon=True)
+            for source in self.sources
+        ]
+
+    def start(self) -> None:
+        for source in self.sources:
+            source.start()
+        for thread in self._threads:
+            thread.start()
+
+    def events(self, cancelled: threading.Event) -> Iterator[Event]:
+        open_sources = {source.name for source in self.sources}
+        while open_sources:
+            if cancelled.is_set():
+                raise Cancelled("compose cancelled by the caller")
             try:
-                inbox.put(item, timeout=0.1)
+                event = self._inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(event, Failed):
+                raise event.error
+            if isinstance(event, Ended):
+                open_sources.discard(event.source)
+            yield event
+
+    def cancel(self) -> None:
+        for source in self.sources:
+            source.cancel()
+
+    def close(self) -> None:
+        """Stop the readers (those blocked at the gate or on a full queue give up) and wait a moment for them."""
+        self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(1.0)
+
+    def _read(self, source: Source) -> None:
+        try:
+            for event in source.events():
+                if source.name == self.gated and isinstance(event, Frame):
+                    self.gate.wait(event.index)
+                if not self._put(event):
+                    return
+        except ComposeError as error:
+            self._put(Failed(source.name, error))
+        except Exception as error:  # noqa: BLE001 - a bug in a source: the composition fails with it, at once
+            log.exception("%s source failed", source.name)
+            self._put(Failed(source.name, ComposeError(f"{source.name} source: {type(error).__name__}: {error}")))
+
+    def _put(self, event: Event) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._inbox.put(event, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    try:
-        for message in call:
-            if gate is not None and message.WhichOneof("payload") == "frame" and message.frame.offset == 0:
-                gate.wait(message.frame.frame_index)
-            if not put((backend.name, message)):
-                return
-        put((f"{backend.name}-done", None))
-    except grpc.RpcError as error:
-        put((f"{backend.name}-error", backend.failure(error)))
 
-
-def _drain(inbox: queue.Queue, cancelled: threading.Event) -> Iterator[tuple[str, object]]:
-    """Messages from both streams until both ended; raises on the first failure or on cancel."""
-    open_streams = {"music", "video"}
-    while open_streams:
-        if cancelled.is_set():
-            raise Cancelled("compose cancelled by the caller")
-        try:
-            source, message = inbox.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if source.endswith("-error"):
-            raise message
-        if source.endswith("-done"):
-            open_streams.discard(source.removesuffix("-done"))
-        yield source, message
-
-
-def _check_video_header(header: video_pb2.VideoHeader, request: GenerationRequest, frame_count: int) -> None:
-    expected = (request.width, request.height, request.fps, frame_count, "rgb24")
-    got = (header.width, header.height, header.fps, header.frame_count, header.pixel_format)
-    if got != expected:
-        raise BackendFailure(grpc.StatusCode.INTERNAL, f"video service: header {got} does not match the request {expected}")
-
-
-def _progress(stage: int, fraction: float, message: str) -> common_pb2.Progress:
-    return common_pb2.Progress(
-        stage=stage, fraction=min(max(fraction, 0.0), 1.0), segment=0, total_segments=1, message=message
-    )
-
-
-def _provenance(
-    request: GenerationRequest, seed: int, music_header: music_pb2.AudioHeader, video_header: video_pb2.VideoHeader
-) -> common_pb2.Provenance:
+def make_provenance(request: GenerationRequest, seed: int, music_model_id: str, video_model_id: str) -> common_pb2.Provenance:
     effective = request.model_copy(update={"seed": seed})
     return common_pb2.Provenance(
         request=wire.request_to_proto(effective),
         seed=seed,
-        music_model_id=music_header.model_id,
-        video_model_id=video_header.model_id,
+        music_model_id=music_model_id,
+        video_model_id=video_model_id,
         music_prompt=request.music_prompt,
         version=tunereel.__version__,
     )

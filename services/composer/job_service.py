@@ -14,19 +14,12 @@ from google.protobuf import timestamp_pb2
 
 from tunereel import rpc_errors, wire
 from tunereel.auth import ApiKeys, metadata_value
-from tunereel.request import InvalidRequest, validate_request
+from tunereel.request import InvalidRequest, trusted_request, validate_request
 from tunereel.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, media_pb2
 
-from .store import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobRecord, JobStore, QueueFull
+from .store import QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobRecord, JobStore, QueueFull
 
 SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
-STATES = {
-    QUEUED: jobs_pb2.JOB_STATE_QUEUED,
-    RUNNING: jobs_pb2.JOB_STATE_RUNNING,
-    SUCCEEDED: jobs_pb2.JOB_STATE_SUCCEEDED,
-    FAILED: jobs_pb2.JOB_STATE_FAILED,
-    CANCELED: jobs_pb2.JOB_STATE_CANCELED,
-}
 READ_CHUNK_BYTES = 256 * 1024
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100  # a larger page_size is capped to this (AIP-158), not refused
@@ -44,11 +37,11 @@ def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
 def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: float | None = None) -> jobs_pb2.Job:
     job = jobs_pb2.Job(
         id=record.id,
-        state=STATES[record.state],
+        state=wire.job_state_value(record.state),
         progress=record.progress,
         stage=job_stage(record),
         queue_position=queue_position,
-        request=wire.request_to_proto(validate_request(record.request)),
+        request=wire.request_to_proto(record.request),
         error=record.error,
         attempts=record.attempts,
         result_size_bytes=record.result_size,
@@ -66,7 +59,7 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
         p = record.provenance
         job.provenance.CopyFrom(
             common_pb2.Provenance(
-                request=wire.request_to_proto(validate_request(p["request"])),
+                request=wire.request_to_proto(trusted_request(p["request"])),
                 seed=p["seed"],
                 music_model_id=p["music_model_id"],
                 video_model_id=p["video_model_id"],
@@ -169,7 +162,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             generation = generation.model_copy(update={"seed": int.from_bytes(uuid.uuid4().bytes[:4], "big")})
         try:
             record, _created = self.store.create(
-                generation.model_dump(),
+                generation,
                 owner=owner,
                 idempotency_key=request.idempotency_key or None,
                 webhook_url=request.webhook_url or None,

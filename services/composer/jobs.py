@@ -15,31 +15,50 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import httpx
 
 from tunereel import wire
-from tunereel.request import validate_request
 from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2
 
-from .backends import BackendFailure
-from .compose import Composer
+from .backends import Progress
+from .compose import Composer, failure_of
+from .errors import ComposeError
 from .store import JobRecord, JobStore
 
 log = logging.getLogger("tunereel.composer.jobs")
 
 # Share of the overall progress each stage stands for (music and video run at the same time).
 STAGE_WEIGHTS = {common_pb2.STAGE_MUSIC: 0.2, common_pb2.STAGE_VIDEO: 0.5, common_pb2.STAGE_MUX: 0.3}
-STAGE_KEYS = {common_pb2.STAGE_MUSIC: "music", common_pb2.STAGE_VIDEO: "video", common_pb2.STAGE_MUX: "mux"}
-# Backend failures that a later attempt may not meet; everything else fails the job at once.
-RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.UNKNOWN,
-}
+
+
+def should_retry(error: ComposeError) -> bool:
+    """The retry policy, in one place: only what a later attempt can change (errors.py says which errors those
+    are). A deterministic failure fails the job at once instead of making the same video again with the same seed."""
+    return error.retryable
+
+
+class JobProgress:
+    """Progress of one running job, written by the compose thread and read by the heartbeat thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fractions: dict[int, float] = {}
+        self._stage = 0
+
+    def update(self, event: Progress) -> None:
+        if event.stage in STAGE_WEIGHTS:
+            with self._lock:
+                self._fractions[event.stage] = max(self._fractions.get(event.stage, 0.0), event.fraction)
+                self._stage = event.stage
+
+    def snapshot(self) -> tuple[float, int, dict[str, float]]:
+        """(overall progress, current stage, fraction per stage name), consistent with each other."""
+        with self._lock:
+            fractions = dict(self._fractions)
+            stage = self._stage
+        overall = sum(STAGE_WEIGHTS[s] * f for s, f in fractions.items())
+        return overall, stage, {wire.stage_name(s): round(f, 4) for s, f in fractions.items()}
 
 
 @dataclass(frozen=True)
@@ -81,7 +100,13 @@ class JobRunner:
         self._spawn(self._sweep_loop, "sweeper")
 
     def stop(self) -> None:
+        """Stop claiming; running jobs go back to the queue at their next heartbeat."""
         self._stop.set()
+
+    def join(self, timeout: float = 10.0) -> None:
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     def _spawn(self, target, name: str) -> None:
         thread = threading.Thread(target=target, args=(name,), name=name, daemon=True)
@@ -106,60 +131,45 @@ class JobRunner:
 
     def run_one(self, job: JobRecord, worker: str) -> None:
         log.info("job %s: attempt %d started by %s", job.id, job.attempts, worker)
-        request = validate_request(job.request)
         cancelled = threading.Event()
-        state = {"progress": 0.0, "stage": 0, "lost": False, "cancel": False}
-        fractions: dict[int, float] = {}
-
-        def on_progress(event: common_pb2.Progress) -> None:
-            if event.stage in STAGE_WEIGHTS:
-                fractions[event.stage] = max(fractions.get(event.stage, 0.0), event.fraction)
-                state["progress"] = sum(STAGE_WEIGHTS[s] * f for s, f in fractions.items())
-                state["stage"] = event.stage
+        progress = JobProgress()
+        why_stopped: list[str] = []  # "cancel", "lost" or "shutdown": set by the heartbeat thread before `cancelled`
 
         def keep_lease() -> None:
             interval = min(1.0, self.store.lease_seconds / 3)
             while not cancelled.wait(interval):
+                overall, stage, stages = progress.snapshot()
                 try:
-                    beat = self.store.heartbeat(
-                        job.id,
-                        worker,
-                        progress=state["progress"],
-                        stage=state["stage"],
-                        stage_progress={STAGE_KEYS[s]: round(f, 4) for s, f in fractions.items()},
-                    )
+                    beat = self.store.heartbeat(job.id, worker, progress=overall, stage=stage, stage_progress=stages)
                 except Exception:  # noqa: BLE001 - a missed beat is retried; the lease has slack
                     log.warning("job %s: heartbeat failed", job.id, exc_info=True)
                     continue
-                if not beat.alive:
-                    state["lost"] = True
-                    cancelled.set()
-                elif beat.cancel_requested:
-                    state["cancel"] = True
+                reason = "lost" if not beat.alive else "cancel" if beat.cancel_requested else None
+                if reason is None and self._stop.is_set():
+                    reason = "shutdown"
+                if reason is not None:
+                    why_stopped.append(reason)
                     cancelled.set()
 
         beat_thread = threading.Thread(target=keep_lease, name=f"lease-{job.id[:8]}", daemon=True)
         beat_thread.start()
         try:
-            composition = self.composer.compose(request, on_progress=on_progress, cancelled=cancelled)
+            composition = self.composer.compose(job.request, on_progress=progress.update, cancelled=cancelled)
+            result = self._move_into_place(job, composition.path)
         except Cancelled:
-            if state["cancel"]:
-                self.store.cancel_done(job.id, worker)
-                log.info("job %s: canceled", job.id)
-            else:
-                log.warning("job %s: lease lost; another worker owns it now", job.id)
+            self._after_cancel(job, worker, why_stopped[0] if why_stopped else "shutdown")
             return
-        except BackendFailure as failure:
-            self._after_failure(job, worker, failure)
+        except ComposeError as error:
+            self._after_failure(job, worker, error)
+            return
+        except Exception as error:  # noqa: BLE001 - a bug: the job fails now, saying what it was
+            log.exception("job %s: unexpected error", job.id)
+            self.store.fail(job.id, worker, f"composer error: {type(error).__name__}: {error}")
             return
         finally:
             cancelled.set()
             beat_thread.join()
 
-        # The finished file moves next to the results under a name of its own; the job points at it only if this
-        # worker still owns the job, so a late worker can never replace a result another worker delivered.
-        result = self.settings.results_dir / f"{job.id}.{uuid.uuid4().hex[:8]}.mp4"
-        os.replace(composition.path, result)
         provenance = wire.provenance_to_dict(composition.provenance)
         if self.store.succeed(job.id, worker, result_path=str(result), result_size=result.stat().st_size, provenance=provenance):
             log.info("job %s: succeeded", job.id)
@@ -167,14 +177,36 @@ class JobRunner:
             result.unlink(missing_ok=True)
             log.warning("job %s: finished after losing its lease; result discarded", job.id)
 
-    def _after_failure(self, job: JobRecord, worker: str, failure: BackendFailure) -> None:
-        if failure.code not in RETRYABLE:
-            self.store.fail(job.id, worker, failure.message)
-            log.info("job %s: failed: %s", job.id, failure.message)
+    def _move_into_place(self, job: JobRecord, path: Path) -> Path:
+        """The finished file moves next to the results under a name of its own; the job points at it only if this
+        worker still owns the job, so a late worker can never replace a result another worker delivered."""
+        result = self.settings.results_dir / f"{job.id}.{uuid.uuid4().hex[:8]}.mp4"
+        try:
+            os.replace(path, result)
+        except OSError as error:
+            path.unlink(missing_ok=True)
+            raise failure_of(error) from error
+        return result
+
+    def _after_cancel(self, job: JobRecord, worker: str, reason: str) -> None:
+        if reason == "cancel":
+            self.store.cancel_done(job.id, worker)
+            log.info("job %s: canceled", job.id)
+        elif reason == "shutdown":  # back to the queue now, not when the lease runs out
+            self.store.retry_later(job.id, worker, "the composer running this job shut down", 0.0)
+            log.info("job %s: handed back (shutting down)", job.id)
+        else:
+            log.warning("job %s: lease lost; another worker owns it now", job.id)
+
+    def _after_failure(self, job: JobRecord, worker: str, error: ComposeError) -> None:
+        kind = type(error).__name__
+        if not should_retry(error):
+            self.store.fail(job.id, worker, error.message)
+            log.info("job %s: failed (%s): %s", job.id, kind, error.message)
             return
         delay = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (job.attempts - 1))
-        outcome = self.store.retry_later(job.id, worker, failure.message, delay)
-        log.info("job %s: %s (%s); %s", job.id, failure.code.name, failure.message,
+        outcome = self.store.retry_later(job.id, worker, error.message, delay)
+        log.info("job %s: %s (%s); %s", job.id, kind, error.message,
                  f"retry in {delay:.1f} s" if outcome == "queued" else outcome)  # fmt: skip
 
     # --- webhooks -----------------------------------------------------------------------------------------------

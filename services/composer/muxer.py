@@ -43,8 +43,6 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 
-from tunereel.composer.loudness import integrated_lufs, master, true_peak_dbtp
-
 __all__ = [
     "AAC_SAMPLE_RATES",
     "AudioSpec",
@@ -54,8 +52,8 @@ __all__ = [
     "SUPPORTED_METADATA_KEYS",
     "VideoSpec",
     "aac_round_trip",
+    "check_pcm",
     "encode_mp4",
-    "master_for_aac",
 ]
 
 # Keys that FFmpeg's mp4 muxer writes and its demuxer reads back unchanged (checked with PyAV 18 / libavformat 62).
@@ -268,7 +266,7 @@ class Mp4Muxer:
     def add_audio(self, pcm: np.ndarray) -> None:
         """Encode a chunk of PCM: float (samples, channels) in [-1, 1] (a 1-D array is accepted for mono).
         Chunks are concatenated in call order; any chunk size works (the encoder re-blocks to AAC's 1024)."""
-        pcm = _check_pcm(pcm, self.audio)
+        pcm = check_pcm(pcm, self.audio)
         if pcm.shape[0] == 0:
             return
         frame = _audio_frame(pcm, self.audio)
@@ -363,7 +361,8 @@ class Mp4Muxer:
             pass
 
 
-def _check_pcm(pcm: np.ndarray, audio: AudioSpec) -> np.ndarray:
+def check_pcm(pcm: np.ndarray, audio: AudioSpec) -> np.ndarray:
+    """PCM as the AAC encoder takes it: float (samples, channels), finite; MuxError otherwise."""
     channels = audio.channels
     if not isinstance(pcm, np.ndarray):
         raise MuxError(f"audio: expected a numpy float32 array of shape (samples, {channels}), "
@@ -391,7 +390,7 @@ def aac_round_trip(pcm: np.ndarray, audio: AudioSpec) -> np.ndarray:
     (The AAC encoder is deterministic and its output does not depend on how the PCM was chunked, so this matches
     the audio of an MP4 written with the same PCM sample for sample.)"""
     _validate_specs(VideoSpec(2, 2, 1), audio)
-    pcm = _check_pcm(pcm, audio)
+    pcm = check_pcm(pcm, audio)
     n = pcm.shape[0]
     if n == 0:
         return np.zeros((0, audio.channels), np.float32)
@@ -424,54 +423,6 @@ def aac_round_trip(pcm: np.ndarray, audio: AudioSpec) -> np.ndarray:
     if out.shape[0] < n:  # cannot happen with FFmpeg's encoder; keep the contract anyway
         out = np.concatenate([out, np.zeros((n - out.shape[0], audio.channels), out.dtype)])
     return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def master_for_aac(
-    pcm: np.ndarray,
-    audio: AudioSpec,
-    *,
-    target_lufs: float = -14.0,
-    max_true_peak_dbtp: float = -1.0,
-    fade_out_s: float = 0.5,
-    max_attempts: int = 4,
-) -> np.ndarray:
-    """`loudness.master`, verified through the AAC encoder the muxer uses.
-
-    AAC adds quantisation noise and (at 44.1/48 kHz) a low-pass, so the decoded true peak can exceed the PCM's by
-    more than master()'s default 0.5 dB headroom on noise-like material (measured up to ~3.5 dB for limited white
-    noise bursts in 48 kHz stereo; music sourced at 32 kHz mono stays within ~0.3 dB). This masters, round-trips
-    through `aac_round_trip`, and if the decoded true peak is above `max_true_peak_dbtp` re-masters with the
-    headroom grown by the overshoot (and nudges the loudness target by what the codec lost), up to `max_attempts`
-    times; a last resort scales the result down so the decoded peak holds. Returns float32 (samples, channels).
-    Costs one AAC encode + decode per attempt (about 1.5 s per 5 minutes of 32 kHz mono).
-    """
-    pcm = _check_pcm(pcm, audio)
-    rate = audio.sample_rate
-    headroom, target = 0.5, target_lufs
-    peak_ok: np.ndarray | None = None
-    y = pcm
-    peak = -math.inf
-    for _ in range(max(1, max_attempts)):
-        y = master(pcm, rate, target_lufs=target, max_true_peak_dbtp=max_true_peak_dbtp,
-                   fade_out_s=fade_out_s, headroom_db=headroom)
-        decoded = aac_round_trip(y, audio)
-        peak = true_peak_dbtp(decoded, rate)
-        loud = integrated_lufs(decoded, rate)
-        if peak == -math.inf or loud == -math.inf:
-            return y  # silence (or below the -70 LUFS gate): nothing to verify
-        loud_ok = abs(loud - target_lufs) <= 0.5
-        if peak <= max_true_peak_dbtp:
-            if loud_ok:
-                return y
-            peak_ok = y
-        else:
-            headroom += (peak - max_true_peak_dbtp) + 0.2
-        if not loud_ok:
-            target += target_lufs - loud
-    if peak_ok is not None:
-        return peak_ok
-    # last resort: a plain gain down by the remaining overshoot (AAC is close enough to linear for this)
-    return (y * 10.0 ** ((max_true_peak_dbtp - 0.2 - peak) / 20.0)).astype(np.float32)
 
 
 def encode_mp4(

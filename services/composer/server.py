@@ -18,10 +18,18 @@ from tunereel.auth import ApiKeys, InsecureBinding
 from tunereel.request import InvalidRequest, validate_request
 from tunereel.serving import GrpcServer, start_server
 from tunereel.streaming import Cancelled, events_from_thread
-from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
+from tunereel.v1 import common_pb2, composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
 
-from .backends import BackendFailure, Backends, HealthMirror
+from .backends import Backends, HealthMirror, Progress
 from .compose import Composer, Composition
+from .errors import (
+    BackendBusy,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+    ComposeError,
+    OutOfSpace,
+)
 from .job_service import SERVICE_NAME as JOB_SERVICE_NAME
 from .job_service import JobServicer
 from .jobs import JobRunner, JobSettings
@@ -31,6 +39,30 @@ log = logging.getLogger("tunereel.composer")
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
 MP4_CHUNK_BYTES = 256 * 1024
 BUSY_RETRY_S = 5.0  # when all Compose slots are taken: a short composition frees one within seconds
+
+# The one place a composer error becomes a gRPC status (jobs.py decides retries from the errors themselves).
+STATUS_OF_ERROR: tuple[tuple[type[ComposeError], grpc.StatusCode], ...] = (
+    (BackendRejected, grpc.StatusCode.INVALID_ARGUMENT),
+    (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (BackendBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (BackendTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (OutOfSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),
+)
+
+
+def status_of(error: ComposeError) -> grpc.StatusCode:
+    """INTERNAL for whatever the table does not name: protocol errors, bad audio, mux failures, backend faults."""
+    for kind, code in STATUS_OF_ERROR:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def progress_message(event: Progress) -> composer_pb2.ComposeResponse:
+    return composer_pb2.ComposeResponse(progress=common_pb2.Progress(
+        stage=event.stage, fraction=event.fraction, step=event.step, total_steps=event.total_steps,
+        segment=event.segment, total_segments=event.total_segments, message=event.message,
+    ))  # fmt: skip
 
 
 class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
@@ -59,7 +91,7 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
             composition.append(
                 self.composer.compose(
                     generation,
-                    on_progress=lambda progress: emit(composer_pb2.ComposeResponse(progress=progress)),
+                    on_progress=lambda progress: emit(progress_message(progress)),
                     cancelled=cancelled,
                     timeout=context.time_remaining(),
                 )
@@ -69,15 +101,21 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
         log.info("compose: %d frames at %dx%d", generation.frame_count, generation.width, generation.height)
         try:
             yield from events_from_thread(work, name="compose", cancelled=cancelled)
-        except BackendFailure as failure:
-            log.warning("compose failed after %.1f s: %s %s", time.monotonic() - started, failure.code.name, failure.message)
-            rpc_errors.abort(context, failure.code, failure.message)  # UNAVAILABLE gets a RetryInfo
+        except ComposeError as failure:
+            code = status_of(failure)
+            log.warning("compose failed after %.1f s: %s %s", time.monotonic() - started, code.name, failure.message)
+            if isinstance(failure, BackendRejected) and failure.field:  # a model this deployment does not serve
+                rpc_errors.abort_invalid_field(context, f"request.{failure.field}", failure.message)
+            rpc_errors.abort(context, code, failure.message)  # UNAVAILABLE gets a RetryInfo
         except Cancelled:
             log.info("compose cancelled after %.1f s", time.monotonic() - started)
             context.abort(grpc.StatusCode.CANCELLED, "compose cancelled")
         except GeneratorExit:  # the caller cancelled: gRPC stopped reading this stream
             log.info("compose cancelled by the caller after %.1f s", time.monotonic() - started)
             raise
+        except Exception as error:  # a bug: the caller hears what it was at once, not a bare "unexpected error"
+            log.exception("compose failed after %.1f s", time.monotonic() - started)
+            context.abort(grpc.StatusCode.INTERNAL, f"composer error: {type(error).__name__}: {error}")
         finally:
             self.slots.release()
         log.info("compose done in %.1f s", time.monotonic() - started)
@@ -151,7 +189,7 @@ def serve(
     mirror.start()
     runner = JobRunner(store, composer, settings)
     runner.start()
-    return Composed(server=server, mirror=mirror, runner=runner, store=store)
+    return Composed(server=server, mirror=mirror, runner=runner, store=store, backends=backends)
 
 
 @dataclass
@@ -160,15 +198,20 @@ class Composed:
     mirror: HealthMirror
     runner: JobRunner
     store: JobStore
+    backends: Backends
 
     @property
     def port(self) -> int:
         return self.server.port
 
     def stop(self, grace: float = 0.0) -> None:
+        """Stop taking work, let running calls end within `grace`, then close every thread, channel and the store."""
         self.runner.stop()
         self.mirror.stop()
         self.server.stop(grace)
+        self.runner.join()
+        self.mirror.join()
+        self.backends.close()
         self.store.close()
 
 
@@ -219,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("ComposerService on %s:%d (music %s, video %s)", args.host, composed.port, args.music, args.video)
     composed.server.wait_for_signals()
-    composed.runner.stop()
-    composed.mirror.stop()
+    composed.stop()
     return 0
 
 

@@ -19,6 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from tunereel.request import GenerationRequest, trusted_request
+from tunereel.v1 import jobs_pb2
+from tunereel.wire import job_state_name
+
 __all__ = [
     "JobStore",
     "JobRecord",
@@ -35,7 +39,13 @@ __all__ = [
     "jobs",
 ]
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+
+# The names the jobs table stores are the proto enum's (tunereel.wire.job_state_name).
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = (
+    job_state_name(state)
+    for state in (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING, jobs_pb2.JOB_STATE_SUCCEEDED,
+                  jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELED)
+)  # fmt: skip
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
 
 metadata = sa.MetaData()
@@ -92,7 +102,7 @@ class JobRecord:
     id: str
     owner: str
     state: str
-    request: dict[str, Any]
+    request: GenerationRequest  # validated once, when the job was created
     idempotency_key: str | None
     webhook_url: str | None
     progress: float
@@ -123,7 +133,7 @@ class JobRecord:
             id=m["id"],
             owner=m["owner"],
             state=m["state"],
-            request=json.loads(m["request_json"]),
+            request=trusted_request(json.loads(m["request_json"])),
             idempotency_key=m["idempotency_key"],
             webhook_url=m["webhook_url"],
             progress=m["progress"],
@@ -188,7 +198,7 @@ class JobStore:
     # --- creation and reading -----------------------------------------------------------------------------------
     def create(
         self,
-        request: dict[str, Any],
+        request: GenerationRequest,
         *,
         owner: str = "",
         idempotency_key: str | None = None,
@@ -196,7 +206,7 @@ class JobStore:
         identity: dict[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Queue a job; returns (job, created). `identity` is what idempotency compares (defaults to `request`)."""
-        digest = request_hash(identity if identity is not None else request)
+        digest = request_hash(identity if identity is not None else request.model_dump())
         now = time.time()
         with self.engine.begin() as db:
             if self.is_postgres:  # count-then-insert must be atomic for the queue bound
@@ -221,7 +231,7 @@ class JobStore:
                     id=job_id,
                     owner=owner,
                     state=QUEUED,
-                    request_json=json.dumps(request, sort_keys=True),
+                    request_json=json.dumps(request.model_dump(), sort_keys=True),
                     request_hash=digest,
                     idempotency_key=idempotency_key,
                     webhook_url=webhook_url,

@@ -119,7 +119,7 @@ def blend_frames(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
-def _to_uint8(video: torch.Tensor) -> torch.Tensor:
+def to_uint8(video: torch.Tensor) -> torch.Tensor:
     """(batch, channels, frames, height, width) floats in -1..1 → uint8 (batch, frames, height, width, 3) on the CPU."""
     return video.permute(0, 2, 3, 4, 1).float().mul(0.5).add(0.5).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu()
 
@@ -151,7 +151,7 @@ class _Uint8Decode:
         stride = vae.tile_sample_stride_num_frames // tc
         blend = vae.tile_sample_min_num_frames - vae.tile_sample_stride_num_frames
         if stride < 1 or z.shape[2] <= tile:
-            video = _to_uint8(self.original(z, temb, return_dict=False)[0])
+            video = to_uint8(self.original(z, temb, return_dict=False)[0])
             return self._wrap(video, return_dict)
         batch, _, frames, height, width = z.shape
         count = (frames - 1) * tc + 1
@@ -174,7 +174,7 @@ class _Uint8Decode:
                     decoded = decoded[:, :, :-1]
                     done = vae.blend_t(previous, decoded, blend)[:, :, : vae.tile_sample_stride_num_frames]
                 take = min(done.shape[2], count - filled)
-                out[:, filled : filled + take] = _to_uint8(done[:, :, :take])
+                out[:, filled : filled + take] = to_uint8(done[:, :, :take])
                 filled += take
                 previous = decoded
                 if filled >= count:
@@ -199,7 +199,7 @@ class _Uint8Frames(VideoProcessor):
             return video.permute(0, 2, 3, 4, 1)
         out = torch.empty((video.shape[0], video.shape[2], video.shape[3], video.shape[4], 3), dtype=torch.uint8)
         for start in range(0, video.shape[2], _CONVERT_FRAMES):
-            part = _to_uint8(video[:, :, start : start + _CONVERT_FRAMES])
+            part = to_uint8(video[:, :, start : start + _CONVERT_FRAMES])
             out[:, start : start + part.shape[1]] = part
         return out
 

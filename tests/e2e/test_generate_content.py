@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.media import decode_audio, probe_mp4
-from tunereel.composer.loudness import integrated_lufs, true_peak_dbtp
+from tunereel.composer.audio import integrated_lufs, true_peak_dbtp
 from tunereel.launch import LocalStack
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 
 from tests.media import decode_audio, decode_frames, probe_mp4
 from tests.seams import audio_join_report, video_seam_report
-from tunereel.composer.loudness import integrated_lufs, true_peak_dbtp
+from tunereel.composer.audio import integrated_lufs, true_peak_dbtp
 from tunereel.launch import LocalStack
 from tunereel.presets import video_preset
 from tunereel.segments import music_join_starts, plan_music, plan_video, video_seam_starts

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tests.media import decode_audio, probe_mp4
-from tunereel.composer.audio_track import AudioTrack, AudioTrackCancelled, AudioTrackError
+from tunereel.composer.audio import AudioTrack, AudioTrackCancelled, AudioTrackError
 from tunereel.composer.muxer import AudioSpec, Mp4Muxer, VideoSpec, aac_round_trip
-from tunereel.composer.stream_master import StreamingMaster
+from tunereel.composer.audio import StreamingMaster
 
 from .test_stream_master import music_like
 

@@ -47,3 +47,14 @@ def test_openapi_documents_the_prototype_contract(client):
 def test_index_page_is_served(client):
     reply = client.get("/")
     assert reply.status_code == 200 and "<form" in reply.text
+
+
+def test_enum_names_are_served_from_the_protos(client):
+    from tunereel.v1 import common_pb2, jobs_pb2
+
+    names = client.get("/v1/enums").json()
+    assert names["job_states"] == [jobs_pb2.JobState.Name(v).removeprefix("JOB_STATE_").lower()
+                                   for v in jobs_pb2.JobState.values() if v]  # fmt: skip
+    assert names["terminal_states"] == ["succeeded", "failed", "canceled"]
+    assert names["generation_stages"] == ["music", "video", "mux"]
+    assert set(names["stages"]) == {common_pb2.Stage.Name(v).removeprefix("STAGE_").lower() for v in common_pb2.Stage.values() if v}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-from tunereel.composer.compose import VIDEO_LEAD_S, _LeadGate
+from tunereel.composer.compose import VIDEO_LEAD_S, LeadGate
 
 
-def _waits(gate: _LeadGate, frame: int, timeout: float = 0.3) -> bool:
+def _waits(gate: LeadGate, frame: int, timeout: float = 0.3) -> bool:
     """True when gate.wait(frame) is still blocked after `timeout` seconds (the thread is left to finish later)."""
     done = threading.Event()
     threading.Thread(target=lambda: (gate.wait(frame), done.set()), daemon=True).start()
@@ -17,7 +17,7 @@ def _waits(gate: _LeadGate, frame: int, timeout: float = 0.3) -> bool:
 
 def test_video_waits_for_the_audio_and_goes_on_when_it_arrives():
     stop = threading.Event()
-    gate = _LeadGate(fps=24, stop=stop)
+    gate = LeadGate(fps=24, stop=stop)
     lead_frames = int(VIDEO_LEAD_S * 24)
     assert not _waits(gate, lead_frames)  # up to the lead: no wait
     assert _waits(gate, lead_frames + 1)
@@ -28,7 +28,7 @@ def test_video_waits_for_the_audio_and_goes_on_when_it_arrives():
 
 def test_gate_opens_when_the_music_is_complete_or_the_composition_stops():
     stop = threading.Event()
-    gate = _LeadGate(fps=24, stop=stop)
+    gate = LeadGate(fps=24, stop=stop)
     blocked = threading.Event()
     released = threading.Event()
 
@@ -43,6 +43,6 @@ def test_gate_opens_when_the_music_is_complete_or_the_composition_stops():
     assert not released.is_set()
     gate.open()
     assert released.wait(1)
-    stopped = _LeadGate(fps=24, stop=stop)
+    stopped = LeadGate(fps=24, stop=stop)
     stop.set()
     assert not _waits(stopped, 10_000)

@@ -214,7 +214,7 @@ def test_stereo_music_has_two_channels_and_joins_the_same_way(music):
         decoder={**tiny.MUSICGEN_DECODER, "num_codebooks": 8, "audio_channels": 2},
     )
     model = MusicgenForConditionalGeneration(config).eval()
-    tiny._make_codec_audible(model.audio_encoder)
+    tiny.make_codec_audible(model.audio_encoder)
     model.generation_config = GenerationConfig(**tiny.MUSICGEN_GENERATION)
     stereo = MusicPipeline(model, music.processor, model_id="tiny-stereo", max_seconds=3.0, prompt_seconds=1.0,
                            crossfade_seconds=0.1, join_margin_seconds=0.2)  # fmt: skip
@@ -237,7 +237,7 @@ def test_bounded_decode_gives_diffusers_framewise_decode_exactly(video, latent_f
     temporal tiling (use_framewise_decoding), bit for bit."""
     import torch
 
-    from tunereel.video.pipeline import _to_uint8
+    from tunereel.video.pipeline import to_uint8
 
     vae = video.pipe.vae
     z = torch.randn(1, vae.config.latent_channels, latent_frames, 2, 3, generator=torch.Generator().manual_seed(0))
@@ -245,7 +245,7 @@ def test_bounded_decode_gives_diffusers_framewise_decode_exactly(video, latent_f
         mine = vae.decode(z, None, return_dict=False)[0].permute(0, 2, 3, 4, 1)
         vae.use_framewise_decoding = True
         try:
-            reference = _to_uint8(vae.decode.original(z, None, return_dict=False)[0])
+            reference = to_uint8(vae.decode.original(z, None, return_dict=False)[0])
         finally:
             vae.use_framewise_decoding = False
     assert mine.dtype == torch.uint8 and mine.shape == reference.shape == (1, (latent_frames - 1) * 8 + 1, 64, 96, 3)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from tunereel.composer.loudness import integrated_lufs, master, true_peak_dbtp
+from tunereel.composer.audio import integrated_lufs, master, true_peak_dbtp
 
 SR = 32000
 TARGET = -14.0

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.media`, however pytest was started
 
 from tests.media import decode_audio, decode_frames, probe_mp4  # noqa: E402
-from tunereel.composer.loudness import integrated_lufs, master, true_peak_dbtp  # noqa: E402
+from tunereel.composer.audio import integrated_lufs, master, master_for_aac, true_peak_dbtp  # noqa: E402
 from tunereel.composer.muxer import (  # noqa: E402
     SUPPORTED_METADATA_KEYS,
     AudioSpec,
@@ -23,7 +23,6 @@ from tunereel.composer.muxer import (  # noqa: E402
     VideoSpec,
     aac_round_trip,
     encode_mp4,
-    master_for_aac,
 )
 
 MONO = AudioSpec(32000, 1)

@@ -12,11 +12,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import tunereel.composer.store as store_module
+from tunereel.request import validate_request
 from tunereel.composer.store import (
     CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobStore, QueueFull, metadata,
 )  # fmt: skip
 
-REQUEST = {"genre": "pop", "duration": 1, "video_prompt": "x"}
+REQUEST = validate_request({"genre": "pop", "duration": 1, "video_prompt": "x"})
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -57,7 +58,7 @@ def test_create_get_and_idempotency(make_store):
     again, created_again = store.create(REQUEST, idempotency_key="k1")
     assert again.id == job.id and not created_again
     with pytest.raises(IdempotencyConflict):
-        store.create({**REQUEST, "genre": "jazz"}, idempotency_key="k1")
+        store.create(REQUEST.model_copy(update={"genre": "jazz"}), idempotency_key="k1")
     other_owner, created = store.create(REQUEST, idempotency_key="k1", owner="someone-else")
     assert created and other_owner.id != job.id
     assert store.get(job.id).request == REQUEST

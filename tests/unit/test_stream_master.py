@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tunereel.composer.loudness import integrated_lufs, true_peak_dbtp
-from tunereel.composer.muxer import AudioSpec, aac_round_trip, master_for_aac
-from tunereel.composer.stream_master import IncrementalLoudness, StreamingMaster
+from tunereel.composer.audio import integrated_lufs, true_peak_dbtp
+from tunereel.composer.audio import master_for_aac
+from tunereel.composer.muxer import AudioSpec, aac_round_trip
+from tunereel.composer.audio import IncrementalLoudness, StreamingMaster
 
 RATE = 32000
 MONO = AudioSpec(RATE, 1)

@@ -7,6 +7,7 @@ import time
 
 from tunereel.composer.jobs import JobRunner, JobSettings
 from tunereel.composer.store import JobStore
+from tunereel.request import validate_request
 
 
 def test_sweep_removes_old_results_and_stale_strays(tmp_path):
@@ -15,7 +16,7 @@ def test_sweep_removes_old_results_and_stale_strays(tmp_path):
     settings = JobSettings(data_dir=tmp_path / "data", retention_seconds=0.0)
     runner = JobRunner(store, composer=None, settings=settings)  # sweeping needs no composer
 
-    job, _ = store.create({"genre": "pop", "duration": 1, "video_prompt": "x"})
+    job, _ = store.create(validate_request({"genre": "pop", "duration": 1, "video_prompt": "x"}))
     store.claim("w")
     result = settings.results_dir / f"{job.id}.abc.mp4"
     result.write_bytes(b"mp4")

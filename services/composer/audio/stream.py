@@ -1,17 +1,17 @@
 """Mastering a song as it streams in, in bounded memory (the composer's audio path).
 
-A clip of up to `whole_clip_s` (30 s: one MusicGen window) is mastered whole, as before: `master_for_aac` (fade-out,
--14 LUFS, look-ahead true-peak limiter, verified through the AAC encoder). A longer song is never held whole:
+A clip of up to `whole_clip_s` (30 s: one MusicGen window) is mastered whole, as before: `master.master_for_aac`
+(fade-out, -14 LUFS, look-ahead true-peak limiter, verified through the AAC encoder). A longer song is never held whole:
 
 1. Calibrate on its first `calibration_s` (20 s): the input's gated loudness (BS.1770, measured incrementally), the
-   pre-gain that brings the *limited* calibration audio to the target (`loudness.search_pre_gain`, which
-   `loudness.master` uses too), and the headroom the AAC encoder needs (a round trip of the mastered calibration
-   audio, as in `master_for_aac`).
+   pre-gain that brings the *limited* calibration audio to the target (`limiter.search_pre_gain`, which
+   `master.master` uses too), and the headroom the AAC encoder needs (`headroom.fit_through_aac`, the routine
+   `master_for_aac` calibrates with).
 2. Then release the song in `block_s` (1 s) blocks, each as soon as `lookahead_s` of audio after it has arrived:
    - pre-gain = target - (gated loudness of the input up to the end of the look-ahead) + the limiter's loss found
      in step 1 + a correction by the gap between the target and the gated loudness of all output released so far;
      it moves by at most `max_gain_rate_db_s` and is ramped linearly across each block, so there is no step in level;
-   - the same look-ahead limiter as `loudness.master`, run over the block with `context_s` of history before it
+   - the same look-ahead limiter as `master.master`, run over the block with `context_s` of history before it
      (its release reaches that far) and the look-ahead after it, of which only the block is kept;
    - the fade-out over the last `fade_out_s` of the song (its length is known from the music header).
    Every decision depends only on the audio up to a fixed position, never on how the chunks arrived, so the output is
@@ -27,80 +27,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pyloudnorm.iirfilter import IIRfilter
-from scipy.signal import lfilter, lfilter_zi
 
-from .loudness import _CHANNEL_GAINS, _Limiter, _peak_envelope, integrated_lufs, search_pre_gain, true_peak_dbtp
-from .muxer import AudioSpec, aac_round_trip, master_for_aac
+from ..muxer import AudioSpec
+from .headroom import INITIAL_HEADROOM_DB, fit_through_aac
+from .limiter import Limiter, search_pre_gain
+from .master import master_for_aac
+from .meter import IncrementalLoudness, peak_envelope
 
-__all__ = ["StreamingMaster", "IncrementalLoudness"]
-
-_ABSOLUTE_GATE = -70.0
-_RELATIVE_GATE = -10.0
-
-
-class IncrementalLoudness:
-    """BS.1770 gated loudness of a stream, fed in pieces: K-weighting with carried filter state, mean squares per
-    100 ms step, 400 ms blocks with 75 % overlap (as pyloudnorm's Meter). Keeps one number per channel per 100 ms."""
-
-    def __init__(self, sample_rate: int, channels: int):
-        self.rate = sample_rate
-        self.channels = channels
-        shelf = IIRfilter(4.0, 1 / math.sqrt(2), 1500.0, sample_rate, "high_shelf")
-        highpass = IIRfilter(0.0, 0.5, 38.0, sample_rate, "high_pass")
-        self._filters = [(f.b, f.a) for f in (shelf, highpass)]
-        self._state = [[np.zeros(len(lfilter_zi(b, a))) for b, a in self._filters] for _ in range(channels)]
-        self._gains = np.array([_CHANNEL_GAINS[min(ch, len(_CHANNEL_GAINS) - 1)] for ch in range(channels)])
-        self._step = 0.1 * sample_rate
-        self._sums: list[np.ndarray] = []  # per finished 100 ms step: sum of squares per channel
-        self._partial = np.zeros(channels)
-        self._samples = 0
-
-    @property
-    def samples(self) -> int:
-        return self._samples
-
-    def push(self, pcm: np.ndarray) -> None:
-        x = np.asarray(pcm, dtype=np.float64).reshape(-1, self.channels)
-        if x.shape[0] == 0:
-            return
-        weighted = np.empty_like(x)
-        for ch in range(self.channels):
-            y = x[:, ch]
-            for i, (b, a) in enumerate(self._filters):
-                y, self._state[ch][i] = lfilter(b, a, y, zi=self._state[ch][i])
-            weighted[:, ch] = y
-        squares = weighted * weighted
-        start = self._samples
-        pos = 0
-        while pos < x.shape[0]:
-            boundary = int((len(self._sums) + 1) * self._step)  # end of the current 100 ms step (as pyloudnorm)
-            take = min(x.shape[0] - pos, boundary - (start + pos))
-            self._partial += squares[pos : pos + take].sum(axis=0)
-            pos += take
-            if start + pos == boundary:
-                self._sums.append(self._partial)
-                self._partial = np.zeros(self.channels)
-        self._samples += x.shape[0]
-
-    def integrated(self, upto: int | None = None) -> float:
-        """Gated loudness (LUFS) of the stream's first `upto` samples (all so far by default), counting whole
-        400 ms blocks only; -inf while there is none or all are below the absolute gate."""
-        steps = len(self._sums) if upto is None else min(len(self._sums), int(upto // self._step))
-        blocks = steps - 3
-        if blocks < 1:
-            return -math.inf
-        sums = np.array(self._sums[:steps])  # (steps, channels)
-        z = (sums[:-3] + sums[1:-2] + sums[2:-1] + sums[3:]) / (4 * self._step)  # (blocks, channels)
-        power = z @ self._gains
-        with np.errstate(divide="ignore"):
-            loud = -0.691 + 10.0 * np.log10(power)
-        gated = loud >= _ABSOLUTE_GATE
-        if not gated.any():
-            return -math.inf
-        relative = -0.691 + 10.0 * math.log10(float(power[gated].mean())) + _RELATIVE_GATE
-        gated &= loud > relative
-        return -0.691 + 10.0 * math.log10(float(power[gated].mean()))
+__all__ = ["StreamingMaster"]
 
 
 class StreamingMaster:
@@ -146,7 +80,7 @@ class StreamingMaster:
         self._silent = False
         self._gain_db = 0.0  # pre-gain at the end of the last released block
         self._limiter_loss_db = 0.0
-        self.ceiling_db = max_true_peak_dbtp - 0.5
+        self.ceiling_db = max_true_peak_dbtp - INITIAL_HEADROOM_DB
         self.gain_trace: list[tuple[int, float]] = []  # (sample, pre-gain dB) per block, for tests and logs
 
     # ------------------------------------------------------------------------------------------------- interface
@@ -221,22 +155,17 @@ class StreamingMaster:
         if loudness == -math.inf:
             self._silent = True  # below the gate: nothing to normalise; such audio only gets the fade
             return
-        headroom, target = 0.5, self.target
-        for _ in range(4):
+        pre_gains: list[float] = []
+
+        def render(headroom: float, target: float) -> np.ndarray:
             ceiling = self.max_tp - headroom
-            limiter = _Limiter(_peak_envelope(x), self.rate, ceiling)
-            pre_gain, _ = search_pre_gain(x, self.rate, limiter, loudness, target)
-            y = self._limited(x, np.full(x.shape[0], pre_gain), ceiling)
-            decoded = aac_round_trip(y.astype(np.float32), self.audio)
-            peak = true_peak_dbtp(decoded, self.rate)
-            loud = integrated_lufs(decoded, self.rate)
-            ok_peak, ok_loud = peak <= self.max_tp, abs(loud - self.target) <= 0.3
-            if ok_peak and ok_loud:
-                break
-            if not ok_peak:
-                headroom += (peak - self.max_tp) + 0.2
-            if not ok_loud and loud != -math.inf:
-                target += self.target - loud
+            pre_gain, _ = search_pre_gain(x, self.rate, Limiter(peak_envelope(x), self.rate, ceiling), loudness, target)
+            pre_gains.append(pre_gain)
+            return self._limited(x, np.full(x.shape[0], pre_gain), ceiling)
+
+        fit = fit_through_aac(render, self.audio, target_lufs=self.target, max_true_peak_dbtp=self.max_tp,
+                              loudness_tolerance_lu=0.3)  # fmt: skip
+        headroom, pre_gain = fit.headroom_db, pre_gains[-1]
         self.ceiling_db = self.max_tp - headroom
         self._limiter_loss_db = pre_gain - (self.target - loudness)
         self._gain_db = pre_gain
@@ -244,7 +173,7 @@ class StreamingMaster:
     def _limited(self, x: np.ndarray, gain_db: np.ndarray, ceiling: float) -> np.ndarray:
         """x with a per-sample pre-gain, through the look-ahead true-peak limiter."""
         y = x * np.power(10.0, gain_db / 20.0)[:, None]
-        reduction = _Limiter(_peak_envelope(y), self.rate, ceiling).gain_db(0.0)
+        reduction = Limiter(peak_envelope(y), self.rate, ceiling).gain_db(0.0)
         if isinstance(reduction, float):
             return y
         return y * np.power(10.0, reduction / 20.0)[:, None]

@@ -16,8 +16,8 @@ import threading
 
 import numpy as np
 
-from .muxer import Mp4Muxer
-from .stream_master import StreamingMaster
+from ..muxer import Mp4Muxer
+from .stream import StreamingMaster
 
 __all__ = ["AudioTrack", "AudioTrackCancelled", "AudioTrackError"]
 
