@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 import torch
 
+from tunereel import rpc_errors
 from tunereel.loading import ModelMissing
 from tunereel.presets import UnknownPreset, default_models_dir
 from tunereel.segments import SegmentProgress
@@ -152,9 +153,8 @@ class ModelHost(Generic[P]):
         if self.pipeline is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{self.kind} service: {self.load_error}")
         if requested_model and requested_model != self.preset_name:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"model: this {self.kind} service serves preset {self.preset_name!r}, not {requested_model!r}",
+            rpc_errors.abort_invalid_field(
+                context, "model", f"model: this {self.kind} service serves preset {self.preset_name!r}, not {requested_model!r}"
             )
         return self.pipeline
 

@@ -174,7 +174,7 @@ def offline_tokenizer(model_max_length: int):
 
 def word_tokenizer(model_max_length: int):
     """The offline T5 tokenizer of the tiny models (for benchmarks that build full-size models around it)."""
-    return _tokenizer(model_max_length)
+    return offline_tokenizer(model_max_length)
 
 
 @torch.no_grad()
@@ -302,7 +302,7 @@ def build_tiny_ltx_095(out_dir: Path, seed: int = 0, pipeline_class: str = "LTXC
     from transformers import T5Config, T5EncoderModel
 
     cls = {"LTXPipeline": LTXPipeline, "LTXConditionPipeline": LTXConditionPipeline}[pipeline_class]
-    tokenizer = _tokenizer(model_max_length=LTX_MAX_PROMPT_TOKENS)  # the published tokenizers say 128, too
+    tokenizer = offline_tokenizer(model_max_length=LTX_MAX_PROMPT_TOKENS)  # the published tokenizers say 128, too
     torch.manual_seed(seed)
     pipe = cls(
         scheduler=FlowMatchEulerDiscreteScheduler(**LTX_095_SCHEDULER),

@@ -80,7 +80,7 @@ def test_music_same_seed_is_bit_identical(music):
         ({"prompt": "pop", "duration_seconds": 301}, grpc.StatusCode.INVALID_ARGUMENT, "duration_seconds"),
         ({"prompt": "pop", "duration_seconds": 1, "guidance_scale": 50}, grpc.StatusCode.INVALID_ARGUMENT, "guidance"),
         ({"prompt": "pop", "duration_seconds": 1, "seed": -5}, grpc.StatusCode.INVALID_ARGUMENT, "seed"),
-        ({"prompt": "pop", "duration_seconds": 1, "model": "large"}, grpc.StatusCode.INVALID_ARGUMENT, "model: "),
+        ({"prompt": "pop", "duration_seconds": 1, "model": "large"}, grpc.StatusCode.INVALID_ARGUMENT, "model"),
     ],
 )
 def test_music_errors(music, fields, code, words):

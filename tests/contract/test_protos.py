@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pb2
 from tunereel import wire
 from tunereel.composer.job_service import job_stage, job_to_proto
 from tunereel.composer.store import JobStore
+from tunereel.request import validate_request
 from tunereel.v1 import common_pb2, composer_pb2, jobs_pb2, media_pb2, music_pb2, video_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +162,7 @@ def test_a_job_fills_eta_both_ways_and_never_sends_an_unspecified_stage(tmp_path
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     store.migrate()
     try:
-        request = {"genre": "pop", "duration": 1, "video_prompt": "x", "seed": 1}
+        request = validate_request({"genre": "pop", "duration": 1, "video_prompt": "x", "seed": 1})
         record, _ = store.create(request)
         job = job_to_proto(record, eta_seconds=12.5)
         assert job.eta.ToMilliseconds() == 12_500 and job.eta_seconds == 12.5  # new field and the deprecated one
