@@ -101,14 +101,8 @@ class VideoPreset:
 # - melody: transformers' musicgen_melody docs (MusicgenMelodyForConditionalGeneration + MusicgenMelodyProcessor);
 # - stereo: the stereo model cards ("2 streams of tokens from the EnCodec model, interleaving those using the delay
 #   pattern"): decoder audio_channels 2, 8 codebooks.
-_MUSICGEN_DOCS = (
-    "huggingface.co/{repo} (model card, generation_config.json); transformers docs model_doc/musicgen; "
-    "audiocraft models/genmodel.py + musicgen.py"
-)
-_MELODY_DOCS = (
-    "huggingface.co/{repo} (model card, generation_config.json, preprocessor_config.json); transformers docs "
-    "model_doc/musicgen_melody; audiocraft models/genmodel.py + musicgen.py"
-)
+_MUSICGEN_DOCS = "{repo}: model card, generation_config.json; transformers model_doc/musicgen; audiocraft genmodel.py"
+_MELODY_DOCS = "{repo}: model card, generation_config.json; transformers model_doc/musicgen_melody; audiocraft genmodel.py"
 
 
 def _musicgen(name: str, repo: str, revision: str | None = None, **settings) -> MusicPreset:

@@ -169,8 +169,14 @@ class MusicPipeline:
             processor = load_offline(processor_class.from_pretrained, source, **where)
         except ImportError as error:  # e.g. the processor's own backends
             raise MusicLoadError(f"music preset {preset.name!r}: {str(error).strip().splitlines()[0]}") from None
-        if not isinstance(model, model_class):
-            raise MusicLoadError(f"music preset {preset.name!r}: {source} holds a {type(model).__name__}, not a {model_class.__name__}")
+        # A checkpoint of another architecture would load with every unmatched weight initialised at random (the
+        # melody checkpoints through MusicgenForConditionalGeneration did): the repository's config names its class.
+        architectures = list(getattr(model.config, "architectures", None) or [])
+        if not isinstance(model, model_class) or (architectures and model_class.__name__ not in architectures):
+            raise MusicLoadError(
+                f"music preset {preset.name!r} loads {model_class.__name__}, but {source} is a "
+                f"{', '.join(architectures) or type(model).__name__} checkpoint"
+            )  # fmt: skip
         channels = int(getattr(model.decoder.config, "audio_channels", 1))
         if channels != preset.channels:
             raise MusicLoadError(
