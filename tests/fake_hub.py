@@ -11,18 +11,22 @@ from tunereel.tiny import build_tiny_musicgen, write_fake_hub_repo
 REAL_MUSIC = [name for name, preset in MUSIC_PRESETS.items() if not preset.source.startswith("local:")]
 
 
-def build_variants(root: Path) -> dict[tuple[int, bool], Path]:
-    """{(channels, melody): folder} for the four shapes of published MusicGen: mono, stereo, melody, stereo melody."""
+def build_variants(root: Path) -> dict[tuple[int, bool, str], Path]:
+    """{(channels, melody, weights format): folder} for the shapes of published MusicGen: mono, stereo, melody,
+    stereo melody (safetensors), and mono as pytorch_model.bin (musicgen-medium/-large)."""
+    shapes = [(channels, melody, "safetensors") for channels in (1, 2) for melody in (False, True)]
     return {
-        (channels, melody): build_tiny_musicgen(root / f"musicgen-{channels}ch-{'melody' if melody else 'text'}",
-                                                channels=channels, melody=melody)  # fmt: skip
-        for channels in (1, 2)
-        for melody in (False, True)
+        (channels, melody, weights): build_tiny_musicgen(
+            root / f"musicgen-{channels}ch-{'melody' if melody else 'text'}-{weights}",
+            channels=channels, melody=melody, weights=weights,
+        )  # fmt: skip
+        for channels, melody, weights in [*shapes, (1, False, "bin")]
     }
 
 
-def shape_of(preset: MusicPreset) -> tuple[int, bool]:
-    return preset.channels, preset.model_class.startswith("MusicgenMelody")
+def shape_of(preset: MusicPreset) -> tuple[int, bool, str]:
+    weights = "bin" if any(".bin" in pattern for pattern in preset.allow_patterns) else "safetensors"
+    return preset.channels, preset.model_class.startswith("MusicgenMelody"), weights
 
 
 def fill_cache(cache_dir: Path, variants: dict, names=REAL_MUSIC, *, decoys: bool = True) -> None:
@@ -30,10 +34,10 @@ def fill_cache(cache_dir: Path, variants: dict, names=REAL_MUSIC, *, decoys: boo
     a second snapshot of the wrong shape (other channel count), so loading `main` instead of the pin fails."""
     for name in names:
         preset = MUSIC_PRESETS[name]
-        channels, melody = shape_of(preset)
-        write_fake_hub_repo(cache_dir, preset.source, variants[channels, melody], preset.revision)
+        channels, melody, weights = shape_of(preset)
+        write_fake_hub_repo(cache_dir, preset.source, variants[channels, melody, weights], preset.revision)
         if decoys and preset.revision:
-            write_fake_hub_repo(cache_dir, preset.source, variants[3 - channels, melody], "d" * 40)
+            write_fake_hub_repo(cache_dir, preset.source, variants[3 - channels, melody, "safetensors"], "d" * 40)
 
 
 def use_offline_hub(monkeypatch, cache_dir: Path) -> None:

@@ -177,7 +177,7 @@ def _snapshot_problems(folder: Path, preset: Any) -> list[str]:
     if not any(name.endswith((".safetensors", ".bin", ".pt", ".pth")) for name in present):
         problems.append("no weights file")
     for name in sorted(present):
-        if name.endswith(".safetensors.index.json"):
+        if name.endswith((".safetensors.index.json", ".bin.index.json")):
             try:
                 shards = set(json.loads(files[name].read_text())["weight_map"].values())
             except (OSError, ValueError, KeyError):

@@ -22,6 +22,7 @@ __all__ = [
     "MUSIC_PRESETS",
     "MUSIC_MEMORY_MODES",
     "MUSICGEN_FILES",
+    "MUSICGEN_BIN_FILES",
     "VIDEO_PRESETS",
     "UnknownPreset",
     "music_preset",
@@ -43,6 +44,9 @@ class UnknownPreset(KeyError):
 # (the same weights as pickles), the stereo repos' model.fp32*.safetensors (a float32 copy of model.safetensors),
 # and audiocraft's own state_dict.bin / compression_state_dict.bin.
 MUSICGEN_FILES = ("*.json", "model.safetensors", "model-*-of-*.safetensors", "spiece.model")
+# facebook/musicgen-medium and -large have no safetensors on their main branch (only in unmerged conversion pull
+# requests): their weights are pytorch_model.bin / pytorch_model-0000k-of-0000n.bin (+ index), loaded weights-only.
+MUSICGEN_BIN_FILES = ("*.json", "pytorch_model.bin", "pytorch_model-*-of-*.bin", "spiece.model")
 MUSICGEN_LICENSE = "CC-BY-NC-4.0"  # the weights' licence, on every facebook/musicgen-* model card
 
 MUSIC_MEMORY_MODES = ("full", "model-offload")
@@ -125,17 +129,20 @@ MUSIC_PRESETS: dict[str, MusicPreset] = {
         # Random weights, real classes, built offline (`make models`); float32 everywhere.
         MusicPreset("tiny", "local:tiny-musicgen", allow_patterns=(), license="none (random weights)",
                     docs="tunereel/tiny.py", dtype="float32"),  # fmt: skip
-        # Revisions: the commits whose file lists were checked (model.safetensors present); None: main.
-        _musicgen("small", "facebook/musicgen-small", "3e02990f9775c87efd8f8af10faa8bf78294b338"),
-        _musicgen("medium", "facebook/musicgen-medium"),
-        _musicgen("large", "facebook/musicgen-large"),
-        _musicgen("melody", "facebook/musicgen-melody", "6eb8539b8f58210b68673406f403bb0e63ba730e"),
+        # Revisions: main-branch commits whose file lists (Hub "Files" page at that commit) hold every file the
+        # preset loads; None (the main branch) where no such commit was confirmed.
+        _musicgen("small", "facebook/musicgen-small", "e5d0b04e30c5f420c3eae5519aa3d1d9b53c4923"),
+        _musicgen("medium", "facebook/musicgen-medium", "f910df651fc7fb070ae3d4ecb8edb8a74c932807",
+                  allow_patterns=MUSICGEN_BIN_FILES),
+        _musicgen("large", "facebook/musicgen-large", "cc3b291ccc9166a9a6694be052741112693ff910",
+                  allow_patterns=MUSICGEN_BIN_FILES),
+        _musicgen("melody", "facebook/musicgen-melody"),
         _musicgen("melody-large", "facebook/musicgen-melody-large"),
         _musicgen("stereo-small", "facebook/musicgen-stereo-small", "9520631640f24f25ae1dc16e42de5c6b83c32843"),
         _musicgen("stereo-medium", "facebook/musicgen-stereo-medium"),
         _musicgen("stereo-large", "facebook/musicgen-stereo-large"),
         _musicgen("stereo-melody", "facebook/musicgen-stereo-melody"),
-        _musicgen("stereo-melody-large", "facebook/musicgen-stereo-melody-large"),
+        _musicgen("stereo-melody-large", "facebook/musicgen-stereo-melody-large", "695b0f6bbdd736edea7dc0fbafcf2fdd4d6cc9d2"),
     )
 }
 

@@ -252,12 +252,15 @@ MUSICGEN_MELODY_FEATURES = dict(
 )
 
 
-def build_tiny_musicgen(out_dir: Path, seed: int = 0, *, channels: int = 1, melody: bool = False) -> Path:
+def build_tiny_musicgen(
+    out_dir: Path, seed: int = 0, *, channels: int = 1, melody: bool = False, weights: str = "safetensors"
+) -> Path:
     """Save a random-weight MusicGen model + processor into `out_dir`; returns `out_dir`.
 
     channels=2: shaped like facebook/musicgen-stereo-* (decoder audio_channels 2, 8 codebooks: 4 per channel,
     interleaved; the codec stays mono). melody=True: shaped like facebook/musicgen-melody
     (MusicgenMelodyForConditionalGeneration, decoder-only with 12-bin chroma conditioning, its processor's config).
+    weights="bin": the weights as pytorch_model.bin, as facebook/musicgen-medium and -large publish them.
     """
     import json
 
@@ -288,6 +291,11 @@ def build_tiny_musicgen(out_dir: Path, seed: int = 0, *, channels: int = 1, melo
     _make_codec_audible(model.audio_encoder)
     model.generation_config = GenerationConfig(**MUSICGEN_GENERATION)
     model.save_pretrained(out_dir)
+    if weights == "bin":  # transformers 5 always saves safetensors; the same tensors as a pickle, as published
+        from safetensors.torch import load_file
+
+        torch.save(load_file(out_dir / "model.safetensors"), out_dir / "pytorch_model.bin")
+        (out_dir / "model.safetensors").unlink()
 
     # As the published repositories: tokenizer files + preprocessor_config.json (the feature extractor's config, which
     # names the processor class), no processor_config.json.

@@ -94,12 +94,15 @@ def test_the_download_command_is_valid_for_hf(hf_home, tmp_path):
 
 
 def test_download_commands_fetch_only_what_the_preset_loads():
-    command = catalog.download_command(MUSIC_PRESETS["melody"])
+    command = catalog.download_command(MUSIC_PRESETS["stereo-small"])
     assert command == (
-        f"hf download facebook/musicgen-melody --revision {MUSIC_PRESETS['melody'].revision} --include \"*.json\" "
-        '--include model.safetensors --include "model-*-of-*.safetensors" --include spiece.model'
+        f"hf download facebook/musicgen-stereo-small --revision {MUSIC_PRESETS['stereo-small'].revision} "
+        '--include "*.json" --include model.safetensors --include "model-*-of-*.safetensors" --include spiece.model'
     )
-    assert ".bin" not in command and "fp32" not in command
+    assert ".bin" not in command and "fp32" not in command  # no pickles, no float32 copy of the stereo weights
+    # musicgen-medium/-large publish no safetensors on main: their pickled weights, and nothing else heavy
+    medium = catalog.download_command(MUSIC_PRESETS["medium"])
+    assert "--include pytorch_model.bin" in medium and "safetensors" not in medium
     for _, preset in catalog.all_presets():
         if not catalog.is_local(preset) and getattr(preset, "single_file", None):
             assert f"--include {preset.single_file}" in catalog.download_command(preset)
@@ -119,7 +122,7 @@ def test_completeness_sees_missing_shards_and_blobs(tmp_path):
     (folder / "model.safetensors").unlink()
     index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
-    preset = MUSIC_PRESETS["large"]
+    preset = MUSIC_PRESETS["stereo-large"]  # main branch, sharded safetensors
     cache = tmp_path / "hub"
     snapshot = write_fake_hub_repo(cache, preset.source, folder)
     state = catalog.status("music", preset, cache_dir=cache)

@@ -10,6 +10,7 @@ codebook k delayed by k); 32 kHz; stereo: 2 channels from 8 interleaved codebook
 from __future__ import annotations
 
 import sys
+from fnmatch import fnmatch
 
 import grpc
 import numpy as np
@@ -26,6 +27,7 @@ from tunereel import wire
 from tunereel.channels import open_channel
 from tunereel.music import server as music_server
 from tunereel.presets import MUSIC_PRESETS
+from tunereel.tiny import fake_revision
 from tunereel.v1 import music_pb2, music_pb2_grpc
 
 DOCUMENTED = dict(do_sample=True, top_k=250, guidance_scale=3.0, max_length=1500)
@@ -65,7 +67,7 @@ def _spy_generate(monkeypatch, pipe) -> list[dict]:
 
 
 def test_every_published_shape_has_presets():
-    shapes = {shape_of(MUSIC_PRESETS[name]) for name in REAL_MUSIC}
+    shapes = {shape_of(MUSIC_PRESETS[name])[:2] for name in REAL_MUSIC}
     assert shapes == {(1, False), (2, False), (1, True), (2, True)}
     for name in REAL_MUSIC:
         preset = MUSIC_PRESETS[name]
@@ -86,6 +88,9 @@ def test_music_preset_conformance(name, hub, monkeypatch):
 
     assert type(pipe.model).__name__ == preset.model_class
     assert pipe.model.config.architectures == [preset.model_class]  # what the repository's config.json names
+    snapshot = hub / ("models--" + preset.source.replace("/", "--")) / "snapshots" / (preset.revision or fake_revision(preset.source))
+    weights = {p.name for p in snapshot.iterdir() if p.suffix in (".safetensors", ".bin")}
+    assert weights and all(any(fnmatch(w, pattern) for pattern in preset.allow_patterns) for w in weights)
     assert type(pipe.processor).__name__ == preset.processor_class
     assert pipe.model.dtype == torch.float32  # CPU; float16 on a GPU: test_gpu_dtype_and_memory_mode
     (kwargs,) = calls
