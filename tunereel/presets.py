@@ -100,7 +100,8 @@ class VideoPreset:
 #   MusicGen.set_generation_params defaults (use_sampling, top_k=250, cfg_coef=3.0, duration 30);
 # - 50 decoding steps per second of audio (+ the codebook delay): the EnCodec config (32 kHz, hop 640) and the
 #   model cards ("50 auto-regressive steps per second of audio");
-# - float16 on a GPU: audiocraft generates under float16 autocast on every non-CPU device (models/genmodel.py), and
+# - float16 on a GPU for the language model (text encoder + decoder), float32 for the codec: audiocraft generates
+#   under float16 autocast on every non-CPU device and decodes outside it (models/genmodel.py); and
 #   the stereo repositories publish float16 weights as their default model.safetensors;
 # - melody: transformers' musicgen_melody docs (MusicgenMelodyForConditionalGeneration + MusicgenMelodyProcessor);
 # - stereo: the stereo model cards ("2 streams of tokens from the EnCodec model, interleaving those using the delay

@@ -177,6 +177,10 @@ class MusicPipeline:
                 f"music preset {preset.name!r} loads {model_class.__name__}, but {source} is a "
                 f"{', '.join(architectures) or type(model).__name__} checkpoint"
             )  # fmt: skip
+        if dtype != torch.float32:
+            # As audiocraft: the language model (text encoder + decoder) runs float16, the codec decodes outside that
+            # autocast in float32. The codec's inputs are integer codes, so its dtype touches nothing else.
+            model.audio_encoder.to(torch.float32)
         channels = int(getattr(model.decoder.config, "audio_channels", 1))
         if channels != preset.channels:
             raise MusicLoadError(

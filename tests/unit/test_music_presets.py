@@ -131,6 +131,8 @@ def test_gpu_dtype_and_memory_mode(hub, monkeypatch):
     for name in ("small", "melody", "stereo-small"):
         pipe = MusicPipeline.from_preset(MUSIC_PRESETS[name])
         assert pipe.model.dtype == torch.float16 and applied(pipe.model) == ()
+        assert pipe.model.decoder.dtype == pipe.model.text_encoder.dtype == torch.float16
+        assert pipe.model.audio_encoder.dtype == torch.float32  # audiocraft decodes outside its float16 autocast
     assert placed == [("cuda", "full")] * 3
     monkeypatch.setenv(memory_module.ENV_VAR, "model-offload")
     MusicPipeline.from_preset(MUSIC_PRESETS["small"])
