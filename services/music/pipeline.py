@@ -155,7 +155,7 @@ class MusicPipeline:
         with a message that says what to do; nothing is downloaded.
         """
         source = resolve_source(preset.source, models_dir)
-        local = Path(source).is_absolute()
+        local = Path(source).is_absolute() or source.startswith(".") or Path(source).is_dir()
         device = pick_device()
         dtype = pick_dtype(preset.dtype, device)
         try:
@@ -189,6 +189,8 @@ class MusicPipeline:
         try:
             place(model, device, mode)
         except torch.OutOfMemoryError as error:
+            del model
+            torch.cuda.empty_cache()  # what was moved before the failure
             raise MusicLoadError(
                 f"music preset {preset.name!r} does not fit on {device} in memory mode {mode!r} "
                 f"({str(error).splitlines()[0][:160]}); try TUNEREEL_MUSIC_MEMORY=model-offload or a smaller preset"

@@ -239,3 +239,13 @@ def test_stereo_streams_interleaved_pcm(hub):
         assert pcm.shape == (48000, 2) and np.array_equal(pcm, expected)
     finally:
         server.stop(0)
+
+
+def test_out_of_memory_at_load_leaves_the_service_not_serving(hub, monkeypatch):
+    def too_big(model, device, mode):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.50 GiB")
+
+    monkeypatch.setattr(pipeline_module, "place", too_big)
+    pipeline, error = _load_error("large")
+    assert pipeline is None
+    assert "does not fit" in error and "6.50 GiB" in error and "TUNEREEL_MUSIC_MEMORY=model-offload" in error
