@@ -18,10 +18,10 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.music import memory as memory_module
-from services.music import pipeline as pipeline_module
-from services.music.acceleration import applied
-from services.music.pipeline import MusicLoadError, MusicPipeline
+from tunereel.music import memory as memory_module
+from tunereel.music import pipeline as pipeline_module
+from tunereel.music.acceleration import applied
+from tunereel.music.pipeline import MusicLoadError, MusicPipeline
 from tests.fake_hub import REAL_MUSIC, build_variants, fill_cache, shape_of, use_offline_hub
 from tunereel import wire
 from tunereel.channels import open_channel
