@@ -169,6 +169,14 @@ class MusicPipeline:
             processor = load_offline(processor_class.from_pretrained, source, **where)
         except ImportError as error:  # e.g. the processor's own backends
             raise MusicLoadError(f"music preset {preset.name!r}: {str(error).strip().splitlines()[0]}") from None
+        except ModelMissing:
+            raise
+        except Exception as error:  # noqa: BLE001 — truncated or corrupt files raise the reader's own errors
+            raise MusicLoadError(
+                f"music preset {preset.name!r}: the weights in {source} cannot be read ({type(error).__name__}: "
+                f"{(str(error).splitlines() or [''])[0][:200]}); fetch them again (`tunereel models {preset.name}` "
+                f"says how), then restart"
+            ) from None
         # A checkpoint of another architecture would load with every unmatched weight initialised at random (the
         # melody checkpoints through MusicgenForConditionalGeneration did): the repository's config names its class.
         architectures = list(getattr(model.config, "architectures", None) or [])

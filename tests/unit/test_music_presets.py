@@ -249,3 +249,14 @@ def test_out_of_memory_at_load_leaves_the_service_not_serving(hub, monkeypatch):
     pipeline, error = _load_error("large")
     assert pipeline is None
     assert "does not fit" in error and "6.50 GiB" in error and "TUNEREEL_MUSIC_MEMORY=model-offload" in error
+
+
+def test_corrupt_weights_leave_the_service_not_serving(tmp_path, variants, monkeypatch):
+    cache = tmp_path / "hub"
+    fill_cache(cache, variants, ["stereo-medium"])
+    snapshot = cache / "models--facebook--musicgen-stereo-medium" / "snapshots" / fake_revision("facebook/musicgen-stereo-medium")
+    blob = (snapshot / "model.safetensors").resolve()
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])  # an interrupted copy
+    use_offline_hub(monkeypatch, cache)
+    pipeline, error = _load_error("stereo-medium")
+    assert pipeline is None and "cannot be read" in error and "tunereel models stereo-medium" in error
