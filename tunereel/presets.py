@@ -49,7 +49,7 @@ MUSICGEN_FILES = ("*.json", "model.safetensors", "model-*-of-*.safetensors", "sp
 MUSICGEN_BIN_FILES = ("*.json", "pytorch_model.bin", "pytorch_model-*-of-*.bin", "spiece.model")
 MUSICGEN_LICENSE = "CC-BY-NC-4.0"  # the weights' licence, on every facebook/musicgen-* model card
 
-MUSIC_MEMORY_MODES = ("full", "model-offload")
+MUSIC_MEMORY_MODES = ("auto", "full", "model-offload")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class MusicPreset:
     do_sample: bool = True
     top_k: int = 250
     max_seconds: float = 30.0  # one window: the trained context
-    memory: str = "full"  # default memory mode (MUSIC_MEMORY_MODES); TUNEREEL_MUSIC_MEMORY overrides
+    memory: str = "auto"  # default memory mode (MUSIC_MEMORY_MODES); TUNEREEL_MUSIC_MEMORY overrides
 
 
 @dataclass(frozen=True)

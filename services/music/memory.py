@@ -10,6 +10,9 @@ per window to decode the codes). The decoder and its cache are what need the acc
   time). Saves their weights' memory (musicgen-*: T5-base ~110 M parameters + EnCodec ~60 M, i.e. ~0.35 GB in
   float16) for two host-to-device copies per window.
 
+- `auto` (the presets' default): `full` when the weights plus one window's key/value cache (classifier-free guidance
+  doubles the batch) fit in 90 % of the accelerator's free memory, else `model-offload`. On a CPU: `full`.
+
 What transformers/accelerate offer beyond that does not fit MusicGen honestly: layer-by-layer (sequential) offload or
 group offload would stream the decoder's weights over PCIe once per *token* (1 500 times per 30 s window; for
 musicgen-large ~6.6 GB each time), and the decoder's cross-attention inputs come from the text encoder, so the decoder
@@ -28,7 +31,7 @@ from torch import nn
 
 from tunereel.presets import MUSIC_MEMORY_MODES
 
-__all__ = ["ENV_VAR", "InvalidMemoryMode", "memory_mode", "place"]
+__all__ = ["ENV_VAR", "InvalidMemoryMode", "choose_mode", "memory_mode", "place"]
 
 ENV_VAR = "TUNEREEL_MUSIC_MEMORY"
 
@@ -45,8 +48,20 @@ def memory_mode(preset_default: str, setting: str | None = None) -> str:
     return mode
 
 
+def choose_mode(model: nn.Module, free_bytes: int, window_frames: int = 1500) -> str:
+    """`auto`'s choice for a model not yet on the accelerator: does everything fit in 90 % of `free_bytes`?"""
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    decoder = model.decoder.config
+    element = next(model.decoder.parameters()).element_size()
+    # self-attention keys and values, every layer, a batch of 2 (guidance), one window of frames
+    cache = 2 * decoder.num_hidden_layers * 2 * window_frames * decoder.hidden_size * element
+    return "full" if weights + cache <= 0.9 * free_bytes else "model-offload"
+
+
 def place(model: nn.Module, device: torch.device, mode: str) -> nn.Module:
-    """Put `model`'s parts where `mode` says; returns it. Records the mode as `model.tunereel_memory`."""
+    """Put `model`'s parts where `mode` says; returns it. Records the mode run as `model.tunereel_memory`."""
+    if mode == "auto":
+        mode = "full" if device.type == "cpu" else choose_mode(model, torch.cuda.mem_get_info(device)[0])
     model.to(device)
     if mode == "model-offload" and device.type != "cpu":
         for name, method in (("text_encoder", "forward"), ("audio_encoder", "decode")):

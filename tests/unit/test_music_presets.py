@@ -133,7 +133,7 @@ def test_gpu_dtype_and_memory_mode(hub, monkeypatch):
         assert pipe.model.dtype == torch.float16 and applied(pipe.model) == ()
         assert pipe.model.decoder.dtype == pipe.model.text_encoder.dtype == torch.float16
         assert pipe.model.audio_encoder.dtype == torch.float32  # audiocraft decodes outside its float16 autocast
-    assert placed == [("cuda", "full")] * 3
+    assert placed == [("cuda", "auto")] * 3
     monkeypatch.setenv(memory_module.ENV_VAR, "model-offload")
     MusicPipeline.from_preset(MUSIC_PRESETS["small"])
     assert placed[-1] == ("cuda", "model-offload")
@@ -170,6 +170,15 @@ def test_model_offload_moves_encoder_and_codec_only_for_their_calls(monkeypatch)
     assert moves == [("text_encoder", "cuda"), ("text_encoder", "runs"), ("text_encoder", "cpu"),
                      ("audio_encoder", "cuda"), ("audio_encoder", "runs"), ("audio_encoder", "cpu")]  # fmt: skip
     assert model.tunereel_memory == "model-offload"
+
+
+def test_auto_offloads_only_when_the_model_does_not_fit(hub):
+    pipe = MusicPipeline.from_preset(MUSIC_PRESETS["small"])
+    model = pipe.model
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    assert memory_module.choose_mode(model, free_bytes=10 * weights + 10**9) == "full"
+    assert memory_module.choose_mode(model, free_bytes=weights) == "model-offload"
+    assert model.tunereel_memory == "full"  # auto on a CPU
 
 
 def test_model_offload_on_cpu_runs_like_full(hub, monkeypatch):
