@@ -269,3 +269,17 @@ def test_corrupt_weights_leave_the_service_not_serving(tmp_path, variants, monke
     use_offline_hub(monkeypatch, cache)
     pipeline, error = _load_error("stereo-medium")
     assert pipeline is None and "cannot be read" in error and "tunereel models stereo-medium" in error
+
+
+@pytest.mark.parametrize("name", ["melody", "stereo-small"])
+def test_long_music_continues_across_windows(name, hub, monkeypatch):
+    """Past one 30 s window the next is prompted with the last 10 s of codes (decoder_input_ids): the decoder-only
+    melody model and the 8-codebook stereo layout take the same continuation path as mono MusicGen."""
+    pipe = MusicPipeline.from_preset(MUSIC_PRESETS[name])
+    calls = _spy_generate(monkeypatch, pipe)
+    pieces = list(pipe.stream("calm piano", 31.0, seed=5))
+    assert [piece.segment for piece in pieces] == [0, 1] and len(calls) == 2
+    prompt = calls[1]["decoder_input_ids"]
+    assert prompt.shape == (4 * MUSIC_PRESETS[name].channels, 10 * FRAMES_PER_SECOND)
+    audio = np.concatenate([piece.audio for piece in pieces])
+    assert audio.shape == (31 * SAMPLE_RATE, MUSIC_PRESETS[name].channels) and np.isfinite(audio).all()
