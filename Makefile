@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
 	mkdir -p tunereel/v1  # the generated package's folder must exist for the editable install
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,melody]"
+	$(PY) -m tunereel.music.torchaudio_cpu  # CPU torch: torchaudio without its CUDA extension (melody presets)
 	touch $(STAMP)
 
 install: $(STAMP) protos

@@ -3,6 +3,7 @@
     tunereel generate --genre pop --duration 15 --prompt "A sunset over the ocean" -o out.mp4
     tunereel jobs list | show ID | cancel ID
     tunereel serve
+    tunereel models            # each preset's weights: present? complete? size, licence, the `hf download` command
 
 Errors are one line on stderr and a non-zero exit; Ctrl-C during `generate` cancels the job.
 """
@@ -72,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=20)
     job_commands.add_parser("show", help="one job as JSON").add_argument("id")
     job_commands.add_parser("cancel", help="cancel a job").add_argument("id")
+
+    from tunereel.catalog import add_arguments as models_arguments
+
+    models_arguments(commands.add_parser("models", help="each preset's weights: where from, present, size, licence, how to get"))
 
     serve = commands.add_parser("serve", help="start every service locally (what `make run` starts)")
     serve.add_argument("rest", nargs=argparse.REMAINDER, help="options for tunereel.launch (see --help there)")
@@ -283,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         from tunereel.launch import main as launch
 
         return launch([part for part in args.rest if part != "--"])
+    if args.command == "models":
+        from tunereel.catalog import run as models
+
+        return models(args)
     api = Api(args.server, args.api_key)
     try:
         if args.command == "generate":

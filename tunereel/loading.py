@@ -19,11 +19,9 @@ def _how_to_get(source: str) -> str:
         if Path(source).name.startswith("tiny-"):
             return f"model folder {source} does not exist: build the tiny models with `python -m tunereel.tiny --models-dir {Path(source).parent}` (or `make models`)"
         return f"model folder {source} does not exist or is incomplete: point the preset at a folder saved with save_pretrained"
-    return (
-        f"weights for {source!r} are not in the local Hugging Face cache and tunereel never downloads at run time: "
-        f"run `huggingface-cli download {source}` once on a machine with network access (or fill HF_HOME on the "
-        f"volume), or pass a local folder with the weights, then restart the service"
-    )
+    from tunereel.catalog import missing_weights_message  # the table's own download command for this repository
+
+    return missing_weights_message(source)
 
 
 def load_offline(loader: Callable[..., Any], source: str, **kwargs: Any) -> Any:

@@ -13,6 +13,7 @@ scheduler config. Everything else is shrunk so a CPU runs it in seconds. Outputs
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import tempfile
@@ -37,6 +38,44 @@ snow street car people dancing dance light lights neon aerial shot close-up wide
 """.split()
 _PUNCT = list(",.:;!?-'\"()")
 _DIGITS = list("0123456789")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A fake Hugging Face cache: a saved folder laid out as `hf download` leaves a published repository, so that the
+# real preset (the hub id, not a folder) loads offline (HF_HUB_OFFLINE=1) through the real from_pretrained path.
+# ---------------------------------------------------------------------------------------------------------------
+def fake_revision(repo_id: str) -> str:
+    """A stable 40-hex commit id for a repository that names no revision."""
+    return hashlib.sha1(f"tunereel-fake:{repo_id}".encode()).hexdigest()
+
+
+def write_fake_hub_repo(cache_dir: Path, repo_id: str, folder: Path, revision: str | None = None) -> Path:
+    """Copy `folder` into the hub cache `cache_dir` (HF_HOME/hub, or HF_HUB_CACHE) as repository `repo_id` at commit
+    `revision` (a 40-hex id; None: a fake one), laid out as huggingface_hub writes it: `models--ORG--NAME/` with
+    `blobs/<sha256>` (the bytes), `snapshots/<revision>/<path>` (relative symlinks to the blobs, subfolders kept)
+    and `refs/main` (the revision). Returns the snapshot folder. Works for any repository (transformers or
+    diffusers layout); an existing snapshot of the same revision is replaced.
+    """
+    revision = revision or fake_revision(repo_id)
+    repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / revision
+    if snapshot.exists():
+        shutil.rmtree(snapshot)
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    for source in sorted(Path(folder).rglob("*")):
+        relative = source.relative_to(folder)
+        if source.is_dir() or relative.name.startswith(".") or any(part.startswith(".") for part in relative.parts):
+            continue
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        blob = repo_dir / "blobs" / digest
+        if not blob.exists():
+            shutil.copyfile(source, blob)
+        link = snapshot / relative
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    return snapshot
 
 # ---------------------------------------------------------------------------------------------------------------
 # MusicGen (transformers MusicgenForConditionalGeneration), shaped like facebook/musicgen-small.
@@ -202,31 +241,77 @@ def make_codec_audible(codec) -> None:
         hidden = layer(hidden)
 
 
-def build_tiny_musicgen(out_dir: Path, seed: int = 0) -> Path:
-    """Save a random-weight MusicGen model + processor into `out_dir`; returns `out_dir`."""
+# The melody checkpoints' preprocessor_config.json (MusicgenMelodyFeatureExtractor: 12-bin chroma of 32 kHz audio).
+# Written as data, so building needs no torchaudio; loading it (MusicgenMelodyProcessor) does, as with the real one.
+MUSICGEN_MELODY_FEATURES = dict(
+    feature_extractor_type="MusicgenMelodyFeatureExtractor",
+    processor_class="MusicgenMelodyProcessor",
+    feature_size=12,
+    sampling_rate=32000,
+    hop_length=4096,
+    chunk_length=30,
+    n_fft=16384,
+    num_chroma=12,
+    padding_value=0.0,
+    padding_side="left",
+    return_attention_mask=True,
+)
+
+
+def build_tiny_musicgen(
+    out_dir: Path, seed: int = 0, *, channels: int = 1, melody: bool = False, weights: str = "safetensors"
+) -> Path:
+    """Save a random-weight MusicGen model + processor into `out_dir`; returns `out_dir`.
+
+    channels=2: shaped like facebook/musicgen-stereo-* (decoder audio_channels 2, 8 codebooks: 4 per channel,
+    interleaved; the codec stays mono). melody=True: shaped like facebook/musicgen-melody
+    (MusicgenMelodyForConditionalGeneration, decoder-only with 12-bin chroma conditioning, its processor's config).
+    weights="bin": the weights as pytorch_model.bin, as facebook/musicgen-medium and -large publish them.
+    """
+    import json
+
     from transformers import (
         EncodecFeatureExtractor,
         GenerationConfig,
         MusicgenConfig,
         MusicgenForConditionalGeneration,
+        MusicgenMelodyConfig,
+        MusicgenMelodyForConditionalGeneration,
         MusicgenProcessor,
     )
 
     out_dir = Path(out_dir)
     tokenizer = offline_tokenizer(model_max_length=512)
-    config = MusicgenConfig(
+    decoder = {**MUSICGEN_DECODER, "num_codebooks": 4 * channels, "audio_channels": channels}
+    sub_configs = dict(
         text_encoder={**MUSICGEN_TEXT_ENCODER, "vocab_size": len(tokenizer)},
         audio_encoder=MUSICGEN_AUDIO_ENCODER,
-        decoder=MUSICGEN_DECODER,
+        decoder=decoder,
     )
     torch.manual_seed(seed)
-    model = MusicgenForConditionalGeneration(config).eval()
+    if melody:
+        model = MusicgenMelodyForConditionalGeneration(MusicgenMelodyConfig(**sub_configs, num_chroma=12, chroma_length=235))
+    else:
+        model = MusicgenForConditionalGeneration(MusicgenConfig(**sub_configs))
+    model.eval()
     make_codec_audible(model.audio_encoder)
     model.generation_config = GenerationConfig(**MUSICGEN_GENERATION)
     model.save_pretrained(out_dir)
+    if weights == "bin":  # transformers 5 always saves safetensors; the same tensors as a pickle, as published
+        from safetensors.torch import load_file
 
-    features = EncodecFeatureExtractor(feature_size=1, sampling_rate=32000, padding_value=0.0)
-    MusicgenProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out_dir)
+        torch.save(load_file(out_dir / "model.safetensors"), out_dir / "pytorch_model.bin")
+        (out_dir / "model.safetensors").unlink()
+
+    # As the published repositories: tokenizer files + preprocessor_config.json (the feature extractor's config, which
+    # names the processor class), no processor_config.json.
+    tokenizer.save_pretrained(out_dir)
+    if melody:
+        (out_dir / "preprocessor_config.json").write_text(json.dumps(MUSICGEN_MELODY_FEATURES, indent=2) + "\n")
+    else:
+        features = EncodecFeatureExtractor(feature_size=1, sampling_rate=32000, padding_value=0.0)
+        features.processor_class = MusicgenProcessor.__name__
+        features.save_pretrained(out_dir)
     return out_dir
 
 

@@ -59,15 +59,22 @@ def _wanted(device: torch.device, setting: str | None) -> tuple[str, ...]:
     return names
 
 
-def accelerate(model: nn.Module, device: torch.device, setting: str | None = None) -> nn.Module:
-    """Apply the speed-ups that are safe on `device` to a loaded `MusicgenForConditionalGeneration`; returns it.
+def accelerate(
+    model: nn.Module, device: torch.device, setting: str | None = None, *, supported: tuple[str, ...] = CPU_DEFAULT
+) -> nn.Module:
+    """Apply the speed-ups that are safe on `device` to a loaded MusicGen model; returns it.
 
-    `setting` overrides the environment variable (`"off"`, `"auto"`, or e.g. `"int8,kv-growth"`).
-    A change whose kernels this build of PyTorch lacks is skipped with a warning, never an error.
+    `setting` overrides the environment variable (`"off"`, `"auto"`, or e.g. `"int8,kv-growth"`). `supported`: the
+    changes this model class takes (`kv-growth` replaces the encoder-decoder cache of
+    `MusicgenForConditionalGeneration`; the decoder-only melody model takes `int8` only); the others are skipped
+    with a log line. A change whose kernels this build of PyTorch lacks is skipped with a warning, never an error.
     """
     done: list[str] = list(applied(model))
     for name in _wanted(torch.device(device), setting):
         if name in done:
+            continue
+        if name not in supported:
+            log.info("music acceleration %r does not apply to %s: skipped", name, type(model).__name__)
             continue
         try:
             if name == "int8":

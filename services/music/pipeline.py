@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from transformers import MusicgenForConditionalGeneration, MusicgenProcessor, StoppingCriteria, StoppingCriteriaList
 
-from tunereel.loading import load_offline, pick_device, pick_dtype
+from tunereel.loading import ModelMissing, load_offline, pick_device, pick_dtype
 from tunereel.presets import MusicPreset, resolve_source
 from tunereel.request import LIMITS
 from tunereel.segments import (
@@ -39,11 +40,17 @@ from tunereel.segments import (
 from tunereel.streaming import Cancelled
 
 from .acceleration import accelerate
+from .memory import InvalidMemoryMode, memory_mode, place
 
-__all__ = ["MusicPipeline", "MusicOutput", "MusicPiece", "InvalidMusicInput", "crossfade"]
+__all__ = ["MusicPipeline", "MusicOutput", "MusicPiece", "InvalidMusicInput", "MusicLoadError", "crossfade"]
 
 ProgressCallback = Callable[[int, int], None]  # (step, total_steps)
 SegmentCallback = Callable[[SegmentProgress], None]
+
+
+class MusicLoadError(ModelMissing):
+    """The preset cannot be served here (missing package, weights that do not match the preset, bad setting, out of
+    memory). A ModelMissing, so the service stays up, NOT_SERVING, with this message."""
 
 
 class InvalidMusicInput(ValueError):
@@ -106,6 +113,8 @@ class MusicPipeline:
         model_id: str,
         max_seconds: float = 30.0,
         guidance_scale: float = 3.0,
+        do_sample: bool = True,
+        top_k: int = 250,
         max_total_seconds: float = LIMITS.max_duration_seconds,
         prompt_seconds: float = 10.0,
         crossfade_seconds: float = 0.2,
@@ -117,6 +126,8 @@ class MusicPipeline:
         self.max_seconds = max_seconds  # one window
         self.max_total_seconds = max_total_seconds  # one request, made in windows
         self.guidance_scale = guidance_scale
+        self.do_sample = do_sample
+        self.top_k = top_k
         audio_config = model.config.audio_encoder
         self.sample_rate = int(audio_config.sampling_rate)
         # Stereo checkpoints keep a mono codec and decode one set of codebooks per channel: the decoder knows.
@@ -137,24 +148,79 @@ class MusicPipeline:
             raise ValueError("the cross-fade and its margin must fit well inside the prompt")
 
     @classmethod
-    def from_preset(cls, preset: MusicPreset, models_dir: Path | None = None) -> MusicPipeline:
+    def from_preset(cls, preset: MusicPreset, models_dir: Path | None = None, *, memory: str | None = None) -> MusicPipeline:
+        """Load `preset` offline: its transformers classes, its revision, its dtype and memory mode on this machine.
+
+        Anything that stops the preset from running here raises MusicLoadError (or ModelMissing for absent weights)
+        with a message that says what to do; nothing is downloaded.
+        """
         source = resolve_source(preset.source, models_dir)
+        local = Path(source).is_absolute() or source.startswith(".") or Path(source).is_dir()
         device = pick_device()
         dtype = pick_dtype(preset.dtype, device)
-        model = load_offline(MusicgenForConditionalGeneration.from_pretrained, source, dtype=dtype).to(device)
-        model = accelerate(model, device)  # CPU: int8 decoder + in-place KV cache (services/music/acceleration.py)
-        processor = load_offline(MusicgenProcessor.from_pretrained, source)
+        try:
+            mode = memory_mode(preset.memory, memory)
+        except InvalidMemoryMode as error:
+            raise MusicLoadError(str(error)) from None
+        model_class, processor_class = _classes(preset)
+        where = {} if local or preset.revision is None else {"revision": preset.revision}
+        try:
+            model = load_offline(model_class.from_pretrained, source, dtype=dtype, **where)
+            processor = load_offline(processor_class.from_pretrained, source, **where)
+        except ImportError as error:  # e.g. the processor's own backends
+            raise MusicLoadError(f"music preset {preset.name!r}: {str(error).strip().splitlines()[0]}") from None
+        except ModelMissing:
+            raise
+        except Exception as error:  # noqa: BLE001 — truncated or corrupt files raise the reader's own errors
+            raise MusicLoadError(
+                f"music preset {preset.name!r}: the weights in {source} cannot be read ({type(error).__name__}: "
+                f"{(str(error).splitlines() or [''])[0][:200]}); fetch them again (`tunereel models {preset.name}` "
+                f"says how), then restart"
+            ) from None
+        # A checkpoint of another architecture would load with every unmatched weight initialised at random (the
+        # melody checkpoints through MusicgenForConditionalGeneration did): the repository's config names its class.
+        architectures = list(getattr(model.config, "architectures", None) or [])
+        if not isinstance(model, model_class) or (architectures and model_class.__name__ not in architectures):
+            raise MusicLoadError(
+                f"music preset {preset.name!r} loads {model_class.__name__}, but {source} is a "
+                f"{', '.join(architectures) or type(model).__name__} checkpoint"
+            )  # fmt: skip
+        if dtype != torch.float32:
+            # As audiocraft: the language model (text encoder + decoder) runs float16, the codec decodes outside that
+            # autocast in float32. The codec's inputs are integer codes, so its dtype touches nothing else.
+            model.audio_encoder.to(torch.float32)
+        channels = int(getattr(model.decoder.config, "audio_channels", 1))
+        if channels != preset.channels:
+            raise MusicLoadError(
+                f"music preset {preset.name!r} expects {preset.channels}-channel weights, {source} has {channels}"
+            )  # fmt: skip
+        try:
+            place(model, device, mode)
+        except torch.OutOfMemoryError as error:
+            del model
+            torch.cuda.empty_cache()  # what was moved before the failure
+            raise MusicLoadError(
+                f"music preset {preset.name!r} does not fit on {device} in memory mode {mode!r} "
+                f"({str(error).splitlines()[0][:160]}); try TUNEREEL_MUSIC_MEMORY=model-offload or a smaller preset"
+            ) from None
+        # CPU: int8 decoder + in-place KV cache (services/music/acceleration.py). The in-place cache replaces the
+        # encoder-decoder cache of MusicgenForConditionalGeneration; the melody model (decoder-only) gets int8 only.
+        supported = ("int8", "kv-growth") if model_class is MusicgenForConditionalGeneration else ("int8",)
+        model = accelerate(model, device, supported=supported)
         return cls(
             model,
             processor,
-            model_id=Path(source).name if Path(source).is_dir() else source,
+            model_id=Path(source).name if local else source,
             max_seconds=preset.max_seconds,
             guidance_scale=preset.guidance_scale,
+            do_sample=preset.do_sample,
+            top_k=preset.top_k,
         )
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        """Where generation runs: the decoder's device (in model-offload the other parts visit it)."""
+        return self.model.decoder.device
 
     def num_samples(self, duration_seconds: float) -> int:
         return round(duration_seconds * self.sample_rate)
@@ -289,7 +355,8 @@ class MusicPipeline:
                 audio = self.model.generate(
                     **inputs,
                     **extra,
-                    do_sample=True,
+                    do_sample=self.do_sample,
+                    top_k=self.top_k,
                     guidance_scale=guidance_scale or self.guidance_scale,
                     max_new_tokens=steps,
                     stopping_criteria=StoppingCriteriaList([watch]),
@@ -313,3 +380,20 @@ class MusicPipeline:
             # generate() keeps the prompt where the delay pattern overlaps it; the raw ids there are placeholders
             codes[:, : prompt_codes.shape[-1]] = prompt_codes
         return codes.clone()
+
+
+def _classes(preset: MusicPreset) -> tuple[type, type]:
+    """The preset's model and processor classes; a processor whose packages are missing is a MusicLoadError."""
+    for package in preset.requires:
+        try:
+            __import__(package)
+        except Exception as error:  # noqa: BLE001 — a broken install raises OSError/RuntimeError, not ImportError
+            raise MusicLoadError(
+                f"music preset {preset.name!r} needs the Python package {package!r} for its {preset.processor_class} "
+                f"(import failed: {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}); "
+                f"install tunereel[melody] in the music environment (the CUDA music image has it), then restart"
+            ) from None
+    try:
+        return getattr(transformers, preset.model_class), getattr(transformers, preset.processor_class)
+    except (AttributeError, ImportError, OSError) as error:
+        raise MusicLoadError(f"music preset {preset.name!r}: transformers cannot provide its classes ({error})") from None

@@ -211,7 +211,10 @@ def test_missing_weights_give_failed_precondition_with_instructions(tmp_path, mo
             list(music_pb2_grpc.MusicServiceStub(channel).GenerateMusic(
                 music_pb2.GenerateMusicRequest(prompt="pop", duration_seconds=1), timeout=10))
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "huggingface-cli download facebook/musicgen-small" in caught.value.details()
+        from tunereel.catalog import download_command
+        from tunereel.presets import MUSIC_PRESETS
+
+        assert download_command(MUSIC_PRESETS["small"]) in caught.value.details()  # the table's own command
     finally:
         channel.close()
         server.stop(0)

@@ -289,3 +289,27 @@ def test_envoy_runs_the_validated_config_and_the_ingress_routes(rendered, overla
     for backend in routes.values():
         ports = [port["name"] for port in services[backend["name"]]["spec"]["ports"]]
         assert backend["port"]["name"] in ports
+
+
+def test_gpu_presets_and_their_downloads_come_from_the_preset_table(rendered):
+    """One table: the gpu overlay's `--preset`s, the Dockerfile's defaults and the Job's `hf download` lines all name
+    catalog.GPU_PRESETS, the Job's lines are the table's commands, and no hub id is written anywhere else in deploy/."""
+    from tunereel import catalog
+
+    docs = rendered["gpu"]
+    deployments = objects(docs, "Deployment")
+    for kind, name in catalog.GPU_PRESETS.items():
+        assert args_of(pod_spec(deployments[kind])["containers"][0])["--preset"] == name
+        cmd = re.search(rf"FROM gpu-runtime AS {kind}\n.*?^CMD (\[.*?\])$", (DEPLOY / "docker" / "Dockerfile").read_text(),
+                        re.DOTALL | re.MULTILINE)  # fmt: skip
+        assert args_of({"args": json.loads(cmd.group(1))})["--preset"] == name, f"Dockerfile {kind} default"
+    script = pod_spec(objects(docs, "Job")["load-weights"])["containers"][0]["command"][-1]
+    downloads = [line for line in script.splitlines() if line.startswith("hf download")]
+    assert downloads == [catalog.download_command(catalog.preset_of(k, n)) for k, n in catalog.GPU_PRESETS.items()]
+    source = (DEPLOY / "k8s" / "overlays" / "gpu" / "load-weights.yaml").read_text()
+    assert catalog.generated_job(source) == source, "run `python -m tunereel.catalog --write`"
+    hub_ids = {p.source for _, p in catalog.all_presets() if not catalog.is_local(p)}
+    for path in DEPLOY.rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".md", "") and path.name != "load-weights.yaml":
+            text = path.read_text(errors="replace")
+            assert not [hub_id for hub_id in hub_ids if hub_id in text], f"{path}: a hub id outside the table"

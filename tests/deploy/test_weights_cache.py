@@ -7,13 +7,12 @@ it are the tiny models (same classes as the real ones), so the exact loading pat
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
 
 from tunereel.presets import music_preset, video_preset
-from tunereel.tiny import write_fake_hub_cache
+from tunereel.tiny import write_fake_hub_cache, write_fake_hub_repo
 
 LOAD = """
 from tunereel.music import server as music
@@ -26,11 +25,8 @@ for module, preset in ((music, {music!r}), (video, {video!r})):
 """
 
 
-def _cache_entry(hf_home, repo: str, folder) -> None:
-    entry = hf_home / "hub" / ("models--" + repo.replace("/", "--"))
-    shutil.copytree(folder, entry / "snapshots" / "0123456789abcdef")
-    (entry / "refs").mkdir()
-    (entry / "refs" / "main").write_text("0123456789abcdef")
+def _cache_entry(hf_home, preset, folder) -> None:
+    write_fake_hub_repo(hf_home / "hub", preset.source, folder, getattr(preset, "revision", None))
 
 
 def _read_only(path) -> None:
@@ -45,7 +41,7 @@ def _read_only(path) -> None:
 def test_real_presets_load_from_a_read_only_cache_without_network(models_dir, tmp_path):
     hf_home = tmp_path / "hf"
     music, video = "small", "ltx-2b-distilled"  # the gpu overlay's presets
-    _cache_entry(hf_home, music_preset(music).source, models_dir / "tiny-musicgen")
+    _cache_entry(hf_home, music_preset(music), models_dir / "tiny-musicgen")
     write_fake_hub_cache(hf_home / "hub", [video_preset(video)])  # single file + its config repo, as published
     before = _listing(hf_home)
     _read_only(hf_home)  # (root ignores modes: the listing below checks that nothing was written either way)
