@@ -28,6 +28,8 @@ __all__ = [
     "WeightsStatus",
     "all_presets",
     "download_command",
+    "download_commands",
+    "repositories",
     "hub_cache_dir",
     "missing_weights_message",
     "readme_section",
@@ -62,24 +64,42 @@ def is_local(preset: Any) -> bool:
     return preset.source.startswith("local:")
 
 
-def download_command(preset: Any) -> str:
-    """The one `hf download` command that fetches what `preset` loads (its revision, only the files it reads).
+def repositories(preset: Any) -> list[tuple[str, str | None, tuple[str, ...]]]:
+    """(repository, revision, include patterns) for every hub repository `preset` reads: its own first (with its
+    single-file checkpoint), then any it takes configs, text encoder or upsampler from (video presets' `downloads()`)."""
+    if is_local(preset):
+        raise ValueError(f"preset {preset.name!r} is a local folder, not a hub repository")
+    downloads = preset.downloads() if hasattr(preset, "downloads") else [
+        (preset.source, _field(preset, "revision"), tuple(_field(preset, "allow_patterns", ()) or ()))
+    ]
+    (source, revision, patterns), *others = downloads
+    single = _field(preset, "single_file")
+    if single and not any(fnmatch(single, pattern) for pattern in patterns):
+        patterns = (*patterns, single)
+    return [(source, revision, tuple(patterns)), *others]
+
+
+def download_commands(preset: Any) -> list[str]:
+    """The `hf download` commands that fetch what `preset` loads (its revisions, only the files it reads), one per
+    repository.
 
     `hf` (huggingface_hub's CLI) takes one pattern per `--include`; patterns after a single `--include` would be
     read as file names and the patterns ignored.
     """
-    if is_local(preset):
-        raise ValueError(f"preset {preset.name!r} is a local folder, not a hub repository")
-    patterns = list(_field(preset, "allow_patterns", ()) or ())
-    single = _field(preset, "single_file")
-    if single and not any(fnmatch(single, pattern) for pattern in patterns):
-        patterns.append(single)
-    parts = ["hf", "download", preset.source]
-    if _field(preset, "revision"):
-        parts += ["--revision", preset.revision]
-    for pattern in patterns:
-        parts += ["--include", pattern]
-    return " ".join(_quote(part) for part in parts)
+    commands = []
+    for source, revision, patterns in repositories(preset):
+        parts = ["hf", "download", source]
+        if revision:
+            parts += ["--revision", revision]
+        for pattern in patterns:
+            parts += ["--include", pattern]
+        commands.append(" ".join(_quote(part) for part in parts))
+    return commands
+
+
+def download_command(preset: Any) -> str:
+    """All of `preset`'s `hf download` commands as one shell line."""
+    return " && ".join(download_commands(preset))
 
 
 def _quote(part: str) -> str:
@@ -144,6 +164,7 @@ def status(kind: str, preset: Any, *, models_dir: Path | None = None, cache_dir:
         problems += _snapshot_problems(snapshot, preset)
         if any((repo_dir / "blobs").glob("*.incomplete")):
             problems.append("an interrupted download left .incomplete files")
+        problems += _other_repository_problems(preset, cache_dir or hub_cache_dir())
         state = "incomplete" if problems else "complete"
     return WeightsStatus(kind, preset.name, preset.source, revision, str(location), state, tuple(problems),
                          _size(snapshot) if snapshot is not None and snapshot.is_dir() else 0,
@@ -200,6 +221,24 @@ def _snapshot_problems(folder: Path, preset: Any) -> list[str]:
     return problems
 
 
+def _other_repository_problems(preset: Any, cache_dir: Path) -> list[str]:
+    """What is missing of the repositories a preset reads besides its own (e.g. the configs and T5 of a single-file
+    checkpoint): each must be cached at its revision with a file for every include pattern."""
+    problems = []
+    for source, revision, patterns in repositories(preset)[1:]:
+        repo_dir = cache_dir / ("models--" + source.replace("/", "--"))
+        ref = revision or _read(repo_dir / "refs" / "main")
+        snapshot = repo_dir / "snapshots" / ref if ref else None
+        if snapshot is None or not snapshot.is_dir():
+            problems.append(f"{source} (revision {revision or 'main'}) is not in the Hugging Face cache")
+            continue
+        present = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+        lost = [pattern for pattern in patterns if not any(fnmatch(name, pattern) for name in present)]
+        if lost:
+            problems.append(f"{source}: nothing matches {', '.join(lost[:3])}")
+    return problems
+
+
 def _size(folder: Path) -> int:
     total = 0
     for path in folder.rglob("*"):
@@ -249,7 +288,7 @@ def readme_section() -> str:
             where = f"`{preset.source}`" + (f" `{single}`" if single else "") + (f" ({rev[:12]})" if rev else " (main)")
         lines.append(f"| {kind} | `{preset.name}` | {where} | {_field(preset, 'license', '') or '-'} | {_field(preset, 'docs', '') or '-'} |")
     lines += ["", "To fetch a preset's weights into the Hugging Face cache (only the files it loads):", "", "```sh"]
-    lines += [download_command(p) for _, p in all_presets() if not is_local(p)]
+    lines += dict.fromkeys(command for _, p in all_presets() if not is_local(p) for command in download_commands(p))
     lines += ["```", README_END]
     return "\n".join(lines)
 
@@ -258,7 +297,7 @@ def job_script(indent: str = "") -> str:
     """The load-weights Job's download lines for the GPU presets, between their markers."""
     lines = [f"{JOB_BEGIN} (generated by `python -m tunereel.catalog --write`: presets "
              + ", ".join(f"{kind} {name}" for kind, name in GPU_PRESETS.items()) + ")"]  # fmt: skip
-    lines += [download_command(preset_of(kind, name)) for kind, name in GPU_PRESETS.items()]
+    lines += [command for kind, name in GPU_PRESETS.items() for command in download_commands(preset_of(kind, name))]
     lines.append(JOB_END)
     return "\n".join(indent + line for line in lines)
 

@@ -22,6 +22,7 @@ from diffusers import (
 )
 from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
 
+from tunereel.catalog import download_commands
 from tunereel.loading import ModelMissing, load_offline
 from tunereel.memory import GiB, ModelFootprint, check_memory_mode, choose_memory_mode
 from tunereel.presets import VideoPreset, resolve_source
@@ -30,7 +31,6 @@ __all__ = [
     "PIPELINE_CLASSES",
     "ModelLoadError",
     "apply_memory_mode",
-    "download_commands",
     "free_gpu_bytes",
     "load_ltx",
     "load_upsampler",
@@ -48,19 +48,6 @@ class ModelLoadError(RuntimeError):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-
-
-def download_commands(preset: VideoPreset) -> list[str]:
-    """The `hf download` commands that put a preset's weights into the Hugging Face cache."""
-    commands = []
-    for repo, revision, patterns in preset.downloads():
-        parts = ["hf", "download", repo]
-        if revision:
-            parts += ["--revision", revision]
-        for pattern in patterns:
-            parts += ["--include", f"'{pattern}'" if "*" in pattern else pattern]
-        commands.append(" ".join(parts))
-    return commands
 
 
 def _missing(preset: VideoPreset, error: Exception) -> ModelMissing:

@@ -305,7 +305,10 @@ def test_gpu_presets_and_their_downloads_come_from_the_preset_table(rendered):
         assert args_of({"args": json.loads(cmd.group(1))})["--preset"] == name, f"Dockerfile {kind} default"
     script = pod_spec(objects(docs, "Job")["load-weights"])["containers"][0]["command"][-1]
     downloads = [line for line in script.splitlines() if line.startswith("hf download")]
-    assert downloads == [catalog.download_command(catalog.preset_of(k, n)) for k, n in catalog.GPU_PRESETS.items()]
+    assert downloads == [
+        command for k, n in catalog.GPU_PRESETS.items() for command in catalog.download_commands(catalog.preset_of(k, n))
+    ]
+    assert any("LTX-Video-0.9.5" in line for line in downloads)  # the single-file preset's configs and T5 come too
     source = (DEPLOY / "k8s" / "overlays" / "gpu" / "load-weights.yaml").read_text()
     assert catalog.generated_job(source) == source, "run `python -m tunereel.catalog --write`"
     hub_ids = {p.source for _, p in catalog.all_presets() if not catalog.is_local(p)}

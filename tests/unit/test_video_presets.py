@@ -261,7 +261,7 @@ def test_missing_weights_say_which_download(tmp_path, monkeypatch):
         VideoPipeline.from_preset(video_preset("ltx-2b-distilled"))
     message = str(error.value)
     assert "hf download Lightricks/LTX-Video --include ltxv-2b-0.9.8-distilled.safetensors" in message
-    assert "hf download Lightricks/LTX-Video-0.9.5" in message and "'text_encoder/*'" in message
+    assert "hf download Lightricks/LTX-Video-0.9.5" in message and '"text_encoder/*"' in message
 
 
 def test_fake_cache_is_laid_out_as_the_published_repositories(fake_hub):
