@@ -196,29 +196,43 @@ def _snapshot_problems(folder: Path, preset: Any) -> list[str]:
         problems.append("config.json (or model_index.json) is missing")
     if not any(name.endswith((".safetensors", ".bin", ".pt", ".pth")) for name in present):
         problems.append("no weights file")
-    for name in sorted(present):
-        if name.endswith((".safetensors.index.json", ".bin.index.json")):
-            try:
-                shards = set(json.loads(files[name].read_text())["weight_map"].values())
-            except (OSError, ValueError, KeyError):
-                problems.append(f"{name} is unreadable")
-                continue
-            base = name.rpartition("/")[0]
-            lost = sorted(s for s in shards if (f"{base}/{s}" if base else s) not in present)
-            if lost:
-                problems.append(f"{len(lost)} of {len(shards)} shard(s) named by {name} are missing: {', '.join(lost[:3])}")
-    if "model_index.json" in present:
-        try:
-            index = json.loads(files["model_index.json"].read_text())
-        except (OSError, ValueError):
-            index = {}
-            problems.append("model_index.json is unreadable")
-        for component, value in index.items():
-            if component.startswith("_") or not isinstance(value, list) or value[0] is None:
-                continue
-            if not any(name.startswith(component + "/") for name in present):
-                problems.append(f"component folder {component}/ is missing")
+    problems += _lost_shards(files, present)
+    problems += _lost_components(files, present)
     return problems
+
+
+def _lost_shards(files: dict[str, Path], present: set[str]) -> list[str]:
+    """Shards that a weights index names but the folder lacks."""
+    problems = []
+    for name in sorted(present):
+        if not name.endswith((".safetensors.index.json", ".bin.index.json")):
+            continue
+        try:
+            shards = set(json.loads(files[name].read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError):
+            problems.append(f"{name} is unreadable")
+            continue
+        base = name.rpartition("/")[0]
+        lost = sorted(s for s in shards if (f"{base}/{s}" if base else s) not in present)
+        if lost:
+            problems.append(f"{len(lost)} of {len(shards)} shard(s) named by {name} are missing: {', '.join(lost[:3])}")
+    return problems
+
+
+def _lost_components(files: dict[str, Path], present: set[str]) -> list[str]:
+    """diffusers components that model_index.json names but the folder lacks."""
+    if "model_index.json" not in present:
+        return []
+    try:
+        index = json.loads(files["model_index.json"].read_text())
+    except (OSError, ValueError):
+        return ["model_index.json is unreadable"]
+    return [
+        f"component folder {component}/ is missing"
+        for component, value in index.items()
+        if not component.startswith("_") and isinstance(value, list) and value[0] is not None
+        and not any(name.startswith(component + "/") for name in present)
+    ]
 
 
 def _other_repository_problems(preset: Any, cache_dir: Path) -> list[str]:
