@@ -12,8 +12,9 @@ JKU's permission or another beat tracker behind the same `Timeline`.
 Incremental use (music that arrives in pieces): `MusicAnalyser.stream(rate)` returns an `AnalysisStream`; each
 `feed(pcm)` returns the timeline so far, whose beats and bars before `settled_until` will not change as more music
 arrives. The networks are bidirectional, so they run on new audio in chunks with `lookback_s` of context before and
-`lookahead_s` after (the last `lookahead_s` wait for the next piece); the bar decoder (a Viterbi pass, cheap) re-runs
-on all activations so far and its last `decoder_horizon_s` stay provisional. Sections are provisional until `final`
+`lookahead_s` after (the last `lookahead_s` wait for the next piece); the bar decoder (a Viterbi pass) re-runs from
+`decoder_context_s` before the settled part and is joined to it where both agree, and its last `decoder_horizon_s`
+stay provisional. Sections are provisional until `final`
 (their novelty is normalised over the whole song).
 """
 
@@ -59,6 +60,7 @@ class AnalysisConfig:
     lookback_s: float = 10.0  # audio before a chunk the networks see (their forward state settles in it)
     lookahead_s: float = 5.0  # audio after a chunk the networks see (their backward state settles in it)
     decoder_horizon_s: float = 5.0  # the bar decoder's last seconds stay provisional
+    decoder_context_s: float = 15.0  # the decoder re-runs from this long before the settled part
     min_update_s: float = 4.0  # a feed that adds less settled audio than this only buffers
 
     def __post_init__(self) -> None:
@@ -209,6 +211,7 @@ class AnalysisStream:
     _length: int = 0  # samples received
     _activations: np.ndarray = field(default_factory=lambda: np.empty((0, 2), np.float32))  # settled frames
     _last: Timeline | None = None
+    _settled: tuple[np.ndarray, np.ndarray, float] | None = None  # beats, positions, settled_until of the last update
     _finished: bool = False
 
     def __post_init__(self) -> None:
@@ -267,14 +270,42 @@ class AnalysisStream:
         keep = chunk[settled - start : None if target is None else target - start]
         self._activations = np.concatenate([self._activations, keep])
 
+    def _decode(self) -> tuple[np.ndarray, np.ndarray]:
+        """Beats and bar positions of all activations so far. The decoder re-runs only on the last
+        `decoder_context_s` before what is settled, onwards; its result is joined to the settled beats where the two
+        agree on a stretch of beats (times within a frame, same bar positions), else everything is decoded again."""
+        context = self.analyser.config.decoder_context_s
+        if self._settled is None or self._settled[2] <= context:
+            return self.analyser.decode(self._activations)
+        old_beats, old_positions, settled_until = self._settled
+        start = int((settled_until - context) * FPS)
+        beats, positions = self.analyser.decode(self._activations[start:])
+        beats = beats + start / FPS
+        # compare on the second half of the context: the decoder's start (a uniform prior) has settled by then
+        lo = settled_until - context / 2
+        old_overlap = (old_beats >= lo) & (old_beats < settled_until)
+        new_overlap = (beats >= lo) & (beats < settled_until)
+        if (
+            old_overlap.sum() >= 2
+            and old_overlap.sum() == new_overlap.sum()
+            and np.abs(old_beats[old_overlap] - beats[new_overlap]).max() <= 1.5 / FPS
+            and np.array_equal(old_positions[old_overlap], positions[new_overlap])
+        ):
+            keep = old_beats < settled_until
+            tail = beats >= settled_until
+            return np.concatenate([old_beats[keep], beats[tail]]), np.concatenate([old_positions[keep], positions[tail]])
+        return self.analyser.decode(self._activations)
+
     def _timeline(self, audio: np.ndarray, final: bool) -> Timeline:
         config = self.analyser.config
         duration = len(audio) / self.sample_rate
-        beats, positions = self.analyser.decode(self._activations)
+        beats, positions = self._decode()
         if final:
             settled_until = duration
         else:
             settled_until = max(len(self._activations) / FPS - config.decoder_horizon_s, 0.0)
+        settled = beats < settled_until
+        self._settled = (beats[settled], positions[settled], settled_until)
         energy = energy_curve(audio, self.sample_rate, config.energy_rate)
         sections = find_sections(audio, self.sample_rate, beats, positions, duration, config)
         for array in (beats, positions, energy):

@@ -99,8 +99,11 @@ def test_song_energy_is_higher_in_the_busier_section(song, song_timeline):
     )
 
 
-def test_streamed_analysis_settles_and_ends_where_the_offline_one_does(analyser, song, song_timeline):
+def test_streamed_analysis_settles_and_ends_where_the_offline_one_does(analyser, song, song_timeline, monkeypatch):
     """Fed in 10 s pieces, like music that streams in: what a timeline calls settled never changes afterwards."""
+    decoded = []  # frames each decoder run saw: the later feeds re-decode only a window, not everything
+    decode = analyser.decode
+    monkeypatch.setattr(analyser, "decode", lambda activations: decoded.append(len(activations)) or decode(activations))
     stream = analyser.stream(song.sample_rate)
     piece = 10 * song.sample_rate
     settled_times = []
@@ -117,6 +120,7 @@ def test_streamed_analysis_settles_and_ends_where_the_offline_one_does(analyser,
         settled_times.append(timeline.settled_until)
     assert settled_times == sorted(settled_times) and settled_times[-1] > 0.5 * song_timeline.duration
     final = stream.finish()
+    assert decoded[-1] < 0.8 * song_timeline.duration * 100, decoded  # finish() joined a window to the settled beats
     assert final.final and final.settled_until == final.duration == song_timeline.duration
     np.testing.assert_allclose(final.beats, song_timeline.beats, atol=0.0101)
     np.testing.assert_array_equal(final.beat_positions, song_timeline.beat_positions)
