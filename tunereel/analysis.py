@@ -157,8 +157,8 @@ def _import_madmom():
 
 # --------------------------------------------------------------------------------------------------- the analyser
 class MusicAnalyser:
-    """Holds the beat/downbeat networks and the bar decoder (load once, analyse many). Thread-safe for separate
-    streams: the networks keep no state between calls; each stream has its own buffers."""
+    """Holds the beat/downbeat networks and the bar decoder (load once, analyse many). It keeps no per-piece state:
+    one analyser serves many streams, each with its own buffers."""
 
     def __init__(self, config: AnalysisConfig | None = None):
         self.config = config or AnalysisConfig()
@@ -213,6 +213,7 @@ class AnalysisStream:
     _last: Timeline | None = None
     _settled: tuple[np.ndarray, np.ndarray, float] | None = None  # beats, positions, settled_until of the last update
     _finished: bool = False
+    disagreements: int = 0  # joins where the re-run decoder placed settled beats differently (see _decode)
 
     def __post_init__(self) -> None:
         if not isinstance(self.sample_rate, int) or not 8000 <= self.sample_rate <= 192000:
@@ -271,9 +272,10 @@ class AnalysisStream:
         self._activations = np.concatenate([self._activations, keep])
 
     def _decode(self) -> tuple[np.ndarray, np.ndarray]:
-        """Beats and bar positions of all activations so far. The decoder re-runs only on the last
-        `decoder_context_s` before what is settled, onwards; its result is joined to the settled beats where the two
-        agree on a stretch of beats (times within a frame, same bar positions), else everything is decoded again."""
+        """Beats and bar positions of all activations so far: the settled beats as they were, then what the decoder
+        finds when it re-runs from `decoder_context_s` before the settled part. Where that re-run disagrees with the
+        settled beats before the join (it can, at an abrupt change of tempo or metre that a decoder seeing the whole
+        piece would have placed differently) the settled beats still stand and `disagreements` counts it."""
         context = self.analyser.config.decoder_context_s
         if self._settled is None or self._settled[2] <= context:
             return self.analyser.decode(self._activations)
@@ -285,16 +287,17 @@ class AnalysisStream:
         lo = settled_until - context / 2
         old_overlap = (old_beats >= lo) & (old_beats < settled_until)
         new_overlap = (beats >= lo) & (beats < settled_until)
-        if (
-            old_overlap.sum() >= 2
-            and old_overlap.sum() == new_overlap.sum()
-            and np.abs(old_beats[old_overlap] - beats[new_overlap]).max() <= 1.5 / FPS
+        agree = (
+            old_overlap.sum() == new_overlap.sum()
+            and (not old_overlap.any() or np.abs(old_beats[old_overlap] - beats[new_overlap]).max() <= 1.5 / FPS)
             and np.array_equal(old_positions[old_overlap], positions[new_overlap])
-        ):
-            keep = old_beats < settled_until
-            tail = beats >= settled_until
-            return np.concatenate([old_beats[keep], beats[tail]]), np.concatenate([old_positions[keep], positions[tail]])
-        return self.analyser.decode(self._activations)
+        )
+        tail = beats >= settled_until
+        if not agree:
+            self.disagreements += 1
+            if len(old_beats) >= 2:  # no beat closer to the last settled one than half its interval
+                tail &= beats > old_beats[-1] + 0.5 * (old_beats[-1] - old_beats[-2])
+        return np.concatenate([old_beats, beats[tail]]), np.concatenate([old_positions, positions[tail]])
 
     def _timeline(self, audio: np.ndarray, final: bool) -> Timeline:
         config = self.analyser.config

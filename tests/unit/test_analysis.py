@@ -121,6 +121,7 @@ def test_streamed_analysis_settles_and_ends_where_the_offline_one_does(analyser,
     assert settled_times == sorted(settled_times) and settled_times[-1] > 0.5 * song_timeline.duration
     final = stream.finish()
     assert decoded[-1] < 0.8 * song_timeline.duration * 100, decoded  # finish() joined a window to the settled beats
+    assert stream.disagreements == 0
     assert final.final and final.settled_until == final.duration == song_timeline.duration
     np.testing.assert_allclose(final.beats, song_timeline.beats, atol=0.0101)
     np.testing.assert_array_equal(final.beat_positions, song_timeline.beat_positions)
