@@ -47,3 +47,52 @@ def test_openapi_documents_the_prototype_contract(client):
 def test_index_page_is_served(client):
     reply = client.get("/")
     assert reply.status_code == 200 and "<form" in reply.text
+
+
+# --- body limits (issue 13, item 1) -----------------------------------------------------------------------------------
+
+def test_a_body_over_the_limit_is_413_before_parsing(client):
+    # The issue's probe, shrunk to just over 1 MiB: deeply nested JSON that would cost the parser dearly.
+    nested = ("[" + "[]," * 400_000 + "[]]").encode()
+    assert len(nested) > 1024 * 1024
+    reply = client.post("/generate_content", content=nested, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 413
+    assert "limit of 1048576 bytes" in reply.json()["error"]
+    # A body just under the limit still reaches the route's own checks.
+    reply = client.post("/generate_content", content=b" " * 1000 + b"[]", headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400
+
+
+def test_the_limit_is_a_setting():
+    app = create_app(GatewaySettings(composer_target=f"127.0.0.1:{free_port()}", max_body_bytes=100))
+    with TestClient(app) as small:
+        body = {**PROTOTYPE, "video_prompt": "x" * 200}
+        assert small.post("/generate_content", json=body).status_code == 413
+        assert small.post("/v1/jobs", json=body).status_code == 413
+
+
+def test_a_streamed_body_is_cut_off_at_the_limit_not_read_to_its_end():
+    import asyncio
+
+    from tunereel.gateway.limits import BodyLimit
+
+    reached_app = []
+
+    async def app(scope, receive, send):  # pragma: no cover - must not run
+        reached_app.append(True)
+
+    pulled = 0
+    sent: list[dict] = []
+
+    async def receive():
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"x" * 65536, "more_body": True}  # endless, chunked
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/jobs", "headers": [(b"transfer-encoding", b"chunked")]}
+    asyncio.run(BodyLimit(app, max_bytes=1024 * 1024)(scope, receive, send))
+    assert sent[0]["status"] == 413 and not reached_app
+    assert pulled == 17  # 16 chunks fill 1 MiB; the 17th passes the limit and reading stops there
