@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-__all__ = ["ApiKeys", "ApiKeyInterceptor", "InsecureBinding", "refuse_open_binding", "bearer_metadata"]
+__all__ = ["ApiKeys", "ApiKeyInterceptor", "AsyncApiKeyInterceptor", "InsecureBinding", "refuse_open_binding", "bearer_metadata"]
 
 # Probes and tooling must work without a key.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
@@ -91,6 +91,33 @@ def _deny(handler: grpc.RpcMethodHandler | None):
 
         return grpc.unary_stream_rpc_method_handler(abort_stream)
     return grpc.unary_unary_rpc_method_handler(abort)
+
+
+class AsyncApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """ApiKeyInterceptor for grpc.aio servers (which take only asyncio interceptors)."""
+
+    def __init__(self, keys: ApiKeys):
+        self.keys = keys
+
+    async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
+        handler = await continuation(handler_call_details)
+        if not self.keys.enabled or handler_call_details.method.startswith(OPEN_SERVICES) or handler is None:
+            return handler
+        authorization = dict(handler_call_details.invocation_metadata or ()).get("authorization")
+        if self.keys.owner_of(authorization) is not None:
+            return handler
+        message = "missing or invalid API key: send `authorization: Bearer KEY`"
+        if handler.response_streaming:
+            async def abort_stream(request, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+                yield  # pragma: no cover - abort raises
+
+            return grpc.unary_stream_rpc_method_handler(abort_stream)
+
+        async def abort(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        return grpc.unary_unary_rpc_method_handler(abort)
 
 
 def refuse_open_binding(host: str, keys: ApiKeys, what: str) -> None:

@@ -16,7 +16,7 @@ import grpc
 from tunereel import wire
 from tunereel.auth import ApiKeys, InsecureBinding
 from tunereel.request import InvalidRequest, validate_request
-from tunereel.serving import GrpcServer, start_server
+from tunereel.serving import GrpcServer, start_async_server
 from tunereel.streaming import Cancelled, events_from_thread
 from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
 
@@ -143,7 +143,8 @@ def serve(
         composer_pb2_grpc.add_ComposerServiceServicer_to_server(servicer, server)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
 
-    server = start_server(register, [SERVICE_NAME, JOB_SERVICE_NAME], host=host, port=port, api_keys=api_keys)
+    # grpc.aio underneath: an open WatchJob (an SSE stream, a browser tab) waits on the loop, not in a pool thread.
+    server = start_async_server(register, [SERVICE_NAME, JOB_SERVICE_NAME], host=host, port=port, api_keys=api_keys)
     mirror = HealthMirror(backends, server, SERVICE_NAME, extra_services=[JOB_SERVICE_NAME])
     mirror.start()
     runner = JobRunner(store, composer, settings)

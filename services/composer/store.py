@@ -242,6 +242,14 @@ class JobStore:
             row = db.execute(query).first()
         return JobRecord.from_row(row) if row is not None else None
 
+    def get_many(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        """Several jobs in one query (the job watchers' poll); missing ids are simply absent."""
+        if not job_ids:
+            return {}
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(jobs).where(jobs.c.id.in_(job_ids))).all()
+        return {row._mapping["id"]: JobRecord.from_row(row) for row in rows}
+
     def list(self, owner: str | None, *, limit: int = 20, before: tuple[float, str] | None = None) -> list[JobRecord]:
         """Newest first; `before` is the (created_at, id) of the last job of the previous page."""
         query = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
