@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-__all__ = ["ApiKeys", "ApiKeyInterceptor", "AsyncApiKeyInterceptor", "InsecureBinding", "refuse_open_binding", "bearer_metadata"]
+__all__ = ["webhook_secret_for_key", "ApiKeys", "ApiKeyInterceptor", "AsyncApiKeyInterceptor", "InsecureBinding", "refuse_open_binding", "bearer_metadata"]
 
 # Probes and tooling must work without a key.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
@@ -49,7 +49,24 @@ class ApiKeys:
         for key in self._keys:  # compare with every key, in constant time each, so timing tells nothing
             if hmac.compare_digest(offered, key.encode()):
                 match = key
-        return None if match is None else hashlib.sha256(match.encode()).hexdigest()[:32]
+        return None if match is None else self.owner_id(match)
+
+    @staticmethod
+    def owner_id(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def webhook_secret(self, owner: str) -> bytes | None:
+        """The webhook signing secret of the key whose owner id this is (None when no key has it)."""
+        for key in self._keys:
+            if hmac.compare_digest(self.owner_id(key), owner):
+                return webhook_secret_for_key(key)
+        return None
+
+
+def webhook_secret_for_key(key: str) -> bytes:
+    """Each API key's own webhook signing secret: derived from the key, so its holder computes it and no other
+    tenant can (the key itself never leaves the client's side of the signature)."""
+    return hmac.new(key.encode(), b"tunereel webhook signing v1", hashlib.sha256).hexdigest().encode()
 
 
 def bearer_metadata(key: str | None) -> list[tuple[str, str]]:

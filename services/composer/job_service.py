@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -22,6 +21,7 @@ from tunereel.auth import ApiKeys, metadata_value
 from tunereel.request import InvalidRequest, validate_request
 from tunereel.v1 import common_pb2, composer_pb2, jobs_pb2, jobs_pb2_grpc
 
+from .webhooks import WebhookPolicy, check_webhook_url
 from .store import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobRecord, JobStore, QueueFull
 
 log = logging.getLogger("tunereel.composer.jobs")
@@ -78,14 +78,6 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
             )
         )
     return job
-
-
-def check_webhook_url(url: str, allowed_hosts: frozenset[str]) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("webhook", "must be an http:// or https:// URL")
-    if allowed_hosts and parts.hostname.lower() not in allowed_hosts:
-        raise InvalidRequest("webhook", f"host {parts.hostname!r} is not in the server's webhook allow-list")
 
 
 def canonical_job_id(raw: str) -> str | None:
@@ -185,10 +177,10 @@ TERMINAL_STATES = frozenset({jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FA
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, store: JobStore, keys: ApiKeys, *, webhook_hosts: frozenset[str] = frozenset(), workers: int = 1):
+    def __init__(self, store: JobStore, keys: ApiKeys, *, webhook_policy: WebhookPolicy | None = None, workers: int = 1):
         self.store = store
         self.keys = keys
-        self.webhook_hosts = webhook_hosts
+        self.webhook_policy = webhook_policy  # None: this server takes no webhooks (it has no secret to sign with)
         self.workers = max(1, workers)
         self.watchers = JobWatchHub(self._views, lambda job: job.state in TERMINAL_STATES)
 
@@ -235,7 +227,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         try:
             generation = validate_request(wire.request_from_proto(request.request))
             if request.webhook_url:
-                check_webhook_url(request.webhook_url, self.webhook_hosts)
+                if self.webhook_policy is None:
+                    raise InvalidRequest("webhook", "this server takes no webhooks: it has no API keys and no "
+                                                    "TUNEREEL_WEBHOOK_SECRET to sign them with")  # fmt: skip
+                check_webhook_url(request.webhook_url, self.webhook_policy)
             if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
                 raise InvalidRequest("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
         except InvalidRequest as error:

@@ -26,6 +26,7 @@ from .job_service import SERVICE_NAME as JOB_SERVICE_NAME
 from .job_service import JobServicer
 from .jobs import JobRunner, JobSettings
 from .store import JobStore, sqlite_url
+from .webhooks import WebhookPolicy, WebhookSender, job_view
 
 log = logging.getLogger("tunereel.composer")
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
@@ -118,10 +119,23 @@ def serve(
     retention_hours: float = 168.0,
     webhook_hosts: frozenset[str] = frozenset(),
     webhook_secret: str = "",
+    webhook_allow_private: bool = False,
     api_keys: ApiKeys | None = None,
 ) -> Composed:
     """Composer, job service and job workers on one port; health mirrors the backends."""
     api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
+    webhook_policy = WebhookPolicy(allowed_hosts=webhook_hosts, allow_private=webhook_allow_private)
+    # Without keys there is no per-key secret; without the server's secret too, a webhook would go out signed with
+    # b"": such a server takes no webhooks at all.
+    webhooks_enabled = api_keys.enabled or bool(webhook_secret)
+
+    def signing_key(owner: str) -> bytes:
+        # Per key when keys are on (each tenant verifies with its own secret); the server's secret otherwise.
+        secret = (api_keys.webhook_secret(owner) if api_keys.enabled else None) or webhook_secret.encode()
+        if not secret:
+            raise RuntimeError("no webhook signing secret")  # the sender gives this delivery up
+        return secret
+
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = JobSettings(
         data_dir=data_dir,
@@ -137,7 +151,7 @@ def serve(
     backends = Backends(music_target, video_target, api_key=api_keys.any_key)
     composer = Composer(backends, settings.work_dir)
     servicer = ComposerServicer(composer, max_concurrent=max_concurrent)
-    jobs = JobServicer(store, api_keys, webhook_hosts=webhook_hosts, workers=job_workers)
+    jobs = JobServicer(store, api_keys, webhook_policy=webhook_policy if webhooks_enabled else None, workers=job_workers)
 
     def register(server: grpc.Server) -> None:
         composer_pb2_grpc.add_ComposerServiceServicer_to_server(servicer, server)
@@ -147,7 +161,8 @@ def serve(
     server = start_async_server(register, [SERVICE_NAME, JOB_SERVICE_NAME], host=host, port=port, api_keys=api_keys)
     mirror = HealthMirror(backends, server, SERVICE_NAME, extra_services=[JOB_SERVICE_NAME])
     mirror.start()
-    runner = JobRunner(store, composer, settings)
+    webhooks = WebhookSender(store, webhook_policy, signing_key, job_view)
+    runner = JobRunner(store, composer, settings, webhooks)
     runner.start()
     return Composed(server=server, mirror=mirror, runner=runner, store=store)
 
@@ -211,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             retention_hours=args.retention_hours,
             webhook_hosts=frozenset(h.strip().lower() for h in env("TUNEREEL_WEBHOOK_ALLOW", "").split(",") if h.strip()),
             webhook_secret=env("TUNEREEL_WEBHOOK_SECRET", ""),
+            webhook_allow_private=env("TUNEREEL_WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
         )
     except InsecureBinding as error:
         print(f"error: {error}", file=sys.stderr)

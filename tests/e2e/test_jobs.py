@@ -59,7 +59,7 @@ def stack(models_dir, tmp_path_factory):
     with LocalStack(
         models_dir=models_dir,
         log_dir=tmp_path_factory.mktemp("jobs-logs"),
-        env={"TUNEREEL_WEBHOOK_SECRET": SECRET},
+        env={"TUNEREEL_WEBHOOK_SECRET": SECRET, "TUNEREEL_WEBHOOK_ALLOW_PRIVATE": "1"},  # the receiver is on loopback
         composer_args=["--max-queue", "20"],
     ) as running:
         yield running
@@ -190,8 +190,10 @@ def test_webhook_is_signed_delivered_once_and_retried(stack, client):
         time.sleep(2.0)  # nothing more may arrive after the success
         assert len(receiver.received) == 3  # two 500s, then delivered, then nothing
         headers, body = receiver.received[-1]
-        expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert headers["X-Tunereel-Signature"] == f"sha256={expected}"
+        timestamp = headers["X-Tunereel-Timestamp"]
+        assert abs(int(timestamp) - time.time()) < 120
+        expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        assert headers["X-Tunereel-Signature"] == f"t={timestamp},v1={expected}"
         payload = json.loads(body)
         assert payload["id"] == job["id"] and payload["state"] == "succeeded"
     finally:
