@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from tunereel.loading import ModelMissing
+from tunereel.request import LIMITS
 from tunereel.presets import UnknownPreset, default_models_dir
 from tunereel.segments import SegmentProgress
 from tunereel.serving import GrpcServer, Turnstile, start_server
@@ -101,6 +102,13 @@ class ModelHost(Generic[P]):
             self.load_error = getattr(error, "message", None) or str(error)
             self.log.error("%s model not loaded: %s", self.kind, self.load_error)
 
+    def check_prompt_length(self, context: grpc.ServicerContext, **prompts: str) -> None:
+        """The processors are called without truncation: a prompt of any length would be tokenized whole."""
+        for name, text in prompts.items():
+            if len(text) > LIMITS.max_backend_prompt_chars:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{name}: must be at most {LIMITS.max_backend_prompt_chars} characters")  # fmt: skip
+
     def ready_pipeline(self, requested_model: str, context: grpc.ServicerContext) -> P:
         """The loaded pipeline, or the call ends with FAILED_PRECONDITION saying why there is none."""
         if self.pipeline is None:
@@ -125,6 +133,10 @@ class ModelHost(Generic[P]):
         reader then slows the generation down: memory stays at one segment). The caller's cancel sets `cancelled`;
         generate must watch it (the pipelines do, once per step).
         """
+        if not self.turnstile.admit():
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.kind} service is busy: one generation running and "
+                          f"{self.turnstile.max_waiting} waiting for the model; retry later")  # fmt: skip
+        context.add_callback(self.turnstile.dismiss)  # runs when the call ends, however it ends
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
         yield header

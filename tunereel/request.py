@@ -36,6 +36,7 @@ class Limits(BaseModel):
     max_tempo_bpm: int = 240
     max_seed: int = 2**32 - 1
     max_instruments: int = 10
+    max_backend_prompt_chars: int = 2000  # music/video prompts over gRPC (the composer's are far shorter)
 
 
 LIMITS = Limits()
@@ -80,6 +81,13 @@ class GenerationRequest(BaseModel):
             raise ValueError("must be a finite number of seconds")
         if value > LIMITS.max_duration_seconds:
             raise ValueError(f"must be at most {LIMITS.max_duration_seconds:g} s (got {value:g})")
+        return value
+
+    @field_validator("duration", "seed", "tempo_bpm", "width", "height", "fps", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true is not the number 1
+            raise ValueError("must be a number, not true or false")
         return value
 
     @field_validator("width", "height")

@@ -290,8 +290,25 @@ class Turnstile:
     `enter` returns False if the caller's cancel flag was set while it waited.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_waiting: int | None = None) -> None:
         self._lock = threading.Lock()
+        # Calls admitted (running + waiting) are bounded, so waiting calls can never take every server thread and
+        # health checks always find one: TUNEREEL_MAX_WAITING, default 8 (of the pool's 16).
+        self.max_waiting = int(os.environ.get("TUNEREEL_MAX_WAITING", "8")) if max_waiting is None else max_waiting
+        self._admitted = 0
+        self._count_lock = threading.Lock()
+
+    def admit(self) -> bool:
+        """Take a place in the line (the one running call included); False when the line is full."""
+        with self._count_lock:
+            if self._admitted >= 1 + self.max_waiting:
+                return False
+            self._admitted += 1
+            return True
+
+    def dismiss(self) -> None:
+        with self._count_lock:
+            self._admitted = max(0, self._admitted - 1)
 
     def enter(self, cancelled: threading.Event, on_wait: Callable[[], None] | None = None) -> bool:
         if self._lock.acquire(blocking=False):
