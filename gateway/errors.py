@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tunereel.redact import public_detail
 from tunereel.request import InvalidRequest
+
+log = logging.getLogger("tunereel.gateway")
 
 GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,  # the composer's own checks; the gateway's model answers 422 first
@@ -38,7 +43,8 @@ async def on_rpc_error(request: Request, error: grpc.aio.AioRpcError) -> JSONRes
     code = error.code()
     status = GRPC_TO_HTTP.get(code, 502)  # anything else is a backend fault, reported as a bad gateway
     headers = {"Retry-After": "5"} if status in (429, 503) else None
-    return JSONResponse(error_body(error.details() or code.name, code=code.name), status_code=status, headers=headers)
+    message = public_detail(code, error.details() or code.name, log)  # no paths, SQL or addresses to the client
+    return JSONResponse(error_body(message, code=code.name), status_code=status, headers=headers)
 
 
 async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -14,11 +15,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
 from tunereel import wire
+from tunereel.redact import public_detail
 from tunereel.request import GenerationRequest
 from tunereel.v1 import jobs_pb2
 
 from .security import caller_metadata
 
+log = logging.getLogger("tunereel.gateway")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -109,7 +112,8 @@ async def job_events(job_id: str, request: Request, metadata: list = Depends(cal
                 yield f"event: {last['state']}\ndata: {json.dumps(last)}\n\n".encode()
             yield f"event: end\ndata: {json.dumps(last)}\n\n".encode()
         except grpc.aio.AioRpcError as error:
-            yield f"event: error\ndata: {json.dumps({'error': error.details()})}\n\n".encode()
+            message = public_detail(error.code(), error.details() or error.code().name, log)
+            yield f"event: error\ndata: {json.dumps({'error': message})}\n\n".encode()
         except asyncio.CancelledError:  # the client went away
             call.cancel()
             raise

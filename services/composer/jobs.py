@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 from tunereel import wire
+from tunereel.redact import public_detail
 from tunereel.request import validate_request
 from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2
@@ -166,6 +167,8 @@ class JobRunner:
             log.warning("job %s: finished after losing its lease; result discarded", job.id)
 
     def _after_failure(self, job: JobRecord, worker: str, failure: BackendFailure) -> None:
+        # The job's `error` is read by its owner: no paths, SQL or peer addresses (the detail goes to the log).
+        failure = BackendFailure(failure.code, public_detail(failure.code, failure.message, log))
         if failure.code not in RETRYABLE:
             self.store.fail(job.id, worker, failure.message)
             log.info("job %s: failed: %s", job.id, failure.message)

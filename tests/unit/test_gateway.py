@@ -96,3 +96,30 @@ def test_a_streamed_body_is_cut_off_at_the_limit_not_read_to_its_end():
     asyncio.run(BodyLimit(app, max_bytes=1024 * 1024)(scope, receive, send))
     assert sent[0]["status"] == 413 and not reached_app
     assert pulled == 17  # 16 chunks fill 1 MiB; the 17th passes the limit and reading stops there
+
+
+# --- client-facing errors (issue 13, item 9) -------------------------------------------------------------------------
+
+def test_internal_details_stay_in_the_log_and_the_client_gets_a_reference(caplog):
+    import asyncio
+    import json
+
+    import grpc
+
+    from tunereel.gateway import errors
+
+    detail = ("/data/tmp/compose-1.mp4: [Errno 28] No space left on device; "
+              "(psycopg.OperationalError) SELECT jobs.id FROM jobs @ postgres-0.db:5432; ipv4:10.1.2.3:50051")  # fmt: skip
+    for code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=detail)
+        with caplog.at_level("WARNING", logger="tunereel.gateway"):
+            reply = asyncio.run(errors.on_rpc_error(None, error))
+        body = json.loads(reply.body)
+        for secret in ("/data", "Errno", "SELECT", "postgres", "10.1.2.3"):
+            assert secret not in body["error"]
+        reference = body["error"].rsplit("reference ", 1)[1].rstrip(")")
+        assert any(reference in record.getMessage() and "No space left" in record.getMessage() for record in caplog.records)
+    # Our own messages (a field, a limit) still reach the client as written.
+    error = grpc.aio.AioRpcError(grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                 details="duration: must be at most 300 s")  # fmt: skip
+    assert json.loads(asyncio.run(errors.on_rpc_error(None, error)).body)["error"] == "duration: must be at most 300 s"
