@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 import grpc
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tunereel import wire
 from tunereel.redact import public_detail
-from tunereel.request import GenerationRequest
+from tunereel.request import GenerationRequest, parse_webhook_url
 from tunereel.v1 import jobs_pb2
 
 from .security import caller_metadata
@@ -33,6 +33,13 @@ class JobCreate(GenerationRequest):
     webhook: str | None = Field(
         default=None, max_length=2000, description="http(s) URL POSTed once with the final job (HMAC-signed)."
     )
+
+    @field_validator("webhook")
+    @classmethod
+    def _strict_url(cls, value: str | None) -> str | None:
+        if value:
+            parse_webhook_url(value)  # the sender's own parser: what passes here can be sent
+        return value
 
 
 def _job_id(raw: str) -> str:

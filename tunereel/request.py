@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "validate_request",
     "build_music_prompt",
     "LIMITS",
+    "parse_webhook_url",
 ]
 
 
@@ -175,6 +177,28 @@ def _reason_of(err: dict[str, Any]) -> str:
     if err.get("type") == "extra_forbidden":
         message = "unknown field"
     return message
+
+
+MAX_WEBHOOK_URL_CHARS = 2000
+
+
+def parse_webhook_url(url: str) -> httpx.URL:
+    """A webhook URL as httpx (the sender) will send it, or InvalidRequest("webhook", …): one parser decides, on HTTP
+    and gRPC, at submit time and at delivery. No control characters, spaces or non-ASCII anywhere (urlsplit drops
+    tabs and newlines and takes full-width letters; httpx refuses them later)."""
+    if len(url) > MAX_WEBHOOK_URL_CHARS:
+        raise InvalidRequest("webhook", f"must be at most {MAX_WEBHOOK_URL_CHARS} characters")
+    if any(ord(ch) <= 0x20 or ord(ch) >= 0x7F for ch in url):
+        raise InvalidRequest("webhook", "must be a plain ASCII URL without spaces or control characters")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as error:
+        raise InvalidRequest("webhook", f"not a valid URL ({error})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidRequest("webhook", "must be an http:// or https:// URL")
+    if parsed.userinfo:
+        raise InvalidRequest("webhook", "must not carry a user name or password")
+    return parsed
 
 
 def validate_request(data: dict[str, Any]) -> GenerationRequest:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import httpx
 
 from tunereel import wire
-from tunereel.request import InvalidRequest
+from tunereel.request import MAX_WEBHOOK_URL_CHARS, InvalidRequest, parse_webhook_url
 
 from .store import JobRecord, JobStore
 
@@ -31,7 +31,7 @@ __all__ = ["WebhookPolicy", "WebhookSender", "UnsafeDestination", "check_webhook
 
 log = logging.getLogger("tunereel.composer.webhooks")
 
-MAX_URL_LENGTH = 2000
+MAX_URL_LENGTH = MAX_WEBHOOK_URL_CHARS
 # Names that only mean something inside a cluster or a host: never public receivers.
 PRIVATE_SUFFIXES = (".local", ".localhost", ".internal", ".svc", ".cluster.local", ".lan", ".home.arpa")
 
@@ -46,23 +46,6 @@ class WebhookPolicy:
     allow_private: bool = False  # TUNEREEL_WEBHOOK_ALLOW_PRIVATE=1: loopback/private/link-local too (local tests)
     total_timeout_s: float = 15.0  # one delivery, connect to status line, however slowly the receiver answers
     max_attempts: int = 6
-
-
-def parse_webhook_url(url: str) -> httpx.URL:
-    """The URL as httpx will send it, or InvalidRequest: no control characters, whitespace or non-ASCII anywhere."""
-    if len(url) > MAX_URL_LENGTH:
-        raise InvalidRequest("webhook", f"must be at most {MAX_URL_LENGTH} characters")
-    if any(ord(ch) <= 0x20 or ord(ch) >= 0x7F for ch in url):
-        raise InvalidRequest("webhook", "must be a plain ASCII URL without spaces or control characters")
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError, TypeError) as error:
-        raise InvalidRequest("webhook", f"not a valid URL ({error})") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise InvalidRequest("webhook", "must be an http:// or https:// URL")
-    if parsed.userinfo:
-        raise InvalidRequest("webhook", "must not carry a user name or password")
-    return parsed
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -200,10 +200,11 @@ def test_webhook_is_signed_delivered_once_and_retried(stack, client):
         receiver.close()
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "javascript:alert(1)", "not a url"])
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "javascript:alert(1)", "not a url",
+                                 "http://exa\tmple.com/", "http://[::1", "http://ｅxample.com/"])  # fmt: skip
 def test_webhook_must_be_http(client, url):
     reply = client.post("/v1/jobs", json={**TINY, "webhook": url})
-    assert reply.status_code == 400 and "webhook" in reply.json()["error"]
+    assert reply.status_code == 422 and reply.json()["field"] == "webhook", reply.text
 
 
 def test_bad_body_is_refused_before_a_job_exists(client):
