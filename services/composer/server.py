@@ -25,7 +25,7 @@ from .compose import Composer, Composition
 from .job_service import SERVICE_NAME as JOB_SERVICE_NAME
 from .job_service import JobServicer
 from .jobs import JobRunner, JobSettings
-from .store import JobStore, sqlite_url
+from .store import JobStore, Quotas, sqlite_url
 from .webhooks import WebhookPolicy, WebhookSender, job_view
 
 log = logging.getLogger("tunereel.composer")
@@ -121,6 +121,7 @@ def serve(
     webhook_secret: str = "",
     webhook_allow_private: bool = False,
     api_keys: ApiKeys | None = None,
+    quotas: Quotas | None = None,
 ) -> Composed:
     """Composer, job service and job workers on one port; health mirrors the backends."""
     api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
@@ -145,7 +146,12 @@ def serve(
         webhook_secret=webhook_secret,
     )
     store = JobStore(
-        database_url or sqlite_url(data_dir), max_queue=max_queue, max_attempts=max_attempts, lease_seconds=lease_seconds
+        database_url or sqlite_url(data_dir), max_queue=max_queue, max_attempts=max_attempts, lease_seconds=lease_seconds,
+        quotas=quotas or Quotas(
+            active_jobs=int(os.environ.get("TUNEREEL_QUOTA_ACTIVE_JOBS", Quotas.active_jobs)),
+            kept_jobs=int(os.environ.get("TUNEREEL_QUOTA_KEPT_JOBS", Quotas.kept_jobs)),
+            stored_bytes=int(os.environ.get("TUNEREEL_QUOTA_STORED_BYTES", Quotas.stored_bytes)),
+        ),
     )
     store.migrate()
     backends = Backends(music_target, video_target, api_key=api_keys.any_key)
