@@ -29,6 +29,7 @@ from tunereel.request import LIMITS, GenerationRequest, InvalidRequest
 from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
 
 from . import errors, jobs
+from .headers import SecurityHeaders
 from .limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from .security import caller_metadata
 
@@ -74,6 +75,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.api_keys = settings.api_keys
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.include_router(jobs.router)
     app.add_exception_handler(grpc.aio.AioRpcError, errors.on_rpc_error)
     app.add_exception_handler(StarletteHTTPException, errors.on_http_error)

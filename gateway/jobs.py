@@ -24,7 +24,7 @@ from .security import caller_metadata
 log = logging.getLogger("tunereel.gateway")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # 18 digits: beyond any file, within int() and int64
 
 
 class JobCreate(GenerationRequest):

@@ -42,9 +42,10 @@ class ApiKeys:
         """The owner id for a valid `Bearer KEY` header; "" when keys are off; None when the header is not valid."""
         if not self.enabled:
             return ""
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():  # the scheme is case-insensitive (RFC 9110)
             return None
-        offered = authorization.removeprefix("Bearer ").strip().encode()
+        offered = credentials.strip().encode()
         match = None
         for key in self._keys:  # compare with every key, in constant time each, so timing tells nothing
             if hmac.compare_digest(offered, key.encode()):

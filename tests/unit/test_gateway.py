@@ -123,3 +123,36 @@ def test_internal_details_stay_in_the_log_and_the_client_gets_a_reference(caplog
     error = grpc.aio.AioRpcError(grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(), grpc.aio.Metadata(),
                                  details="duration: must be at most 300 s")  # fmt: skip
     assert json.loads(asyncio.run(errors.on_rpc_error(None, error)).body)["error"] == "duration: must be at most 300 s"
+
+
+# --- smaller edges (issue 13, item 10) --------------------------------------------------------------------------------
+
+def test_a_range_header_with_thousands_of_digits_is_416_not_500(client):
+    from tunereel.v1 import jobs_pb2
+
+    class Succeeded:
+        async def GetJob(self, request, **_):
+            return jobs_pb2.Job(id=request.id, state=jobs_pb2.JOB_STATE_SUCCEEDED, result_size_bytes=1000)
+
+    client.app.state.jobs = Succeeded()
+    job_id = "12345678-1234-5678-1234-567812345678"
+    for header in ("bytes=" + "9" * 5000 + "-", "bytes=-" + "9" * 5000, "bytes=0-" + "1" * 5000):
+        reply = client.get(f"/v1/jobs/{job_id}/video", headers={"Range": header})
+        assert reply.status_code == 416 and reply.headers["Content-Range"] == "bytes */1000"
+
+
+def test_the_bearer_scheme_is_case_insensitive():
+    from tunereel.auth import ApiKeys
+
+    keys = ApiKeys(["k1"])
+    owner = keys.owner_of("Bearer k1")
+    assert owner and keys.owner_of("bearer k1") == owner == keys.owner_of("BEARER  k1")
+    assert keys.owner_of("Basic k1") is None and keys.owner_of("bearer ") is None and keys.owner_of("k1") is None
+
+
+def test_the_ui_cannot_be_framed_and_loads_only_its_own_files(client):
+    reply = client.get("/")
+    policy = reply.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy and "script-src 'self'" in policy
+    assert reply.headers["X-Frame-Options"] == "DENY" and reply.headers["X-Content-Type-Options"] == "nosniff"
+    assert "localStorage" not in client.get("/static/app.js").text  # the API key is kept for the tab only
