@@ -31,7 +31,7 @@ from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
 from . import errors, jobs
 from .headers import SecurityHeaders
 from .limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
-from .security import caller_metadata
+from .security import KeyBeforeBody, caller_metadata
 
 COMPOSER_SERVICE = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
 BACKEND_HEALTH_NAMES = {
@@ -74,6 +74,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.api_keys = settings.api_keys
+    app.add_middleware(KeyBeforeBody, keys=settings.api_keys)  # innermost of the two: runs after the size check
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.include_router(jobs.router)

@@ -66,7 +66,8 @@ class JobRunner:
         self.webhooks = webhooks  # delivery lives in .webhooks; this runner only gives it a thread
         self.composer = composer
         self.settings = settings
-        self.worker_prefix = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # lease_owner holds 64 characters: a long host name (up to 253) must not make every claim fail.
+        self.worker_prefix = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         settings.results_dir.mkdir(parents=True, exist_ok=True)

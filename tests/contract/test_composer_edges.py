@@ -81,3 +81,29 @@ def test_open_watches_hold_no_server_thread(composer):
         assert states[-1] == jobs_pb2.JOB_STATE_CANCELED
     pool_threads = [t for t in threading.enumerate() if t.name.startswith("grpc")]
     assert len(pool_threads) <= 20  # the aio loop and a small pool, not one thread per watch
+
+
+def test_without_keys_or_a_secret_no_webhook_is_taken(tmp_path):
+    """A webhook would go out signed with an empty secret: such a server refuses webhooks at submit time."""
+    dead = f"127.0.0.1:{free_port()}"
+    composed = composer_server.serve(host="127.0.0.1", port=0, music_target=dead, video_target=dead,
+                                     data_dir=tmp_path, api_keys=ApiKeys([]), webhook_secret="")  # fmt: skip
+    channel = open_channel(f"127.0.0.1:{composed.port}")
+    try:
+        request = jobs_pb2.CreateJobRequest(request=wire.request_to_proto(validate_request(TINY)),
+                                            webhook_url="https://hooks.example.com/x")  # fmt: skip
+        with pytest.raises(grpc.RpcError) as caught:
+            jobs_pb2_grpc.JobServiceStub(channel).CreateJob(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "TUNEREEL_WEBHOOK_SECRET" in caught.value.details()
+    finally:
+        channel.close()
+        composed.stop(0)
+
+
+def test_webhooks_to_private_addresses_are_refused_on_grpc_too(composer):
+    _, channel = composer
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:5432/", "http://postgres:5432/"):
+        request = jobs_pb2.CreateJobRequest(request=wire.request_to_proto(validate_request(TINY)), webhook_url=url)
+        with pytest.raises(grpc.RpcError) as caught:
+            jobs_pb2_grpc.JobServiceStub(channel).CreateJob(request, metadata=TWO, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "webhook" in caught.value.details()

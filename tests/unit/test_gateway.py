@@ -156,3 +156,36 @@ def test_the_ui_cannot_be_framed_and_loads_only_its_own_files(client):
     assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy and "script-src 'self'" in policy
     assert reply.headers["X-Frame-Options"] == "DENY" and reply.headers["X-Content-Type-Options"] == "nosniff"
     assert "localStorage" not in client.get("/static/app.js").text  # the API key is kept for the tab only
+
+
+def test_without_a_key_the_body_is_never_read():
+    import asyncio
+
+    from tunereel.auth import ApiKeys
+
+    app = create_app(GatewaySettings(composer_target=f"127.0.0.1:{free_port()}", api_keys=ApiKeys(["k1"])))
+    with TestClient(app) as keyed:
+        nested = ("[" + "[]," * 300_000 + "[]]").encode()  # under the size limit, costly to parse
+        reply = keyed.post("/generate_content", content=nested, headers={"Content-Type": "application/json"})
+        assert reply.status_code == 401 and reply.headers["WWW-Authenticate"] == "Bearer"
+        assert keyed.get("/healthz").status_code == 503  # open routes stay open (nothing is running behind)
+
+    from tunereel.gateway.security import KeyBeforeBody
+
+    pulled = []
+
+    async def receive():  # pragma: no cover - must not be called
+        pulled.append(1)
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def inner(scope, receive, send):  # pragma: no cover - must not run
+        raise AssertionError("reached the app")
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/jobs", "headers": [(b"authorization", b"Bearer wrong")]}
+    asyncio.run(KeyBeforeBody(inner, ApiKeys(["k1"]))(scope, receive, send))
+    assert sent[0]["status"] == 401 and not pulled
