@@ -4,6 +4,7 @@ SQL, peer addresses, tracebacks) replaced by a plain sentence and a reference, w
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 import grpc
@@ -16,15 +17,8 @@ PASS_THROUGH = frozenset({
     grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.CANCELLED,
 })  # fmt: skip
-PLAIN = {
-    grpc.StatusCode.UNAVAILABLE: "a backend service is unavailable",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "the request took longer than its deadline",
-    grpc.StatusCode.INTERNAL: "internal error",
-    grpc.StatusCode.UNKNOWN: "internal error",
-    grpc.StatusCode.DATA_LOSS: "internal error",
-    grpc.StatusCode.UNIMPLEMENTED: "not implemented by this server",
-    grpc.StatusCode.ABORTED: "the operation was aborted; retry",
-}
+# A message that starts by naming one of our services keeps that name: which service failed is the client's business.
+SUBJECT = re.compile(r"^(music|video|composer) service\b")
 
 
 def public_detail(code: grpc.StatusCode, detail: str, log: logging.Logger) -> str:
@@ -32,4 +26,12 @@ def public_detail(code: grpc.StatusCode, detail: str, log: logging.Logger) -> st
         return detail
     reference = uuid.uuid4().hex[:12]
     log.warning("error ref=%s %s: %s", reference, code.name, detail)
-    return f"{PLAIN.get(code, 'internal error')} (reference {reference})"
+    match = SUBJECT.match(detail)
+    subject = match.group(0) if match else None
+    if code == grpc.StatusCode.UNAVAILABLE:
+        text = f"{subject or 'a backend service'} is unavailable"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        text = f"{subject or 'the request'} took longer than its deadline"
+    else:
+        text = f"{subject} failed" if subject else "internal error"
+    return f"{text} (reference {reference})"
