@@ -96,8 +96,11 @@ test-fast: models proto-check lint
 # deploy/: lint the Dockerfile, render both Kustomize overlays into build/k8s and validate every object against the
 # Kubernetes schemas, then the semantic checks (tests/deploy). All offline, with the tools of the `dev` extra.
 K8S_OVERLAYS := cpu-tiny gpu
-.PHONY: deploy-check docker-requirements images
-deploy-check: install
+.PHONY: deploy-check docker-requirements images k8s-secrets
+k8s-secrets:  # random Secret values for the cpu-tiny overlay (kept once made; never committed)
+	$(PY) deploy/k8s/overlays/cpu-tiny/make_secrets.py
+
+deploy-check: install k8s-secrets
 	$(VENV)/bin/hadolint deploy/docker/Dockerfile
 	mkdir -p build/k8s
 	for overlay in $(K8S_OVERLAYS); do \

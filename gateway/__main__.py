@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
+import os
 import sys
 
 import uvicorn
@@ -11,6 +11,7 @@ import uvicorn
 from tunereel.auth import ApiKeys, InsecureBinding, refuse_open_binding
 
 from .app import GatewaySettings, create_app
+from .limits import DEFAULT_MAX_BODY_BYTES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--composer", default="127.0.0.1:50050", help="ComposerService target")
+    parser.add_argument("--max-body-bytes", type=int,
+                        default=int(os.environ.get("TUNEREEL_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+                        help="request bodies larger than this get 413 before any parsing")
     args = parser.parse_args(argv)
     keys = ApiKeys.from_env()
     try:
@@ -25,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except InsecureBinding as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    app = create_app(GatewaySettings(composer_target=args.composer, api_keys=keys))
+    app = create_app(GatewaySettings(composer_target=args.composer, api_keys=keys, max_body_bytes=args.max_body_bytes))
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -29,7 +29,9 @@ from tunereel.request import LIMITS, GenerationRequest, InvalidRequest
 from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
 
 from . import errors, jobs
-from .security import caller_metadata
+from .headers import SecurityHeaders
+from .limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from .security import KeyBeforeBody, caller_metadata
 
 COMPOSER_SERVICE = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
 BACKEND_HEALTH_NAMES = {
@@ -44,6 +46,7 @@ class GatewaySettings:
     composer_target: str = "127.0.0.1:50050"
     request_timeout_s: float = 3600.0  # deadline for one /generate_content call, end to end
     api_keys: ApiKeys = ApiKeys()  # TUNEREEL_API_KEYS: when set, /generate_content and /v1 need a Bearer key
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # TUNEREEL_MAX_BODY_BYTES: larger bodies get 413, unread
 
 
 class ComposerEndedEarly(Exception):
@@ -71,6 +74,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.api_keys = settings.api_keys
+    app.add_middleware(KeyBeforeBody, keys=settings.api_keys)  # innermost of the two: runs after the size check
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.include_router(jobs.router)
     app.add_exception_handler(grpc.aio.AioRpcError, errors.on_rpc_error)
     app.add_exception_handler(StarletteHTTPException, errors.on_http_error)

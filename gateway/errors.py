@@ -8,6 +8,7 @@ The body is `{"error": message, "field"?: first bad field, "code"?: gRPC code}` 
 
 from __future__ import annotations
 
+import logging
 import re
 
 import grpc
@@ -17,7 +18,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunereel import rpc_errors, wire
+from tunereel.redact import public_detail
 from tunereel.request import FieldViolation, InvalidRequest
+
+log = logging.getLogger("tunereel.gateway")
 
 GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,  # the composer's own checks; the gateway's model answers 422 first
@@ -81,7 +85,8 @@ async def on_rpc_error(request: Request, error: grpc.aio.AioRpcError) -> JSONRes
     members = details_members(details)
     field = http_field(details.field_violations[0][0]) if details.field_violations else None
     headers = {"Retry-After": details.retry_after_header or "5"} if status in (429, 503) else None
-    body = error_body(error.details() or code.name, field=field, code=code.name, **members)
+    message = public_detail(code, error.details() or code.name, log)  # no paths, SQL or addresses to the client
+    body = error_body(message, field=field, code=code.name, **members)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

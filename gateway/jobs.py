@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -11,17 +12,19 @@ from collections.abc import AsyncIterator
 import grpc
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tunereel import wire
-from tunereel.request import GenerationRequest
+from tunereel.redact import public_detail
+from tunereel.request import GenerationRequest, parse_webhook_url
 from tunereel.v1 import jobs_pb2
 
 from .security import caller_metadata
 
+log = logging.getLogger("tunereel.gateway")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # 18 digits: beyond any file, within int() and int64
 # ListJobsRequest.page_size: larger pages are capped, not refused (AIP-158); the cap is the JobService's.
 MAX_PAGE_SIZE = 100
 
@@ -32,6 +35,13 @@ class JobCreate(GenerationRequest):
     webhook: str | None = Field(
         default=None, max_length=2000, description="http(s) URL POSTed once with the final job (HMAC-signed)."
     )
+
+    @field_validator("webhook")
+    @classmethod
+    def _strict_url(cls, value: str | None) -> str | None:
+        if value:
+            parse_webhook_url(value)  # the sender's own parser: what passes here can be sent
+        return value
 
 
 def _job_id(raw: str) -> str:
@@ -130,7 +140,8 @@ async def job_events(
                 yield f"event: {last['state']}\nid: {snapshot}\ndata: {json.dumps(last)}\n\n".encode()
             yield f"event: end\ndata: {json.dumps(last)}\n\n".encode()
         except grpc.aio.AioRpcError as error:
-            yield f"event: error\ndata: {json.dumps({'error': error.details()})}\n\n".encode()
+            message = public_detail(error.code(), error.details() or error.code().name, log)
+            yield f"event: error\ndata: {json.dumps({'error': message})}\n\n".encode()
         except asyncio.CancelledError:  # the client went away
             call.cancel()
             raise

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-__all__ = ["ApiKeys", "ApiKeyInterceptor", "InsecureBinding", "refuse_open_binding", "bearer_metadata"]
+__all__ = ["webhook_secret_for_key", "ApiKeys", "ApiKeyInterceptor", "AsyncApiKeyInterceptor", "InsecureBinding", "refuse_open_binding", "bearer_metadata"]
 
 # Probes and tooling must work without a key.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
@@ -42,14 +42,32 @@ class ApiKeys:
         """The owner id for a valid `Bearer KEY` header; "" when keys are off; None when the header is not valid."""
         if not self.enabled:
             return ""
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():  # the scheme is case-insensitive (RFC 9110)
             return None
-        offered = authorization.removeprefix("Bearer ").strip().encode()
+        offered = credentials.strip().encode()
         match = None
         for key in self._keys:  # compare with every key, in constant time each, so timing tells nothing
             if hmac.compare_digest(offered, key.encode()):
                 match = key
-        return None if match is None else hashlib.sha256(match.encode()).hexdigest()[:32]
+        return None if match is None else self.owner_id(match)
+
+    @staticmethod
+    def owner_id(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def webhook_secret(self, owner: str) -> bytes | None:
+        """The webhook signing secret of the key whose owner id this is (None when no key has it)."""
+        for key in self._keys:
+            if hmac.compare_digest(self.owner_id(key), owner):
+                return webhook_secret_for_key(key)
+        return None
+
+
+def webhook_secret_for_key(key: str) -> bytes:
+    """Each API key's own webhook signing secret: derived from the key, so its holder computes it and no other
+    tenant can (the key itself never leaves the client's side of the signature)."""
+    return hmac.new(key.encode(), b"tunereel webhook signing v1", hashlib.sha256).hexdigest().encode()
 
 
 def bearer_metadata(key: str | None) -> list[tuple[str, str]]:
@@ -91,6 +109,33 @@ def _deny(handler: grpc.RpcMethodHandler | None):
 
         return grpc.unary_stream_rpc_method_handler(abort_stream)
     return grpc.unary_unary_rpc_method_handler(abort)
+
+
+class AsyncApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """ApiKeyInterceptor for grpc.aio servers (which take only asyncio interceptors)."""
+
+    def __init__(self, keys: ApiKeys):
+        self.keys = keys
+
+    async def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
+        handler = await continuation(handler_call_details)
+        if not self.keys.enabled or handler_call_details.method.startswith(OPEN_SERVICES) or handler is None:
+            return handler
+        authorization = dict(handler_call_details.invocation_metadata or ()).get("authorization")
+        if self.keys.owner_of(authorization) is not None:
+            return handler
+        message = "missing or invalid API key: send `authorization: Bearer KEY`"
+        if handler.response_streaming:
+            async def abort_stream(request, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+                yield  # pragma: no cover - abort raises
+
+            return grpc.unary_stream_rpc_method_handler(abort_stream)
+
+        async def abort(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        return grpc.unary_unary_rpc_method_handler(abort)
 
 
 def refuse_open_binding(host: str, keys: ApiKeys, what: str) -> None:

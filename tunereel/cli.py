@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+import uuid
 from pathlib import Path
 from typing import NoReturn
 
@@ -215,6 +216,11 @@ def _body(args: argparse.Namespace) -> dict:
 
 def generate(api: Api, args: argparse.Namespace) -> int:
     job = api.call("POST", "/v1/jobs", json=_body(args))
+    job_id = str(job.get("id", ""))
+    try:  # the server names the job; only a canonical UUID may become part of a local file name (no ../, no /)
+        job["id"] = str(uuid.UUID(job_id))
+    except ValueError:
+        raise CliError(f"the server answered with a job id that is not a UUID: {job_id[:80]!r}") from None
     output = args.output or Path(f"tunereel-{job['id']}.mp4")
     print(f"job {job['id']} queued (seed {job['request']['seed']})", file=sys.stderr)
     try:

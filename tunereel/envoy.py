@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -17,7 +18,8 @@ __all__ = ["CONFIG", "render_local_config", "envoy_command"]
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "envoy" / "envoy.yaml"
 
 
-def render_local_config(out: Path, *, listen_port: int, admin_port: int, composer_host: str, composer_port: int) -> Path:
+def render_local_config(out: Path, *, listen_port: int, admin_port: int, composer_host: str, composer_port: int,
+                        cors_origins: Sequence[str] = ()) -> Path:  # fmt: skip
     config = yaml.safe_load(CONFIG.read_text())
     config["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": admin_port}
     listener = config["static_resources"]["listeners"][0]
@@ -26,6 +28,11 @@ def render_local_config(out: Path, *, listen_port: int, admin_port: int, compose
     cluster["type"] = "STATIC"
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     endpoint["address"]["socket_address"] = {"address": composer_host, "port_value": composer_port}
+    if cors_origins:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for host in manager["route_config"]["virtual_hosts"]:
+            cors = host["typed_per_filter_config"]["envoy.filters.http.cors"]
+            cors["allow_origin_string_match"] = [{"exact": origin} for origin in cors_origins]
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
 

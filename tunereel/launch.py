@@ -110,6 +110,7 @@ class LocalStack:
                 admin_port=self.ports["envoy-admin"],
                 composer_host=self.host,
                 composer_port=self.ports["composer"],
+                cors_origins=[self.gateway_url, *filter(None, self.env.get("TUNEREEL_CORS_ORIGINS", "").split(","))],
             )
             return envoy_command(config)
         raise KeyError(name)

@@ -16,6 +16,7 @@ import torch
 
 from tunereel import rpc_errors
 from tunereel.loading import ModelMissing
+from tunereel.request import LIMITS
 from tunereel.presets import UnknownPreset, default_models_dir
 from tunereel.segments import SegmentProgress
 from tunereel.serving import GrpcServer, Turnstile, start_server
@@ -147,6 +148,13 @@ class ModelHost(Generic[P]):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
+    def check_prompt_length(self, context: grpc.ServicerContext, **prompts: str) -> None:
+        """The processors are called without truncation: a prompt of any length would be tokenized whole."""
+        for name, text in prompts.items():
+            if len(text) > LIMITS.max_backend_prompt_chars:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{name}: must be at most {LIMITS.max_backend_prompt_chars} characters")  # fmt: skip
+
     def ready_pipeline(self, requested_model: str, context: grpc.ServicerContext) -> P:
         """The loaded pipeline, or the call ends: FAILED_PRECONDITION when none is loaded (not ready), INVALID_ARGUMENT
         naming the `model` field when the caller asks for a preset this replica does not serve."""
@@ -171,6 +179,10 @@ class ModelHost(Generic[P]):
         reader then slows the generation down: memory stays at one segment). The caller's cancel sets `cancelled`;
         generate must watch it (the pipelines do, once per step).
         """
+        if not self.turnstile.admit():
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.kind} service is busy: one generation running and "
+                          f"{self.turnstile.max_waiting} waiting for the model; retry later")  # fmt: skip
+        context.add_callback(self.turnstile.dismiss)  # runs when the call ends, however it ends
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
         yield header

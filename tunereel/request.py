@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Annotated, Any, NamedTuple
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "trusted_request",
     "build_music_prompt",
     "LIMITS",
+    "parse_webhook_url",
 ]
 
 
@@ -38,6 +40,7 @@ class Limits(BaseModel):
     max_tempo_bpm: int = 240
     max_seed: int = 2**32 - 1
     max_instruments: int = 10
+    max_backend_prompt_chars: int = 2000  # music/video prompts over gRPC (the composer's are far shorter)
 
 
 LIMITS = Limits()
@@ -86,6 +89,13 @@ class GenerationRequest(BaseModel):
             raise ValueError("must be a finite number of seconds")
         if value > LIMITS.max_duration_seconds:
             raise ValueError(f"must be at most {LIMITS.max_duration_seconds:g} s (got {value:g})")
+        return value
+
+    @field_validator("duration", "seed", "tempo_bpm", "width", "height", "fps", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true is not the number 1
+            raise ValueError("must be a number, not true or false")
         return value
 
     @field_validator("width", "height")
@@ -195,6 +205,28 @@ def _reason_of(err: dict[str, Any]) -> str:
     if err.get("type") == "extra_forbidden":
         message = "unknown field"
     return message
+
+
+MAX_WEBHOOK_URL_CHARS = 2000
+
+
+def parse_webhook_url(url: str) -> httpx.URL:
+    """A webhook URL as httpx (the sender) will send it, or InvalidRequest("webhook", …): one parser decides, on HTTP
+    and gRPC, at submit time and at delivery. No control characters, spaces or non-ASCII anywhere (urlsplit drops
+    tabs and newlines and takes full-width letters; httpx refuses them later)."""
+    if len(url) > MAX_WEBHOOK_URL_CHARS:
+        raise InvalidRequest("webhook", f"must be at most {MAX_WEBHOOK_URL_CHARS} characters")
+    if any(ord(ch) <= 0x20 or ord(ch) >= 0x7F for ch in url):
+        raise InvalidRequest("webhook", "must be a plain ASCII URL without spaces or control characters")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as error:
+        raise InvalidRequest("webhook", f"not a valid URL ({error})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidRequest("webhook", "must be an http:// or https:// URL")
+    if parsed.userinfo:
+        raise InvalidRequest("webhook", "must not carry a user name or password")
+    return parsed
 
 
 def validate_request(data: dict[str, Any]) -> GenerationRequest:

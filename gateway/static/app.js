@@ -43,7 +43,8 @@ const state = {
 // ---------------------------------------------------------------------------------------------------------------
 // HTTP
 function apiKey() {
-  try { return localStorage.getItem("tunereel.apiKey") || ""; } catch { return ""; }
+  // sessionStorage: the key lives as long as the tab, not on the disk for every later script on this origin.
+  try { return sessionStorage.getItem("tunereel.apiKey") || ""; } catch { return ""; }
 }
 
 function api(path, options = {}) {
@@ -722,7 +723,7 @@ const keyInput = $("api-key");
 keyInput.value = apiKey();
 $("settings-form").addEventListener("submit", (event) => event.preventDefault());
 keyInput.addEventListener("change", () => {
-  try { localStorage.setItem("tunereel.apiKey", keyInput.value.trim()); } catch { /* private mode */ }
+  try { sessionStorage.setItem("tunereel.apiKey", keyInput.value.trim()); } catch { /* private mode */ }
   loadHistory();
 });
 

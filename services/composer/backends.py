@@ -262,8 +262,11 @@ class Backend:
         details = (error.details() if hasattr(error, "details") else None) or str(error)
         if code == grpc.StatusCode.UNAVAILABLE:
             if "unhealthy" in details:  # client-side health checking found no replica SERVING
-                details = f"no replica reports SERVING (loading, draining, or without its weights: see its log); {details}"
-            return BackendUnavailable(f"{self.name} service at {self.target} is unavailable: {details}")
+                return BackendUnavailable(
+                    f"{self.name} service is unavailable: no replica reports SERVING (loading, draining, or without "
+                    "its weights: see its log)", detail=f"{self.target}: {details}",
+                )
+            return BackendUnavailable(f"{self.name} service is unavailable", detail=f"{self.target}: {details}")
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION) and details.startswith("model:"):
             field = f"{self.name}_model"
             return BackendRejected(f"{field}: {details.removeprefix('model:').strip()}", field=field)
@@ -276,8 +279,8 @@ class Backend:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return BackendTimeout(f"{self.name} service did not finish in time: {details}")
         if code == grpc.StatusCode.CANCELLED:  # not by us (we stop reading first): the replica went away
-            return BackendUnavailable(f"{self.name} service at {self.target} dropped the stream: {details}")
-        return BackendFailed(f"{self.name} service failed ({code.name}): {details}")
+            return BackendUnavailable(f"{self.name} service dropped the stream", detail=f"{self.target}: {details}")
+        return BackendFailed(f"{self.name} service failed ({code.name})", detail=details)
 
     def _rejected(self, details: str) -> BackendRejected:
         head, _, rest = details.partition(":")

@@ -238,11 +238,11 @@ def failure_of(error: BaseException) -> BaseException:
     if isinstance(error, ComposeError):
         return error
     if is_disk_full(error):
-        return OutOfSpace(f"the composer's disk is full: {error}")
+        return OutOfSpace("the composer's disk is full", detail=str(error))
     if isinstance(error, MuxError):
-        return MuxFailed(f"writing the MP4 failed: {error}")
+        return MuxFailed("writing the MP4 failed", detail=str(error))
     if isinstance(error, OSError):
-        return StorageFailed(f"the composer could not write its file: {error}")
+        return StorageFailed("the composer could not write its file", detail=str(error))
     if isinstance(error, ValueError):  # the master's checks (NaN/inf, shapes)
         return InvalidAudio(f"the audio cannot be mastered: {error}")
     return error  # a bug: propagates as it is

@@ -10,6 +10,8 @@ and when, by the job runner (jobs.py). Nothing here knows about either.
 from __future__ import annotations
 
 import errno
+import logging
+import uuid
 
 __all__ = [
     "BackendBusy",
@@ -24,17 +26,20 @@ __all__ = [
     "OutOfSpace",
     "StorageFailed",
     "is_disk_full",
+    "public_message",
 ]
 
 
 class ComposeError(Exception):
-    """A composition failed; `message` says why, `retryable` whether another attempt can succeed."""
+    """A composition failed; `message` says why in words a client may read, `detail` (for the log only) what the
+    system said: file paths, peer addresses, a backend's own text. `retryable`: whether another attempt can succeed."""
 
     retryable = False
 
-    def __init__(self, message: str):
-        super().__init__(message)
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(f"{message}: {detail}" if detail else message)
         self.message = message
+        self.detail = detail
 
 
 class BackendUnavailable(ComposeError):
@@ -59,8 +64,8 @@ class BackendRejected(ComposeError):
     """A backend refused the request itself (INVALID_ARGUMENT), e.g. a model it does not serve. `field` names the
     request field at fault (`music_model`, `video_model`, ...) when the backend's message names one."""
 
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, field: str | None = None, detail: str | None = None):
+        super().__init__(message, detail)
         self.field = field
 
 
@@ -97,3 +102,14 @@ def is_disk_full(error: BaseException | None) -> bool:
         error = error.__cause__ or error.__context__
         seen += 1
     return False
+
+
+def public_message(error: ComposeError) -> str:
+    """What a client reads of a failure: the error's own message; its detail (paths, peer addresses, a backend's
+    text) goes to the log under a reference the client sees."""
+    if not error.detail:
+        return error.message
+    reference = uuid.uuid4().hex[:12]
+    log = logging.getLogger("tunereel.composer")
+    log.warning("error ref=%s %s: %s: %s", reference, type(error).__name__, error.message, error.detail)
+    return f"{error.message} (reference {reference})"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import statistics
 import time
 import uuid
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -18,7 +22,9 @@ from tunereel.request import InvalidRequest, trusted_request, validate_request
 from tunereel.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, media_pb2
 
 from .store import QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobRecord, JobStore, QueueFull
+from .webhooks import WebhookPolicy, check_webhook_url
 
+log = logging.getLogger("tunereel.composer.jobs")
 SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 READ_CHUNK_BYTES = 256 * 1024
 DEFAULT_PAGE_SIZE = 20
@@ -79,12 +85,100 @@ def job_stage(record: JobRecord) -> int:
     return record.stage or common_pb2.STAGE_QUEUED  # running or ended: the work stage it reached, if any
 
 
-def check_webhook_url(url: str, allowed_hosts: frozenset[str]) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("webhook", "must be an http:// or https:// URL")
-    if allowed_hosts and parts.hostname.lower() not in allowed_hosts:
-        raise InvalidRequest("webhook", f"host {parts.hostname!r} is not in the server's webhook allow-list")
+def canonical_job_id(raw: str) -> str | None:
+    """The canonical UUID form of a job id, or None: no other string ever reaches the store or a file path."""
+    try:
+        canonical = str(uuid.UUID(raw))
+    except ValueError:
+        return None
+    return canonical if canonical == raw.lower() else None
+
+
+def _snapshot(job: jobs_pb2.Job) -> tuple:
+    """What a watcher sees change (time fields and ETA alone do not make an event)."""
+    return (job.state, round(job.progress, 3), job.stage, job.queue_position, job.attempts, job.error,
+            tuple(sorted(job.stage_progress.items())))  # fmt: skip
+
+
+@dataclass
+class _Watched:
+    watchers: int = 0
+    job: jobs_pb2.Job | None = None
+    ended: bool = False  # terminal, or no longer stored
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class JobWatchHub:
+    """Every open WatchJob of one composer, fed by one poller.
+
+    A watcher is an async generator waiting on an event: it holds no thread while it waits. One task on the server's
+    loop reads all watched jobs in one query per interval (on one thread of its own, off the gRPC pool) and wakes
+    the watchers of the jobs that changed; 200 watchers of one job cost one view per interval, not 200.
+    """
+
+    def __init__(self, load: Callable[[list[str]], dict[str, jobs_pb2.Job | None]],
+                 is_ended: Callable[[jobs_pb2.Job], bool], *, interval_s: float = 0.25):  # fmt: skip
+        self._load = load
+        self._is_ended = is_ended
+        self.interval_s = interval_s
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-watch")
+        self._watched: dict[str, _Watched] = {}
+        self._task: asyncio.Task | None = None
+
+    @property
+    def watching(self) -> int:
+        return sum(entry.watchers for entry in self._watched.values())
+
+    async def watch(self, job_id: str, first: jobs_pb2.Job) -> AsyncIterator[jobs_pb2.Job]:
+        entry = self._watched.setdefault(job_id, _Watched())
+        entry.watchers += 1
+        if entry.job is None:
+            entry.job, entry.ended = first, self._is_ended(first)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._poll())
+        try:
+            last = None
+            while True:
+                changed = entry.changed
+                if entry.job is not None and _snapshot(entry.job) != last:
+                    last = _snapshot(entry.job)
+                    yield entry.job
+                if entry.ended:
+                    return
+                await changed.wait()
+        finally:
+            entry.watchers -= 1
+            if entry.watchers == 0 and self._watched.get(job_id) is entry:
+                del self._watched[job_id]
+
+    async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._watched:
+            await asyncio.sleep(self.interval_s)
+            ids = list(self._watched)
+            try:
+                views = await loop.run_in_executor(self.executor, self._load, ids)
+            except Exception:  # noqa: BLE001 - a database hiccup: watchers wait for the next round
+                log.warning("job watch poll failed", exc_info=True)
+                continue
+            for job_id in ids:
+                entry = self._watched.get(job_id)
+                if entry is None:
+                    continue
+                job = views.get(job_id)
+                ended = job is None or self._is_ended(job)
+                if job is not None and entry.job is not None and _snapshot(job) == _snapshot(entry.job) and not ended:
+                    continue
+                entry.job = job if job is not None else entry.job
+                entry.ended = ended
+                entry.changed.set()
+                entry.changed = asyncio.Event()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+TERMINAL_STATES = frozenset({jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELED})
 
 
 def _create_field_path(path: tuple[str | int, ...]) -> str:
@@ -93,11 +187,12 @@ def _create_field_path(path: tuple[str | int, ...]) -> str:
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, store: JobStore, keys: ApiKeys, *, webhook_hosts: frozenset[str] = frozenset(), workers: int = 1):
+    def __init__(self, store: JobStore, keys: ApiKeys, *, webhook_policy: WebhookPolicy | None = None, workers: int = 1):
         self.store = store
         self.keys = keys
-        self.webhook_hosts = webhook_hosts
+        self.webhook_policy = webhook_policy  # None: this server takes no webhooks (it has no secret to sign with)
         self.workers = max(1, workers)
+        self.watchers = JobWatchHub(self._views, lambda job: job.state in TERMINAL_STATES)
 
     # --- helpers ------------------------------------------------------------------------------------------------
     def _owner(self, context: grpc.ServicerContext) -> str:
@@ -107,12 +202,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return owner
 
     def _job_id(self, raw: str, context: grpc.ServicerContext) -> str:
-        """Only the canonical UUID form passes, so no other string ever reaches the store or a file path."""
-        try:
-            canonical = str(uuid.UUID(raw))
-        except ValueError:
-            canonical = None
-        if canonical is None or canonical != raw.lower():
+        canonical = canonical_job_id(raw)
+        if canonical is None:
             rpc_errors.abort_invalid_field(context, "id", "id: must be a job UUID")
         return canonical
 
@@ -131,6 +222,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         """When a full queue likely has room again: one job's typical run per worker, else a guess of 30 s."""
         durations = self.store.recent_durations()
         return round(statistics.median(durations) / self.workers, 1) if durations else 30.0
+
+    def _views(self, job_ids: list[str]) -> dict[str, jobs_pb2.Job]:
+        return {job_id: self.view(record) for job_id, record in self.store.get_many(job_ids).items()}
 
     def _eta(self, record: JobRecord, position: int) -> float | None:
         if record.state == RUNNING and record.started_at and record.progress >= 0.05:
@@ -151,7 +245,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             rpc_errors.abort_invalid(context, error, wire.request_field_path)
         try:
             if request.webhook_url:
-                check_webhook_url(request.webhook_url, self.webhook_hosts)
+                if self.webhook_policy is None:
+                    raise InvalidRequest("webhook", "this server takes no webhooks: it has no API keys and no "
+                                                    "TUNEREEL_WEBHOOK_SECRET to sign them with")  # fmt: skip
+                check_webhook_url(request.webhook_url, self.webhook_policy)
             if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY:
                 raise InvalidRequest("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
         except InvalidRequest as error:
@@ -203,20 +300,21 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             record = self.store.request_cancel(record.id) or record
         return self.view(record)
 
-    def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext):
-        record = self._record(request.id, context)
-        last = None
-        while context.is_active():
-            job = self.view(record)
-            snapshot = (job.state, round(job.progress, 3), job.stage, job.queue_position, job.attempts, job.error,
-                        tuple(sorted(job.stage_progress.items())))  # fmt: skip
-            if snapshot != last:
-                yield job
-                last = snapshot
-            if record.terminal:
-                return
-            time.sleep(0.2)
-            record = self.store.get(record.id) or record
+    async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext):
+        """Every change of one job until it ends. Runs on the server's loop: an open watch holds no pool thread."""
+        job_id = canonical_job_id(request.id)
+        if job_id is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: must be a job UUID")
+        owner = self.keys.owner_of(metadata_value(context, "authorization")) if self.keys.enabled else None
+        if self.keys.enabled and owner is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key")
+        loop = asyncio.get_running_loop()
+        record = await loop.run_in_executor(self.watchers.executor, lambda: self.store.get(job_id, owner=owner))
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id}")
+        first = await loop.run_in_executor(self.watchers.executor, self.view, record)
+        async for job in self.watchers.watch(job_id, first):
+            yield job
 
     def ReadJobVideo(self, request: jobs_pb2.ReadJobVideoRequest, context: grpc.ServicerContext):
         record = self._record(request.id, context)

@@ -3,9 +3,6 @@ sweep old results. Any number of composer replicas may run these against one sto
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import os
 import socket
@@ -15,16 +12,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from tunereel import wire
 from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2
 
 from .backends import Progress
 from .compose import Composer, failure_of
-from .errors import ComposeError
+from .errors import ComposeError, public_message
 from .store import JobRecord, JobStore
+from .webhooks import WebhookSender
 
 log = logging.getLogger("tunereel.composer.jobs")
 
@@ -83,11 +79,13 @@ class JobSettings:
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, composer: Composer, settings: JobSettings):
+    def __init__(self, store: JobStore, composer: Composer, settings: JobSettings, webhooks: WebhookSender | None = None):
         self.store = store
+        self.webhooks = webhooks  # delivery lives in .webhooks; this runner only gives it a thread
         self.composer = composer
         self.settings = settings
-        self.worker_prefix = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # lease_owner holds 64 characters: a long host name (up to 253) must not make every claim fail.
+        self.worker_prefix = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         settings.results_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +94,8 @@ class JobRunner:
     def start(self) -> None:
         for index in range(self.settings.workers):
             self._spawn(self._work_loop, f"{self.worker_prefix}-w{index}")
-        self._spawn(self._webhook_loop, "webhooks")
+        if self.webhooks is not None:
+            self._spawn(lambda _name: self.webhooks.run(self._stop), "webhooks")
         self._spawn(self._sweep_loop, "sweeper")
 
     def stop(self) -> None:
@@ -163,8 +162,9 @@ class JobRunner:
             self._after_failure(job, worker, error)
             return
         except Exception as error:  # noqa: BLE001 - a bug: the job fails now, saying what it was
-            log.exception("job %s: unexpected error", job.id)
-            self.store.fail(job.id, worker, f"composer error: {type(error).__name__}: {error}")
+            reference = uuid.uuid4().hex[:12]
+            log.exception("job %s: unexpected error ref=%s", job.id, reference)
+            self.store.fail(job.id, worker, f"composer error: {type(error).__name__} (reference {reference})")
             return
         finally:
             cancelled.set()
@@ -200,54 +200,15 @@ class JobRunner:
 
     def _after_failure(self, job: JobRecord, worker: str, error: ComposeError) -> None:
         kind = type(error).__name__
+        message = public_message(error)  # the job's `error` is read by its owner: no paths or peer addresses
         if not should_retry(error):
-            self.store.fail(job.id, worker, error.message)
-            log.info("job %s: failed (%s): %s", job.id, kind, error.message)
+            self.store.fail(job.id, worker, message)
+            log.info("job %s: failed (%s): %s", job.id, kind, message)
             return
         delay = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (job.attempts - 1))
-        outcome = self.store.retry_later(job.id, worker, error.message, delay)
-        log.info("job %s: %s (%s); %s", job.id, kind, error.message,
+        outcome = self.store.retry_later(job.id, worker, message, delay)
+        log.info("job %s: %s (%s); %s", job.id, kind, message,
                  f"retry in {delay:.1f} s" if outcome == "queued" else outcome)  # fmt: skip
-
-    # --- webhooks -----------------------------------------------------------------------------------------------
-    def _webhook_loop(self, _name: str) -> None:
-        with httpx.Client(timeout=10.0, follow_redirects=False) as client:
-            while not self._stop.is_set():
-                try:
-                    job = self.store.claim_webhook()
-                except Exception:  # noqa: BLE001
-                    log.exception("webhook claim failed")
-                    job = None
-                if job is None:
-                    self._stop.wait(0.5)
-                    continue
-                self.deliver_webhook(client, job)
-
-    def deliver_webhook(self, client: httpx.Client, job: JobRecord) -> None:
-        from .job_service import job_to_proto  # the webhook body is the job exactly as the API shows it
-
-        body = json.dumps(wire.job_to_dict(job_to_proto(job)), sort_keys=True).encode()
-        signature = hmac.new(self.settings.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
-        attempts = self.store.webhook_attempts(job.id)
-        try:
-            reply = client.post(
-                job.webhook_url,
-                content=body,
-                headers={"Content-Type": "application/json", "X-Tunereel-Signature": f"sha256={signature}",
-                         "X-Tunereel-Job": job.id},  # fmt: skip
-            )
-            delivered = 200 <= reply.status_code < 300
-            reason = f"HTTP {reply.status_code}"
-        except httpx.HTTPError as error:
-            delivered, reason = False, type(error).__name__
-        if delivered:
-            self.store.webhook_result(job.id, delivered=True, retry_in=None)
-            log.info("job %s: webhook delivered", job.id)
-            return
-        retry_in = None if attempts >= self.settings.webhook_max_attempts else min(60.0, 0.5 * 2 ** (attempts - 1))
-        self.store.webhook_result(job.id, delivered=False, retry_in=retry_in)
-        log.info("job %s: webhook attempt %d failed (%s)%s", job.id, attempts, reason,
-                 f"; retry in {retry_in:.1f} s" if retry_in is not None else "; giving up")  # fmt: skip
 
     # --- housekeeping -------------------------------------------------------------------------------------------
     def _sweep_loop(self, _name: str) -> None:

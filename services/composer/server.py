@@ -16,7 +16,7 @@ import grpc
 from tunereel import rpc_errors, wire
 from tunereel.auth import ApiKeys, InsecureBinding
 from tunereel.request import InvalidRequest, validate_request
-from tunereel.serving import GrpcServer, start_server
+from tunereel.serving import GrpcServer, start_async_server
 from tunereel.streaming import Cancelled, events_from_thread
 from tunereel.v1 import common_pb2, composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
 
@@ -29,11 +29,13 @@ from .errors import (
     BackendUnavailable,
     ComposeError,
     OutOfSpace,
+    public_message,
 )
 from .job_service import SERVICE_NAME as JOB_SERVICE_NAME
 from .job_service import JobServicer
 from .jobs import JobRunner, JobSettings
-from .store import JobStore, sqlite_url
+from .store import JobStore, Quotas, sqlite_url
+from .webhooks import WebhookPolicy, WebhookSender, job_view
 
 log = logging.getLogger("tunereel.composer")
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
@@ -103,10 +105,11 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
             yield from events_from_thread(work, name="compose", cancelled=cancelled)
         except ComposeError as failure:
             code = status_of(failure)
-            log.warning("compose failed after %.1f s: %s %s", time.monotonic() - started, code.name, failure.message)
+            message = public_message(failure)  # the detail (paths, addresses) stays in the log, under a reference
+            log.warning("compose failed after %.1f s: %s %s", time.monotonic() - started, code.name, message)
             if isinstance(failure, BackendRejected) and failure.field:  # a model this deployment does not serve
-                rpc_errors.abort_invalid_field(context, f"request.{failure.field}", failure.message)
-            rpc_errors.abort(context, code, failure.message)  # UNAVAILABLE gets a RetryInfo
+                rpc_errors.abort_invalid_field(context, f"request.{failure.field}", message)
+            rpc_errors.abort(context, code, message)  # UNAVAILABLE gets a RetryInfo
         except Cancelled:
             log.info("compose cancelled after %.1f s", time.monotonic() - started)
             context.abort(grpc.StatusCode.CANCELLED, "compose cancelled")
@@ -159,10 +162,24 @@ def serve(
     retention_hours: float = 168.0,
     webhook_hosts: frozenset[str] = frozenset(),
     webhook_secret: str = "",
+    webhook_allow_private: bool = False,
     api_keys: ApiKeys | None = None,
+    quotas: Quotas | None = None,
 ) -> Composed:
     """Composer, job service and job workers on one port; health mirrors the backends."""
     api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
+    webhook_policy = WebhookPolicy(allowed_hosts=webhook_hosts, allow_private=webhook_allow_private)
+    # Without keys there is no per-key secret; without the server's secret too, a webhook would go out signed with
+    # b"": such a server takes no webhooks at all.
+    webhooks_enabled = api_keys.enabled or bool(webhook_secret)
+
+    def signing_key(owner: str) -> bytes:
+        # Per key when keys are on (each tenant verifies with its own secret); the server's secret otherwise.
+        secret = (api_keys.webhook_secret(owner) if api_keys.enabled else None) or webhook_secret.encode()
+        if not secret:
+            raise RuntimeError("no webhook signing secret")  # the sender gives this delivery up
+        return secret
+
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = JobSettings(
         data_dir=data_dir,
@@ -172,22 +189,29 @@ def serve(
         webhook_secret=webhook_secret,
     )
     store = JobStore(
-        database_url or sqlite_url(data_dir), max_queue=max_queue, max_attempts=max_attempts, lease_seconds=lease_seconds
+        database_url or sqlite_url(data_dir), max_queue=max_queue, max_attempts=max_attempts, lease_seconds=lease_seconds,
+        quotas=quotas or Quotas(
+            active_jobs=int(os.environ.get("TUNEREEL_QUOTA_ACTIVE_JOBS", Quotas.active_jobs)),
+            kept_jobs=int(os.environ.get("TUNEREEL_QUOTA_KEPT_JOBS", Quotas.kept_jobs)),
+            stored_bytes=int(os.environ.get("TUNEREEL_QUOTA_STORED_BYTES", Quotas.stored_bytes)),
+        ),
     )
     store.migrate()
     backends = Backends(music_target, video_target, api_key=api_keys.any_key)
     composer = Composer(backends, settings.work_dir)
     servicer = ComposerServicer(composer, max_concurrent=max_concurrent)
-    jobs = JobServicer(store, api_keys, webhook_hosts=webhook_hosts, workers=job_workers)
+    jobs = JobServicer(store, api_keys, webhook_policy=webhook_policy if webhooks_enabled else None, workers=job_workers)
 
     def register(server: grpc.Server) -> None:
         composer_pb2_grpc.add_ComposerServiceServicer_to_server(servicer, server)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
 
-    server = start_server(register, [SERVICE_NAME, JOB_SERVICE_NAME], host=host, port=port, api_keys=api_keys)
+    # grpc.aio underneath: an open WatchJob (an SSE stream, a browser tab) waits on the loop, not in a pool thread.
+    server = start_async_server(register, [SERVICE_NAME, JOB_SERVICE_NAME], host=host, port=port, api_keys=api_keys)
     mirror = HealthMirror(backends, server, SERVICE_NAME, extra_services=[JOB_SERVICE_NAME])
     mirror.start()
-    runner = JobRunner(store, composer, settings)
+    webhooks = WebhookSender(store, webhook_policy, signing_key, job_view)
+    runner = JobRunner(store, composer, settings, webhooks)
     runner.start()
     return Composed(server=server, mirror=mirror, runner=runner, store=store, backends=backends)
 
@@ -256,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             retention_hours=args.retention_hours,
             webhook_hosts=frozenset(h.strip().lower() for h in env("TUNEREEL_WEBHOOK_ALLOW", "").split(",") if h.strip()),
             webhook_secret=env("TUNEREEL_WEBHOOK_SECRET", ""),
+            webhook_allow_private=env("TUNEREEL_WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
         )
     except InsecureBinding as error:
         print(f"error: {error}", file=sys.stderr)

@@ -28,6 +28,8 @@ __all__ = [
     "JobRecord",
     "Heartbeat",
     "QueueFull",
+    "QuotaExceeded",
+    "Quotas",
     "IdempotencyConflict",
     "QUEUED",
     "RUNNING",
@@ -89,6 +91,23 @@ class QueueFull(Exception):
     def __init__(self, limit: int):
         super().__init__(f"the queue is full ({limit} jobs waiting or running); retry later")
         self.limit = limit
+
+
+class QuotaExceeded(QueueFull):
+    """One key's own limit (jobs waiting or running, jobs kept, bytes of results kept): RESOURCE_EXHAUSTED / 429."""
+
+    def __init__(self, message: str):
+        Exception.__init__(self, message)
+        self.limit = 0
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Per key (owner), so one key cannot fill the queue, the table or the results volume for everyone."""
+
+    active_jobs: int = 10  # TUNEREEL_QUOTA_ACTIVE_JOBS: queued + running
+    kept_jobs: int = 1000  # TUNEREEL_QUOTA_KEPT_JOBS: rows of any state within the retention (create-then-cancel)
+    stored_bytes: int = 20 * 1024**3  # TUNEREEL_QUOTA_STORED_BYTES: results kept, until the sweeper removes them
 
 
 class IdempotencyConflict(Exception):
@@ -170,8 +189,10 @@ def sqlite_url(data_dir: Path) -> str:
 
 
 class JobStore:
-    def __init__(self, url: str, *, max_queue: int = 100, max_attempts: int = 5, lease_seconds: float = 30.0):
+    def __init__(self, url: str, *, max_queue: int = 100, max_attempts: int = 5, lease_seconds: float = 30.0,
+                 quotas: Quotas | None = None):  # fmt: skip
         self.url = url
+        self.quotas = quotas  # None: no per-key limits (the server always sets them)
         self.max_queue = max_queue
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
@@ -225,6 +246,8 @@ class JobStore:
             ).scalar_one()
             if active >= self.max_queue:
                 raise QueueFull(self.max_queue)
+            if self.quotas is not None:
+                self._check_quotas(db, owner)
             job_id = str(uuid.uuid4())
             db.execute(
                 jobs.insert().values(
@@ -244,6 +267,26 @@ class JobStore:
             )
             return JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()), True
 
+    def _check_quotas(self, db: sa.Connection, owner: str) -> None:
+        assert self.quotas is not None
+        mine = jobs.c.owner == owner
+        active, kept, stored = db.execute(
+            sa.select(
+                sa.func.count().filter(jobs.c.state.in_([QUEUED, RUNNING])),
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(jobs.c.result_size), 0),
+            ).where(mine)
+        ).one()
+        if active >= self.quotas.active_jobs:
+            raise QuotaExceeded(f"this key already has {active} jobs waiting or running (its limit is "
+                                f"{self.quotas.active_jobs}); retry when one ends")  # fmt: skip
+        if kept >= self.quotas.kept_jobs:
+            raise QuotaExceeded(f"this key already has {kept} jobs stored (its limit is {self.quotas.kept_jobs}); "
+                                "old jobs are removed after the retention period")  # fmt: skip
+        if stored >= self.quotas.stored_bytes:
+            raise QuotaExceeded(f"this key's stored videos take {stored} bytes (its limit is "
+                                f"{self.quotas.stored_bytes}); old results are removed after the retention period")  # fmt: skip
+
     def get(self, job_id: str, owner: str | None = None) -> JobRecord | None:
         query = sa.select(jobs).where(jobs.c.id == job_id)
         if owner is not None:
@@ -251,6 +294,14 @@ class JobStore:
         with self.engine.connect() as db:
             row = db.execute(query).first()
         return JobRecord.from_row(row) if row is not None else None
+
+    def get_many(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        """Several jobs in one query (the job watchers' poll); missing ids are simply absent."""
+        if not job_ids:
+            return {}
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(jobs).where(jobs.c.id.in_(job_ids))).all()
+        return {row._mapping["id"]: JobRecord.from_row(row) for row in rows}
 
     def list(self, owner: str | None, *, limit: int = 20, before: tuple[float, str] | None = None) -> list[JobRecord]:
         """Newest first; `before` is the (created_at, id) of the last job of the previous page."""

@@ -24,6 +24,7 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
         )
 
     def GenerateMusic(self, request: music_pb2.GenerateMusicRequest, context: grpc.ServicerContext):
+        self.host.check_prompt_length(context, prompt=request.prompt)
         pipeline = self.host.ready_pipeline(request.model, context)
         guidance = request.guidance_scale or None
         try:

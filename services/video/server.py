@@ -39,6 +39,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         )  # fmt: skip
 
     def GenerateVideo(self, request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext):
+        self.host.check_prompt_length(context, prompt=request.prompt, negative_prompt=request.negative_prompt)
         pipeline = self.host.ready_pipeline(request.model, context)
         steps = request.num_inference_steps or pipeline.steps_for(None)
         guidance = request.guidance_scale or pipeline.preset.guidance_scale

@@ -232,3 +232,45 @@ def test_preset_settings_with_weights_from_a_local_folder(models_dir):
     finally:
         channel.close()
         server.stop(0)
+
+
+def test_waiting_for_the_model_is_bounded_and_health_still_answers(models_dir):
+    """Issue 13, item 2: calls waiting for the model are bounded (RESOURCE_EXHAUSTED beyond), so they can never take
+    every server thread from the health checks."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = music_server.serve("tiny", host="127.0.0.1", port=0, models_dir=models_dir)
+    server.servicer.host.turnstile.max_waiting = 1
+    channel = open_channel(f"127.0.0.1:{server.port}")
+    stub = music_pb2_grpc.MusicServiceStub(channel)
+    try:
+        running = stub.GenerateMusic(music_pb2.GenerateMusicRequest(prompt="pop", duration_seconds=60, seed=1), timeout=120)
+        next(running), next(running)  # header, then the generation is under way
+        waiting = stub.GenerateMusic(music_pb2.GenerateMusicRequest(prompt="pop", duration_seconds=1, seed=2), timeout=120)
+        assert next(waiting).WhichOneof("payload") == "header"
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.GenerateMusic(music_pb2.GenerateMusicRequest(prompt="pop", duration_seconds=1, seed=3), timeout=30))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in caught.value.details()
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=3)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        running.cancel()
+        waiting.cancel()
+        deadline = time.monotonic() + 20
+        while server.servicer.host.turnstile._admitted and time.monotonic() < deadline:  # noqa: SLF001 - the count
+            time.sleep(0.05)
+        list(stub.GenerateMusic(music_pb2.GenerateMusicRequest(prompt="pop", duration_seconds=1, seed=4), timeout=60))
+    finally:
+        channel.close()
+        server.stop(0)
+
+
+@pytest.mark.parametrize("kind", ["music", "video"])
+def test_prompts_over_the_limit_are_refused(request, kind):
+    _, _, stub = request.getfixturevalue(kind)
+    long_prompt = "x" * 8_000_000 if kind == "music" else "x" * 2001
+    with pytest.raises(grpc.RpcError) as caught:
+        if kind == "music":
+            list(stub.GenerateMusic(music_pb2.GenerateMusicRequest(prompt=long_prompt[:3_000_000], duration_seconds=1), timeout=30))
+        else:
+            list(stub.GenerateVideo(video_pb2.GenerateVideoRequest(prompt=long_prompt, width=64, height=64, num_frames=9, fps=8), timeout=30))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 2000" in caught.value.details()

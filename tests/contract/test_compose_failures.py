@@ -101,11 +101,17 @@ def test_frame_before_its_header_fails_the_job_at_once(system):
     assert_failed_at_once(system, run_job(system), "video service", "frame 0 before its header")
 
 
-def test_backend_internal_error_is_not_generated_again(system):
+def test_backend_internal_error_is_not_generated_again(system, caplog):
     system["music"].reset("internal")
-    job = run_job(system)
+    with caplog.at_level("WARNING", logger="tunereel.composer"):
+        job = run_job(system)
     assert job.state == jobs_pb2.JOB_STATE_FAILED and job.attempts == 1, job
-    assert "music model produced garbage" in job.error and system["music"].calls == 1
+    assert system["music"].calls == 1
+    # The client reads which service failed and a reference; the backend's own text is in the log under it.
+    assert job.error.startswith("music service failed (INTERNAL) (reference "), job.error
+    assert "music model produced garbage" not in job.error
+    reference = job.error.rsplit("reference ", 1)[1].rstrip(")")
+    assert any(reference in r.getMessage() and "music model produced garbage" in r.getMessage() for r in caplog.records)
 
 
 def test_mux_failure_fails_the_job_at_once(system, monkeypatch):

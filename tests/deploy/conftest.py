@@ -29,6 +29,9 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def render(overlay: str) -> list[dict]:
+    if overlay == "cpu-tiny":  # its Secret values are made locally (`make k8s-secrets`), never committed
+        made = run([sys.executable, str(DEPLOY / "k8s" / "overlays" / "cpu-tiny" / "make_secrets.py")])
+        assert made.returncode == 0, made.stderr
     result = run([tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)])
     assert result.returncode == 0, result.stderr
     return [document for document in yaml.safe_load_all(result.stdout) if document]

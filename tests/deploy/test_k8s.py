@@ -316,3 +316,67 @@ def test_gpu_presets_and_their_downloads_come_from_the_preset_table(rendered):
         if path.is_file() and path.suffix in (".yaml", ".md", "") and path.name != "load-weights.yaml":
             text = path.read_text(errors="replace")
             assert not [hub_id for hub_id in hub_ids if hub_id in text], f"{path}: a hub id outside the table"
+
+
+# --- issue 13: network policies, no API tokens in pods, no committed secrets, Envoy's limits ----------------------------
+
+def _selects(policy: dict, labels: dict) -> bool:
+    wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+    return all(labels.get(key) == value for key, value in wanted.items())
+
+
+def _peers(rules: list[dict]) -> set[str]:
+    return {peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name", "ipBlock" if "ipBlock" in peer else "?")
+            for rule in rules for peer in rule.get("from", rule.get("to", []))}  # fmt: skip
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_each_pod_talk_only_to_what_it_needs(rendered, overlay):
+    docs = rendered[overlay]
+    policies = objects(docs, "NetworkPolicy")
+    deny = policies["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny
+    for workload in workloads(docs):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert _selects(policies["default-deny"], labels)
+    for backend in ("music", "video"):
+        policy = policies[backend]["spec"]
+        assert _peers(policy["ingress"]) == {"composer"} and policy["egress"] == []
+    assert _peers(policies["postgres"]["spec"]["ingress"]) == {"composer"}
+    assert _peers(policies["composer"]["spec"]["ingress"]) == {"gateway", "envoy"}
+    assert _peers(policies["composer"]["spec"]["egress"]) == {"music", "video", "postgres", "ipBlock"}
+    for name in ("gateway", "envoy"):
+        assert _peers(policies[name]["spec"]["egress"]) == {"composer"}
+    # The composer's way out (webhooks) excludes the cluster, the node and the metadata service.
+    (block,) = [peer["ipBlock"] for rule in policies["composer"]["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"} <= set(block["except"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_pod_mounts_a_service_account_token(rendered, overlay):
+    for workload in workloads(rendered[overlay]):
+        assert pod_spec(workload).get("automountServiceAccountToken") is False, workload["metadata"]["name"]
+
+
+def test_the_cpu_tiny_overlay_commits_no_secret_values():
+    text = (DEPLOY / "k8s" / "overlays" / "cpu-tiny" / "kustomization.yaml").read_text()
+    assert "literals" not in text and "password=" not in text and "keys=" not in text
+    ignored = (DEPLOY.parent / ".gitignore").read_text()
+    assert "deploy/k8s/overlays/cpu-tiny/*.env" in ignored
+
+
+def test_envoy_limits_bodies_streams_and_load_and_trusts_only_its_own_view_of_the_client():
+    config = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+    listener = config["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert manager["use_remote_address"] is True
+    assert manager["http2_protocol_options"]["max_concurrent_streams"] <= 100
+    assert listener["per_connection_buffer_limit_bytes"] <= 65536
+    (buffer,) = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.buffer"]
+    assert buffer["typed_config"]["max_request_bytes"] == 1024 * 1024
+    assert manager["http_filters"][0] is buffer  # before anything reads the body
+    origins = manager["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert all("exact" in match for match in origins["allow_origin_string_match"])  # no wildcard
+    monitors = {m["name"] for m in config["overload_manager"]["resource_monitors"]}
+    assert {"envoy.resource_monitors.fixed_heap", "envoy.resource_monitors.global_downstream_max_connections"} <= monitors
+    assert config["static_resources"]["clusters"][0]["circuit_breakers"]["thresholds"]

@@ -58,7 +58,8 @@ def grpc_web(client: httpx.Client, method: str, message, timeout: float = 60) ->
 
 
 def test_create_and_watch_a_job_over_grpc_web(models_dir, tmp_path):
-    with LocalStack(models_dir=models_dir, log_dir=tmp_path / "logs", envoy=True) as stack:
+    env = {"TUNEREEL_CORS_ORIGINS": "http://example.test"}  # the allowed origins are a setting, not a wildcard
+    with LocalStack(models_dir=models_dir, log_dir=tmp_path / "logs", envoy=True, env=env) as stack:
         client = httpx.Client(base_url=stack.grpc_web_url)
         deadline = time.monotonic() + 30
         while True:  # Envoy starts alongside the services
@@ -76,6 +77,16 @@ def test_create_and_watch_a_job_over_grpc_web(models_dir, tmp_path):
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "http://example.test"
+        elsewhere = client.options(
+            "/tunereel.v1.JobService/CreateJob",
+            headers={"Origin": "http://evil.test", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in elsewhere.headers
+
+        # Issue 13, item 1 at Envoy: a body over 1 MiB is answered 413 there, the composer never sees it.
+        huge = client.post("/tunereel.v1.JobService/CreateJob", content=b"\0" * (1024 * 1024 + 1),
+                           headers={"Content-Type": "application/grpc-web+proto", "X-Grpc-Web": "1"})  # fmt: skip
+        assert huge.status_code == 413
 
         request = validate_request({"genre": "pop", "duration": 1, "video_prompt": "x", "width": 64, "height": 64, "seed": 9})
         messages, trailers, reply = grpc_web(

@@ -59,7 +59,7 @@ def stack(models_dir, tmp_path_factory):
     with LocalStack(
         models_dir=models_dir,
         log_dir=tmp_path_factory.mktemp("jobs-logs"),
-        env={"TUNEREEL_WEBHOOK_SECRET": SECRET},
+        env={"TUNEREEL_WEBHOOK_SECRET": SECRET, "TUNEREEL_WEBHOOK_ALLOW_PRIVATE": "1"},  # the receiver is on loopback
         composer_args=["--max-queue", "20"],
     ) as running:
         yield running
@@ -190,18 +190,21 @@ def test_webhook_is_signed_delivered_once_and_retried(stack, client):
         time.sleep(2.0)  # nothing more may arrive after the success
         assert len(receiver.received) == 3  # two 500s, then delivered, then nothing
         headers, body = receiver.received[-1]
-        expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert headers["X-Tunereel-Signature"] == f"sha256={expected}"
+        timestamp = headers["X-Tunereel-Timestamp"]
+        assert abs(int(timestamp) - time.time()) < 120
+        expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        assert headers["X-Tunereel-Signature"] == f"t={timestamp},v1={expected}"
         payload = json.loads(body)
         assert payload["id"] == job["id"] and payload["state"] == "succeeded"
     finally:
         receiver.close()
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "javascript:alert(1)", "not a url"])
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "javascript:alert(1)", "not a url",
+                                 "http://exa\tmple.com/", "http://[::1", "http://ｅxample.com/"])  # fmt: skip
 def test_webhook_must_be_http(client, url):
     reply = client.post("/v1/jobs", json={**TINY, "webhook": url})
-    assert reply.status_code == 400 and "webhook" in reply.json()["error"]
+    assert reply.status_code == 422 and reply.json()["field"] == "webhook", reply.text
 
 
 def test_bad_body_is_refused_before_a_job_exists(client):

@@ -84,12 +84,32 @@ class Console:
 
 @pytest.fixture
 def page(browser, stack):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # Playwright's string predicates (wait_for_function) are evaluated with eval, which the gateway's CSP forbids;
+    # test_the_page_runs_under_its_content_security_policy checks the page with the policy enforced.
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.console = Console(page)
     yield page
     context.close()
+
+
+def test_the_page_runs_under_its_content_security_policy(browser, stack):
+    """Issue 13, item 10: the UI sends a CSP (own files only, no framing) and works under it."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    console = Console(page)
+    try:
+        reply = page.goto(stack.gateway_url + "/")
+        assert "frame-ancestors 'none'" in reply.headers["content-security-policy"]
+        page.wait_for_selector("html[data-ready=true]")  # the module script ran
+        page.get_by_role("button", name="Sunset pop").click()
+        assert page.input_value("#genre") == "pop"
+        page.wait_for_timeout(500)
+        assert console.errors == [], console.errors  # a CSP violation is a console error
+    finally:
+        context.close()
 
 
 def open_ui(page, stack) -> None:

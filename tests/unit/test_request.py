@@ -83,3 +83,11 @@ def test_proto_zero_means_default():
     request = validate_request(PROTOTYPE)
     back = validate_request(wire.request_from_proto(wire.request_to_proto(request.model_copy(update={"seed": None}))))
     assert back.seed is None and back.tempo_bpm is None and back.width == 768
+
+
+@pytest.mark.parametrize("field", ["duration", "seed", "tempo_bpm", "width", "height", "fps"])
+def test_booleans_are_not_numbers(field):
+    body = {"genre": "pop", "duration": 3, "video_prompt": "a sunset", field: True}
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request(body)
+    assert caught.value.field == field and "true or false" in caught.value.reason

@@ -184,3 +184,42 @@ def test_upgrade_keeps_existing_jobs(store_url):
     job = store.get("00000000-0000-4000-8000-000000000001")
     assert job.state == QUEUED and job.stage_progress == {}
     store.close()
+
+
+# --- per-key quotas (issue 13, item 7) --------------------------------------------------------------------------------
+
+def test_one_key_cannot_fill_the_queue_for_everyone(make_store):
+    from tunereel.composer.store import Quotas, QuotaExceeded
+
+    store = make_store(max_queue=100, quotas=Quotas(active_jobs=3))
+    for _ in range(3):
+        store.create(REQUEST, owner="greedy")
+    with pytest.raises(QuotaExceeded, match="3 jobs waiting or running"):
+        store.create(REQUEST, owner="greedy")
+    store.create(REQUEST, owner="other")  # another key still gets in
+    job = store.claim("w1")
+    store.fail(job.id, "w1", "done")  # one of greedy's ended: room again
+    store.create(REQUEST, owner="greedy")
+
+
+def test_create_then_cancel_cannot_grow_the_table_without_bound(make_store):
+    from tunereel.composer.store import Quotas, QuotaExceeded
+
+    store = make_store(quotas=Quotas(kept_jobs=5))
+    for _ in range(5):
+        job, _ = store.create(REQUEST, owner="churn")
+        store.request_cancel(job.id)
+    with pytest.raises(QuotaExceeded, match="5 jobs stored"):
+        store.create(REQUEST, owner="churn")
+
+
+def test_stored_bytes_are_limited_per_key(make_store):
+    from tunereel.composer.store import Quotas, QuotaExceeded
+
+    store = make_store(quotas=Quotas(stored_bytes=1000))
+    store.create(REQUEST, owner="big")
+    job = store.claim("w1")
+    store.succeed(job.id, "w1", result_path="/tmp/x.mp4", result_size=1000, provenance={})
+    with pytest.raises(QuotaExceeded, match="stored videos take 1000 bytes"):
+        store.create(REQUEST, owner="big")
+    store.create(REQUEST, owner="small")
