@@ -56,8 +56,13 @@ def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, *d
     get a RetryInfo of RETRY_UNAVAILABLE_S (e.g. a backend's failure passed through)."""
     if not details and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
         details = (_retry_info(RETRY_UNAVAILABLE_S),)
-    context.abort_with_status(rpc_status.to_status(rich_status(code, message, *details)))
-    raise AssertionError("abort_with_status returned")  # pragma: no cover - it raises
+    status = rpc_status.to_status(rich_status(code, message, *details))
+    abort_with_status = getattr(context, "abort_with_status", None)
+    if abort_with_status is not None:  # grpc's sync server
+        abort_with_status(status)
+    else:  # a sync handler under grpc.aio (tunereel.serving): abort takes the details as trailing metadata
+        context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("abort returned")  # pragma: no cover - it raises
 
 
 def abort_invalid(

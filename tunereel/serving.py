@@ -151,9 +151,9 @@ class AsyncGrpcServer(GrpcServer):
 
 
 class _Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple = ()):
         super().__init__(details)
-        self.code, self.details = code, details
+        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
 
 
 class _ThreadSideContext:
@@ -172,8 +172,11 @@ class _ThreadSideContext:
     def is_active(self) -> bool:
         return not self.done
 
-    def abort(self, code: grpc.StatusCode, details: str):
-        raise _Aborted(code, details)
+    def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: tuple = ()):
+        raise _Aborted(code, details, trailing_metadata)  # the metadata carries google.rpc details (rpc_errors)
+
+    def abort_with_status(self, status: grpc.Status):
+        raise _Aborted(status.code, status.details, status.trailing_metadata)
 
     def __getattr__(self, name: str):  # time_remaining, invocation_metadata, peer, … as they are
         return getattr(self._context, name)
@@ -216,7 +219,7 @@ class SyncStreamBridge(grpc.aio.ServerInterceptor):
                         return
                     yield item
             except _Aborted as aborted:
-                await context.abort(aborted.code, aborted.details)
+                await context.abort(aborted.code, aborted.details, aborted.trailing_metadata)
             finally:
                 side.done = True
                 for callback in side.callbacks:  # as the sync server does when a call ends, cancelled or not

@@ -17,6 +17,7 @@ from tunereel import rpc_errors
 from tunereel.auth import ApiKeys
 from tunereel.composer.backends import Backends
 from tunereel.composer.compose import Composer
+from tunereel.composer.webhooks import WebhookPolicy
 from tunereel.composer.job_service import JobServicer
 from tunereel.composer.server import ComposerServicer
 from tunereel.composer.store import JobStore
@@ -47,7 +48,7 @@ def composer(tmp_path: Path):
     backends = Backends(f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
     idle = ComposerServicer(Composer(backends, tmp_path / "work"), max_concurrent=1)
     busy = ComposerServicer(Composer(backends, tmp_path / "work"), max_concurrent=0)
-    jobs = JobServicer(store, ApiKeys(), webhook_hosts=frozenset({"hooks.example"}))
+    jobs = JobServicer(store, ApiKeys(), webhook_policy=WebhookPolicy(allowed_hosts=frozenset({"hooks.example"})))
     servers = []
     for servicer in (idle, busy):
         def register(server, servicer=servicer):

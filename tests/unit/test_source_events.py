@@ -123,7 +123,7 @@ class FakeRpcError(grpc.RpcError):
 @pytest.mark.parametrize(
     ("code", "details", "kind", "retryable", "starts"),
     [
-        (grpc.StatusCode.UNAVAILABLE, "connection reset", BackendUnavailable, True, "music service at"),
+        (grpc.StatusCode.UNAVAILABLE, "connection reset", BackendUnavailable, True, "music service is unavailable"),
         (grpc.StatusCode.FAILED_PRECONDITION, "music service: weights missing", BackendUnavailable, True, "music service is not ready"),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", BackendBusy, True, "music service is busy"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", BackendTimeout, True, "music service did not"),
@@ -138,3 +138,12 @@ def test_backend_failures_say_what_happened_and_whether_a_retry_helps(code, deta
     error = backend.failure(FakeRpcError(code, details))
     assert type(error) is kind and error.retryable is retryable
     assert error.message.startswith(starts), error.message
+
+
+def test_a_backend_address_and_its_own_text_stay_in_the_detail_not_the_message():
+    backend = Backend("video", "10.1.2.3:50051", "tunereel.v1.VideoService", channel=None)
+    for code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED):
+        error = backend.failure(FakeRpcError(code, "ipv4:10.1.2.3:50051: /models/x.safetensors broke"))
+        assert "10.1.2.3" not in error.message and "/models" not in error.message, error.message
+        assert "10.1.2.3" in error.detail and "/models/x.safetensors" in error.detail
+        assert error.message.startswith("video service")

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tunereel.request import validate_request
+
 from tunereel.auth import ApiKeys, webhook_secret_for_key
 from tunereel.composer.store import JobStore, sqlite_url
 from tunereel.composer.webhooks import (
@@ -25,7 +27,7 @@ from tunereel.composer.webhooks import (
 from tunereel.request import InvalidRequest
 
 PUBLIC = WebhookPolicy()
-REQUEST = {"genre": "pop", "duration": 1, "video_prompt": "a sunset", "width": 64, "height": 64}
+REQUEST = validate_request({"genre": "pop", "duration": 1, "video_prompt": "a sunset", "width": 64, "height": 64})
 
 
 @pytest.mark.parametrize(
