@@ -65,6 +65,7 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
                 video_model_id=p["video_model_id"],
                 music_prompt=p["music_prompt"],
                 version=p["version"],
+                uploads=[common_pb2.UploadUse(field=u["field"], sha256=u["sha256"]) for u in p.get("uploads", [])],
             )
         )
     return job
