@@ -84,6 +84,8 @@ def _deny(handler: grpc.RpcMethodHandler | None):
 
     if handler is None:
         return None
+    if handler.request_streaming and not handler.response_streaming:  # an upload: refused before any byte is read
+        return grpc.stream_unary_rpc_method_handler(abort)
     if handler.response_streaming:
         def abort_stream(request, context):
             abort(request, context)

@@ -135,6 +135,8 @@ class GenerationRequest(BaseModel):
             for name, value in (("start", self.start), ("normalize", self.normalize)):
                 if value:
                     raise ValueError(f"{name}: only with a song")
+        elif self.melody is not None:
+            raise ValueError("melody: a song is the music itself; a melody only guides generated music")
         if self.duration is None:
             return self  # the song's length: the composer fills it in (song_request) before composing
         if self.frame_count < 1:

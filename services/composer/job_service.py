@@ -17,6 +17,7 @@ from tunereel.auth import ApiKeys, metadata_value
 from tunereel.request import InvalidRequest, trusted_request, validate_request
 from tunereel.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, media_pb2
 
+from .uploads import UploadLibrary, prepare_or_abort
 from .store import QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobRecord, JobStore, QueueFull
 
 SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
@@ -94,7 +95,9 @@ def _create_field_path(path: tuple[str | int, ...]) -> str:
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, store: JobStore, keys: ApiKeys, *, webhook_hosts: frozenset[str] = frozenset(), workers: int = 1):
+    def __init__(self, store: JobStore, keys: ApiKeys, *, webhook_hosts: frozenset[str] = frozenset(), workers: int = 1,
+                 uploads: UploadLibrary | None = None):  # fmt: skip
+        self.uploads = uploads
         self.store = store
         self.keys = keys
         self.webhook_hosts = webhook_hosts
@@ -157,6 +160,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 raise InvalidRequest("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
         except InvalidRequest as error:
             rpc_errors.abort_invalid(context, error, _create_field_path)
+        generation = prepare_or_abort(self.uploads, generation, owner, context)  # the caller's own uploads only
         identity = {"request": generation.model_dump(), "webhook_url": request.webhook_url}
         # The seed is fixed at creation so that a retried job makes the same video and the answer can echo it.
         if generation.seed is None:

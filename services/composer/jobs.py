@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,10 +84,12 @@ class JobSettings:
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, composer: Composer, settings: JobSettings):
+    def __init__(self, store: JobStore, composer: Composer, settings: JobSettings, *,
+                 extra_sweeps: tuple[Callable[[], int], ...] = ()):  # fmt: skip
         self.store = store
         self.composer = composer
         self.settings = settings
+        self.extra_sweeps = extra_sweeps  # e.g. the uploads' sweep, on the same schedule
         self.worker_prefix = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -252,10 +255,11 @@ class JobRunner:
     # --- housekeeping -------------------------------------------------------------------------------------------
     def _sweep_loop(self, _name: str) -> None:
         while not self._stop.wait(self.settings.sweep_every_seconds):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001
-                log.exception("sweep failed")
+            for sweep in (self.sweep, *self.extra_sweeps):
+                try:
+                    sweep()
+                except Exception:  # noqa: BLE001
+                    log.exception("sweep failed")
 
     def sweep(self) -> int:
         """Delete jobs and results older than the retention, and stray files no job points at."""
