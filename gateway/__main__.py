@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import sys
 
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--composer", default="127.0.0.1:50050", help="ComposerService target")
+    parser.add_argument("--max-upload-mb", type=float, default=float(os.environ.get("TUNEREEL_MAX_UPLOAD_MB", "50")),
+                        help="largest upload in MB (POST /v1/uploads; the composer checks it too)")
     args = parser.parse_args(argv)
     keys = ApiKeys.from_env()
     try:
@@ -25,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     except InsecureBinding as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    app = create_app(GatewaySettings(composer_target=args.composer, api_keys=keys))
+    app = create_app(GatewaySettings(composer_target=args.composer, api_keys=keys,
+                                     max_upload_bytes=int(args.max_upload_mb * 1e6)))  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

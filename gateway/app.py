@@ -26,9 +26,9 @@ from tunereel import wire
 from tunereel.auth import ApiKeys
 from tunereel.channels import open_aio_channel
 from tunereel.request import LIMITS, GenerationRequest, InvalidRequest
-from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
+from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc, uploads_pb2_grpc
 
-from . import errors, jobs
+from . import errors, jobs, uploads
 from .security import caller_metadata
 
 COMPOSER_SERVICE = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
@@ -44,6 +44,7 @@ class GatewaySettings:
     composer_target: str = "127.0.0.1:50050"
     request_timeout_s: float = 3600.0  # deadline for one /generate_content call, end to end
     api_keys: ApiKeys = ApiKeys()  # TUNEREEL_API_KEYS: when set, /generate_content and /v1 need a Bearer key
+    max_upload_bytes: int = 50 * 1000 * 1000  # POST /v1/uploads: its own limit, counted as the file streams through
 
 
 class ComposerEndedEarly(Exception):
@@ -59,6 +60,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.composer = composer_pb2_grpc.ComposerServiceStub(channel)
         app.state.jobs = jobs_pb2_grpc.JobServiceStub(channel)
         app.state.health = health_pb2_grpc.HealthStub(channel)
+        app.state.uploads = uploads_pb2_grpc.UploadServiceStub(channel)
         try:
             yield
         finally:
@@ -71,7 +73,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.api_keys = settings.api_keys
+    app.state.max_upload_bytes = settings.max_upload_bytes
     app.include_router(jobs.router)
+    app.include_router(uploads.router)
     app.add_exception_handler(grpc.aio.AioRpcError, errors.on_rpc_error)
     app.add_exception_handler(StarletteHTTPException, errors.on_http_error)
     app.add_exception_handler(InvalidRequest, errors.on_invalid_request)

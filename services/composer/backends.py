@@ -245,7 +245,7 @@ def _frame_piece(
 # ------------------------------------------------------------------------------------------------ the backends
 # A backend's field names → the request's (the gateway and the composer name fields as the user wrote them).
 _REQUEST_FIELDS = {"duration_seconds": "duration", "num_frames": "duration", "width": "width", "height": "height",
-                   "fps": "fps", "seed": "seed"}  # fmt: skip
+                   "fps": "fps", "seed": "seed", "melody_pcm": "melody", "image": "image"}  # fmt: skip
 
 
 @dataclass

@@ -25,6 +25,7 @@ from google.protobuf import timestamp_pb2
 
 from tunereel import rpc_errors, wire
 from tunereel.auth import ApiKeys, metadata_value
+from tunereel.presets import MUSIC_PRESETS
 from tunereel.request import LIMITS, GenerationRequest, InvalidRequest, is_upload_id
 from tunereel.v1 import uploads_pb2, uploads_pb2_grpc
 
@@ -171,6 +172,11 @@ class UploadLibrary:
     def prepare(self, request: GenerationRequest, owner: str) -> GenerationRequest:
         """A validated request with its uploads checked for this owner and kept for the job, and a song's window
         made explicit (song.song_request). UploadNotFound for another key's id; InvalidRequest naming a field."""
+        if request.melody and request.music_model in MUSIC_PRESETS:
+            preset = MUSIC_PRESETS[request.music_model]
+            if preset.model_class != "MusicgenMelodyForConditionalGeneration":
+                raise InvalidRequest("melody", f"music_model {preset.name!r} does not follow a melody; use a melody "
+                                               "preset (e.g. melody)")  # fmt: skip
         records = self.resolve(request, owner)
         if "song" in records:
             request = song_request(request, records["song"])

@@ -283,3 +283,28 @@ def test_long_music_continues_across_windows(name, hub, monkeypatch):
     assert prompt.shape == (4 * MUSIC_PRESETS[name].channels, 10 * FRAMES_PER_SECOND)
     audio = np.concatenate([piece.audio for piece in pieces])
     assert audio.shape == (31 * SAMPLE_RATE, MUSIC_PRESETS[name].channels) and np.isfinite(audio).all()
+
+
+def test_melody_clip_conditions_generation_on_its_chroma(hub, monkeypatch):
+    """A melody preset gets the clip (mono, 32 kHz, resampled by the composer) as the processor's audio: its chroma
+    (12 bins) reaches generate() as input_features, in every window."""
+    pipe = MusicPipeline.from_preset(MUSIC_PRESETS["melody"])
+    calls = _spy_generate(monkeypatch, pipe)
+    t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    hum = (0.3 * np.sin(2 * np.pi * 261.6 * t)).astype(np.float32)  # middle C for 3 s
+    audio = np.concatenate([piece.audio for piece in pipe.stream("calm piano", 2.0, seed=1, melody=hum)])
+    assert audio.shape[0] == 2 * SAMPLE_RATE
+    features = calls[0]["input_features"]
+    assert features.shape[-1] == 12  # chroma bins
+    c = features[0].float().mean(0)
+    assert int(c.argmax()) == 0  # the C bin dominates: the clip, not noise, was analysed
+    without = _spy_generate(monkeypatch, pipe)
+    list(pipe.stream("calm piano", 1.0, seed=1))
+    assert "input_features" not in without[0] or without[0]["input_features"] is None
+
+
+def test_melody_on_another_preset_is_refused_naming_the_field(hub):
+    pipe = MusicPipeline.from_preset(MUSIC_PRESETS["small"])
+    with pytest.raises(pipeline_module.InvalidMusicInput) as error:
+        list(pipe.stream("calm piano", 1.0, seed=1, melody=np.zeros(32_000, np.float32)))
+    assert error.value.field == "melody_pcm" and "melody" in str(error.value)
