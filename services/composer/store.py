@@ -530,7 +530,7 @@ class JobStore:
                 return UploadRecord.from_row(row), False
             upload_id = str(uuid.uuid4())
             db.execute(uploads.insert().values(id=upload_id, owner=owner, created_at=now, expires_at=expires_at,
-                                               **{name: values[name] for name in UPLOAD_COLUMNS}))  # fmt: skip
+                                               **{name: values.get(name, 0) for name in UPLOAD_COLUMNS}))  # fmt: skip
             return UploadRecord.from_row(db.execute(sa.select(uploads).where(uploads.c.id == upload_id)).one()), True
 
     def get_upload(self, upload_id: str, owner: str | None = None) -> UploadRecord | None:
