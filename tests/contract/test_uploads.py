@@ -257,7 +257,7 @@ def test_the_cli_uploads_first_then_creates_the_job(system, tmp_path, capsys):
     song = write_song(tmp_path / "track.flac", song_pcm(1.0, seed=11))
     face = write_image(tmp_path / "face.png", 80, 80)
     out = tmp_path / "cli.mp4"
-    args = cli._parser().parse_args(["generate", "--song", str(song), "--image", str(face), "--prompt", "a face",
+    args = cli.parse_args(["generate", "--song", str(song), "--image", str(face), "--prompt", "a face",
                                      "--width", "64", "--height", "64", "--fps", "8", "-o", str(out), "--no-progress"])  # fmt: skip
     api = cli.Api("http://testserver", None)
     api.http = system["http"]
@@ -265,7 +265,7 @@ def test_the_cli_uploads_first_then_creates_the_job(system, tmp_path, capsys):
     assert cli.generate(api, args) == 0
     assert probe_mp4(out)["frame_count"] == 8  # the song's 1 s at 8 fps
     assert "uploaded track.flac" in capsys.readouterr().err
-    args = cli._parser().parse_args(["generate", "--prompt", "x", "--width", "64"])
+    args = cli.parse_args(["generate", "--prompt", "x", "--width", "64"])
     with pytest.raises(cli.CliError, match="--genre and --duration are required unless --song"):
         cli.generate(api, args)
     del api.http.headers["Authorization"]  # the client is shared by the module's tests
