@@ -150,43 +150,47 @@ def decode_audio(
 ) -> Iterator[np.ndarray]:
     """Exactly `total_samples` float32 (n, channels) samples at `sample_rate`, from `start_samples` (counted at
     `sample_rate`) on, in chunks of `chunk_samples`; padded with silence if the file ends first. Memory: a chunk."""
+    window = _window(_resampled(path, sample_rate, channels), start_samples, total_samples, channels)
+    return _rechunk(window, chunk_samples)
+
+
+def _resampled(path: Path, sample_rate: int, channels: int) -> Iterator[np.ndarray]:
     resampler = av.AudioResampler(format="flt", layout="mono" if channels == 1 else "stereo", rate=sample_rate)
-    skip, left = start_samples, total_samples
+    with _open(path) as container:
+        for frame in container.decode(container.streams.audio[0]):
+            for out in resampler.resample(frame):
+                yield out.to_ndarray().reshape(-1, channels)
+    for out in resampler.resample(None):
+        yield out.to_ndarray().reshape(-1, channels)
+
+
+def _window(pieces: Iterator[np.ndarray], skip: int, total: int, channels: int) -> Iterator[np.ndarray]:
+    """Samples [skip, skip + total) of the pieces, padded with silence to `total`."""
+    left = total
+    for piece in pieces:
+        cut = min(skip, piece.shape[0])
+        piece, skip = piece[cut : cut + left], skip - cut
+        if piece.shape[0]:
+            left -= piece.shape[0]
+            yield piece
+        if left == 0:
+            return
+    if left:
+        yield np.zeros((left, channels), np.float32)
+
+
+def _rechunk(pieces: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
     pending: list[np.ndarray] = []
     have = 0
-
-    def pieces() -> Iterator[np.ndarray]:
-        with _open(path) as container:
-            stream = container.streams.audio[0]
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1, channels)
-            for out in resampler.resample(None):
-                yield out.to_ndarray().reshape(-1, channels)
-
-    for piece in pieces():
-        if skip:
-            cut = min(skip, piece.shape[0])
-            piece, skip = piece[cut:], skip - cut
-        piece = piece[:left]
-        if piece.shape[0] == 0:
-            if left == 0:
-                break
-            continue
+    for piece in pieces:
         pending.append(piece)
         have += piece.shape[0]
-        left -= piece.shape[0]
-        while have >= chunk_samples:
+        while have >= size:
             block = np.concatenate(pending)
-            yield np.ascontiguousarray(block[:chunk_samples], dtype=np.float32)
-            pending, have = [block[chunk_samples:]], block.shape[0] - chunk_samples
-    if left:
-        pending.append(np.zeros((left, channels), np.float32))
-        have += left
+            yield np.ascontiguousarray(block[:size], dtype=np.float32)
+            pending, have = [block[size:]], block.shape[0] - size
     if have:
-        block = np.concatenate(pending)
-        for offset in range(0, block.shape[0], chunk_samples):
-            yield np.ascontiguousarray(block[offset : offset + chunk_samples], dtype=np.float32)
+        yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------------------ images
