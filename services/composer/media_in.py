@@ -75,11 +75,12 @@ def _open(path: Path) -> av.container.InputContainer:
         raise BadMedia(f"not audio that can be decoded ({type(error).__name__}: {error})") from None
 
 
-def _stated_seconds(container, stream) -> float | None:
+def _stated_seconds(stream) -> float | None:
+    """The length the file's header states for the stream (FLAC's STREAMINFO, an MP3's Xing/Info frame count, MP4's
+    sample table, WAV's data size), or None: a length FFmpeg only estimates from the bitrate (a VBR MP3 without a
+    Xing header) is not held against the file."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
     return None
 
 
@@ -94,7 +95,7 @@ def probe_audio(path: Path, *, max_duration_s: float) -> AudioInfo:
         channels = stream.codec_context.channels
         if not rate or not channels:
             raise BadMedia("the audio stream states no sample rate or channels")
-        stated = _stated_seconds(container, stream)
+        stated = _stated_seconds(stream)
         samples = 0
         try:
             for frame in container.decode(stream):

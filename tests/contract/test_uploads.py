@@ -167,6 +167,13 @@ def test_the_same_file_twice_is_one_upload_per_key(system):
     assert sum(name.startswith(first["sha256"]) for name in files) == 2  # one per key
 
 
+@pytest.mark.parametrize("suffix", [".wav", ".m4a", ".ogg"])
+def test_the_other_audio_formats_are_accepted(system, suffix):
+    reply = upload(system, write_song(system["media"] / f"format{suffix}", song_pcm(1.0, seed=12)))
+    assert reply.status_code == 201, reply.text
+    assert abs(reply.json()["duration"] - 1.0) < 0.05 and reply.json()["channels"] == 2
+
+
 def test_another_keys_upload_is_404(system):
     song = upload(system, write_song(system["media"] / "mine.flac", song_pcm(1.0, seed=5))).json()
     assert system["http"].get(f"/v1/uploads/{song['id']}", headers=ONE).status_code == 200
@@ -183,6 +190,8 @@ def _bad_inputs(media):
     song = write_song(media / "ok.flac", song_pcm(2.0, seed=6))
     data = song.read_bytes()
     (media / "truncated.flac").write_bytes(data[: len(data) // 2])
+    mp3 = write_song(media / "ok.mp3", song_pcm(2.0, seed=6)).read_bytes()
+    (media / "truncated.mp3").write_bytes(mp3[: len(mp3) // 2])
     (media / "text.mp3").write_bytes(b"this is not audio at all\n" * 200)
     (media / "empty.wav").write_bytes(b"")
     write_image(media / "photo.png", 64, 48)
@@ -193,6 +202,7 @@ def _bad_inputs(media):
         "not audio": (media / "text.mp3", "audio", 400, "decoded"),
         "an image as audio": (media / "photo.png", "audio", 400, "no audio"),
         "truncated audio": (media / "truncated.flac", "audio", 400, "corrupt"),
+        "truncated MP3": (media / "truncated.mp3", "audio", 400, "truncated"),
         "zero-length": (media / "empty.wav", "audio", 400, "empty"),
         "too long": (write_song(media / "long.flac", song_pcm(11.0, seed=7)), "audio", 400, "duration limit"),
         "too big": (write_song(media / "big.wav", song_pcm(12.0, seed=8)), "audio", 413, "too big"),
