@@ -18,7 +18,7 @@ from tunereel.request import LIMITS, GenerationRequest, InvalidRequest
 from tunereel.streaming import Cancelled
 
 from .backends import AudioHeader, Ended, Event, Pcm
-from .errors import InvalidAudio
+from .errors import ComposeError, InvalidAudio
 from .media_in import BadMedia, decode_audio, fit_image, playback_layout, seconds_to_samples
 from .store import UploadRecord
 
@@ -83,10 +83,20 @@ def melody_pcm(melody: UploadRecord) -> bytes:
     wrongly when it is not at 32 kHz already."""
     seconds = min(melody.duration_seconds, MELODY_MAX_S)
     total = seconds_to_samples(seconds, MELODY_RATE)
-    pieces = decode_audio(Path(melody.path), sample_rate=MELODY_RATE, channels=1, total_samples=total)
-    return np.concatenate(list(pieces)).astype("<f4").tobytes()
+    try:
+        pieces = decode_audio(Path(melody.path), sample_rate=MELODY_RATE, channels=1, total_samples=total)
+        return np.concatenate(list(pieces)).astype("<f4").tobytes()
+    except (BadMedia, OSError) as error:
+        raise InvalidAudio(f"melody: the upload {melody.id} cannot be read any more: {error}") from None
 
 
 def frame_image(image: UploadRecord, width: int, height: int) -> bytes:
     """The image resized to cover the frame and center-cropped to it, as PNG (GenerateVideoRequest.image)."""
-    return fit_image(Path(image.path), width, height)
+    try:
+        return fit_image(Path(image.path), width, height)
+    except OSError as error:  # Pillow's errors are OSErrors
+        raise UploadUnreadable(f"image: the upload {image.id} cannot be read any more: {error}") from None
+
+
+class UploadUnreadable(ComposeError):
+    """A stored upload that no longer reads (its file damaged after it was checked)."""
