@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+
 import sys
 
 import uvicorn
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-body-bytes", type=int,
                         default=int(os.environ.get("TUNEREEL_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
                         help="request bodies larger than this get 413 before any parsing")
+    parser.add_argument("--max-upload-mb", type=float, default=float(os.environ.get("TUNEREEL_MAX_UPLOAD_MB", "50")),
+                        help="largest upload in MB (POST /v1/uploads; the composer checks it too)")
     args = parser.parse_args(argv)
     keys = ApiKeys.from_env()
     try:
@@ -29,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     except InsecureBinding as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    app = create_app(GatewaySettings(composer_target=args.composer, api_keys=keys, max_body_bytes=args.max_body_bytes))
+    app = create_app(GatewaySettings(composer_target=args.composer, api_keys=keys, max_body_bytes=args.max_body_bytes,
+                                     max_upload_bytes=int(args.max_upload_mb * 1e6)))  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -26,9 +26,9 @@ from tunereel import wire
 from tunereel.auth import ApiKeys
 from tunereel.channels import open_aio_channel
 from tunereel.request import LIMITS, GenerationRequest, InvalidRequest
-from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
+from tunereel.v1 import composer_pb2, composer_pb2_grpc, jobs_pb2_grpc, uploads_pb2_grpc
 
-from . import errors, jobs
+from . import errors, jobs, uploads
 from .headers import SecurityHeaders
 from .limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from .security import KeyBeforeBody, caller_metadata
@@ -47,6 +47,7 @@ class GatewaySettings:
     request_timeout_s: float = 3600.0  # deadline for one /generate_content call, end to end
     api_keys: ApiKeys = ApiKeys()  # TUNEREEL_API_KEYS: when set, /generate_content and /v1 need a Bearer key
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # TUNEREEL_MAX_BODY_BYTES: larger bodies get 413, unread
+    max_upload_bytes: int = 50 * 1000 * 1000  # POST /v1/uploads: its own limit, counted as the file streams through
 
 
 class ComposerEndedEarly(Exception):
@@ -62,6 +63,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.composer = composer_pb2_grpc.ComposerServiceStub(channel)
         app.state.jobs = jobs_pb2_grpc.JobServiceStub(channel)
         app.state.health = health_pb2_grpc.HealthStub(channel)
+        app.state.uploads = uploads_pb2_grpc.UploadServiceStub(channel)
         try:
             yield
         finally:
@@ -74,10 +76,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.api_keys = settings.api_keys
+    app.state.max_upload_bytes = settings.max_upload_bytes
     app.add_middleware(KeyBeforeBody, keys=settings.api_keys)  # innermost of the two: runs after the size check
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Uploads stream under their own limit (gateway/uploads.py counts the file's bytes); 64 KiB for the multipart framing.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       streamed={"/v1/uploads": settings.max_upload_bytes + 64 * 1024})  # fmt: skip
     app.add_middleware(SecurityHeaders)
     app.include_router(jobs.router)
+    app.include_router(uploads.router)
     app.add_exception_handler(grpc.aio.AioRpcError, errors.on_rpc_error)
     app.add_exception_handler(StarletteHTTPException, errors.on_http_error)
     app.add_exception_handler(InvalidRequest, errors.on_invalid_request)

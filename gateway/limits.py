@@ -17,19 +17,31 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # JSON bodies: a request is a few hundred 
 
 
 class BodyLimit:
-    """ASGI middleware: buffers at most `max_bytes` of a request body, then hands it on; beyond that, 413."""
+    """ASGI middleware: buffers at most `max_bytes` of a request body, then hands it on; beyond that, 413.
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES):
+    `streamed` names routes (path prefixes) that stream their bodies themselves under a limit of their own (uploads:
+    counted as the file passes through, never buffered): there only a declared length over that limit is refused here.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES, streamed: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = dict(streamed or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
+        own_limit = next((limit for prefix, limit in self.streamed.items() if scope["path"].startswith(prefix)), None)
+        if own_limit is not None:
+            if declared is not None and declared > own_limit:
+                await _too_large(send, own_limit)
+                return
+            await self.app(scope, receive, send)  # the route counts the bytes as they stream
+            return
         if declared is not None and declared > self.max_bytes:
-            await self._too_large(send)
+            await _too_large(send, self.max_bytes)
             return
         if declared == 0 or (declared is None and not _has_body(scope)):
             await self.app(scope, receive, send)
@@ -44,7 +56,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._too_large(send)
+                await _too_large(send, self.max_bytes)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -61,20 +73,22 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        payload = json.dumps(
-            {"error": f"request body is larger than the server's limit of {self.max_bytes} bytes", "code": "PAYLOAD_TOO_LARGE"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                # The connection closes: the unread rest of the body must not be taken for the next request.
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")],  # fmt: skip
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    payload = json.dumps(
+        {"error": f"request body is larger than the server's limit of {limit} bytes", "code": "PAYLOAD_TOO_LARGE"}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            # The connection closes: the unread rest of the body must not be taken for the next request.
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                        (b"connection", b"close")],  # fmt: skip
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _content_length(scope: Scope) -> int | None:

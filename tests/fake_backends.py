@@ -50,7 +50,10 @@ def _progress(stage: int, fraction: float) -> common_pb2.Progress:
 class FakeMusic(FakeBackend, music_pb2_grpc.MusicServiceServicer):
     def GenerateMusic(self, request: music_pb2.GenerateMusicRequest, context: grpc.ServicerContext):
         fault = self.begin()
+        self.last_request = request
         self.check_model(request.model, context)
+        if request.melody_pcm:  # as a replica of a non-melody preset answers
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "melody_pcm: only the melody presets follow a melody")
         if fault == "internal":
             context.abort(grpc.StatusCode.INTERNAL, "music model produced garbage")
         total = round(request.duration_seconds * SAMPLE_RATE)
@@ -73,6 +76,7 @@ class FakeMusic(FakeBackend, music_pb2_grpc.MusicServiceServicer):
 class FakeVideo(FakeBackend, video_pb2_grpc.VideoServiceServicer):
     def GenerateVideo(self, request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext):
         fault = self.begin()
+        self.last_request = request
         self.check_model(request.model, context)
         frame = np.zeros((request.height, request.width, 3), np.uint8)
         if fault == "frame-before-header":

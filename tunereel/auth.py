@@ -102,6 +102,8 @@ def _deny(handler: grpc.RpcMethodHandler | None):
 
     if handler is None:
         return None
+    if handler.request_streaming and not handler.response_streaming:  # an upload: refused before any byte is read
+        return grpc.stream_unary_rpc_method_handler(abort)
     if handler.response_streaming:
         def abort_stream(request, context):
             abort(request, context)
@@ -125,6 +127,11 @@ class AsyncApiKeyInterceptor(grpc.aio.ServerInterceptor):
         if self.keys.owner_of(authorization) is not None:
             return handler
         message = "missing or invalid API key: send `authorization: Bearer KEY`"
+        if handler.request_streaming and not handler.response_streaming:  # an upload: refused before its first chunk
+            async def abort_upload(requests, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+            return grpc.stream_unary_rpc_method_handler(abort_upload)
         if handler.response_streaming:
             async def abort_stream(request, context):
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)

@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     generate = commands.add_parser("generate", help="make a music video and download it")
-    generate.add_argument("--genre", required=True)
-    generate.add_argument("--duration", required=True, type=float, help="seconds")
+    generate.add_argument("--genre", help="required unless --song")
+    generate.add_argument("--duration", type=float, help="seconds (with --song: default to the song's end)")
     generate.add_argument("--prompt", required=True, help="what the video shows")
     generate.add_argument("--mood")
     generate.add_argument("--tempo", type=int, help="beats per minute")
@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--fps", type=int)
     generate.add_argument("--music-model")
     generate.add_argument("--video-model")
+    generate.add_argument("--song", type=Path, help="your own song (mp3, wav, flac, m4a, ogg): the video's music")
+    generate.add_argument("--start", type=float, help="with --song: where in the song the video starts, seconds")
+    generate.add_argument("--normalize", action="store_true", help="with --song: bring it to -14 LUFS")
+    generate.add_argument("--melody", type=Path, help="a clip whose melody the music follows (melody presets)")
+    generate.add_argument("--image", type=Path, help="an image (png, jpeg, webp) the video starts from")
     generate.add_argument("-o", "--output", type=Path, default=None, help="where to write the MP4 (default tunereel-ID.mp4)")
     generate.add_argument("--no-progress", action="store_true", help="print one line per state instead of bars")
 
@@ -100,6 +105,14 @@ class Api:
         if reply.status_code >= 400:
             raise CliError(_problem(reply))
         return reply.json()
+
+    def upload(self, path: Path, kind: str) -> dict:
+        """POST /v1/uploads: the file streams from disk (httpx reads it in pieces)."""
+        if not path.is_file():
+            raise CliError(f"{path}: no such file")
+        with path.open("rb") as file:
+            return self.call("POST", "/v1/uploads", params={"kind": kind}, files={"file": (path.name, file)},
+                             timeout=httpx.Timeout(30.0, write=None, read=None))  # fmt: skip
 
     def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[ServerEvent]:
         """One connection to the job's event stream; ends when the server ends it (or it breaks: httpx.HTTPError)."""
@@ -204,8 +217,11 @@ def _problem(reply: httpx.Response) -> str:
 
 
 def _body(args: argparse.Namespace) -> dict:
-    body = {"genre": args.genre, "duration": args.duration, "video_prompt": args.prompt}
+    if args.song is None and (args.genre is None or args.duration is None):
+        raise CliError("--genre and --duration are required unless --song is given")
+    body = {"video_prompt": args.prompt}
     optional = {
+        "genre": args.genre, "duration": args.duration, "start": args.start, "normalize": args.normalize or None,
         "mood": args.mood, "tempo_bpm": args.tempo, "seed": args.seed, "width": args.width, "height": args.height,
         "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model,
         "instruments": [name.strip() for name in args.instruments.split(",") if name.strip()] if args.instruments else None,
@@ -214,8 +230,20 @@ def _body(args: argparse.Namespace) -> dict:
     return body
 
 
+def uploads(api: Api, args: argparse.Namespace) -> dict:
+    """Upload --song, --melody and --image first; the job names them by id."""
+    named = {}
+    for field, kind in (("song", "audio"), ("melody", "audio"), ("image", "image")):
+        path = getattr(args, field)
+        if path is not None:
+            upload = api.upload(path, kind)
+            named[field] = upload["id"]
+            print(f"uploaded {path.name} ({upload['sha256'][:12]})", file=sys.stderr)
+    return named
+
+
 def generate(api: Api, args: argparse.Namespace) -> int:
-    job = api.call("POST", "/v1/jobs", json=_body(args))
+    job = api.call("POST", "/v1/jobs", json={**_body(args), **uploads(api, args)})
     job_id = str(job.get("id", ""))
     try:  # the server names the job; only a canonical UUID may become part of a local file name (no ../, no /)
         job["id"] = str(uuid.UUID(job_id))
@@ -288,8 +316,12 @@ def jobs_command(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     if args.command == "serve":
         from tunereel.launch import main as launch
 

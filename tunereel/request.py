@@ -6,6 +6,7 @@ Limits live here as named constants, and every error names the field and the all
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, NamedTuple
 
@@ -21,6 +22,8 @@ __all__ = [
     "build_music_prompt",
     "LIMITS",
     "parse_webhook_url",
+    "UPLOAD_FIELDS",
+    "is_upload_id",
 ]
 
 
@@ -54,14 +57,13 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    genre: NonEmpty = Field(max_length=200, description="Music genre, e.g. 'pop'.", examples=["pop"])
-    duration: float = Field(
-        gt=0,
-        allow_inf_nan=False,
-        description=f"Seconds of video, > 0 and ≤ {LIMITS.max_duration_seconds:g}.",
+    genre: NonEmpty | None = Field(default=None, max_length=200, description="Music genre, e.g. 'pop'; optional with a song.",
+                                   examples=["pop"])  # fmt: skip
+    duration: Annotated[float, Field(gt=0, allow_inf_nan=False, json_schema_extra={"maximum": LIMITS.max_duration_seconds})] | None = Field(
+        default=None,
+        description=f"Seconds of video, > 0 and ≤ {LIMITS.max_duration_seconds:g}; with a song, omitted means to its end.",
         examples=[3],
-        json_schema_extra={"maximum": LIMITS.max_duration_seconds},  # enforced by _finite (with its own message)
-    )
+    )  # the maximum is enforced by _finite (with its own message)
     video_prompt: NonEmpty = Field(
         max_length=1000, description="What the video shows.", examples=["A beautiful sunset over the ocean."]
     )
@@ -81,10 +83,18 @@ class GenerationRequest(BaseModel):
     fps: int = Field(default=24, ge=LIMITS.min_fps, le=LIMITS.max_fps, description="Frames per second.")
     music_model: PresetName | None = Field(default=None, description="Music preset; omitted means the served one.")
     video_model: PresetName | None = Field(default=None, description="Video preset; omitted means the served one.")
+    # Bring your own (uploads: POST /v1/uploads). Ids are checked here for form; the composer resolves them per key.
+    song: str | None = Field(default=None, description="Upload id of a song to use instead of generated music.")
+    start: float = Field(default=0.0, allow_inf_nan=False, description="With a song: where the video starts in it, seconds ≥ 0.")
+    normalize: bool = Field(default=False, description="With a song: bring it to -14 LUFS (default: keep it as mastered).")
+    melody: str | None = Field(default=None, description="Upload id of a melody to follow (melody music presets only).")
+    image: str | None = Field(default=None, description="Upload id of an image the video starts from (frame 0).")
 
     @field_validator("duration")
     @classmethod
-    def _finite(cls, value: float) -> float:
+    def _finite(cls, value: float | None) -> float | None:
+        if value is None:
+            return value
         if not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
         if value > LIMITS.max_duration_seconds:
@@ -110,8 +120,35 @@ class GenerationRequest(BaseModel):
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("song", "melody", "image")
+    @classmethod
+    def _upload_id(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not is_upload_id(value):
+            raise ValueError("must be an upload id (a UUID, as POST /v1/uploads returns it)")
+        return value.lower()
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"must be a finite number of seconds >= 0 (got {value})")
+        return value
+
     @model_validator(mode="after")
     def _at_least_one_frame(self) -> GenerationRequest:
+        if self.song is None:
+            for name, value in (("genre", self.genre), ("duration", self.duration)):
+                if value is None:
+                    raise ValueError(f"{name}: required (it is optional only with a song)")
+            for name, value in (("start", self.start), ("normalize", self.normalize)):
+                if value:
+                    raise ValueError(f"{name}: only with a song")
+        elif self.melody is not None:
+            raise ValueError("melody: a song is the music itself; a melody only guides generated music")
+        if self.duration is None:
+            return self  # the song's length: the composer fills it in (song_request) before composing
         if self.frame_count < 1:
             raise ValueError(f"duration: {self.duration} s at {self.fps} fps is less than one frame")
         return self
@@ -119,6 +156,8 @@ class GenerationRequest(BaseModel):
     @property
     def frame_count(self) -> int:
         """Exact number of video frames; the audio has the same length."""
+        if self.duration is None:
+            raise ValueError("the duration is the song's: resolve the song first")
         return round(self.duration * self.fps)
 
     @property
@@ -128,7 +167,26 @@ class GenerationRequest(BaseModel):
 
     @property
     def music_prompt(self) -> str:
+        """MusicGen's prompt ("" with a song, when no genre was given: no music is generated then)."""
+        if self.genre is None:
+            return ""
         return build_music_prompt(self.genre, self.mood, self.tempo_bpm, self.instruments)
+
+    @property
+    def uploads(self) -> dict[str, str]:
+        """The uploads this request names, by field: {"song": id, "melody": id, "image": id} (those given)."""
+        return {name: value for name in UPLOAD_FIELDS if (value := getattr(self, name))}
+
+
+UPLOAD_FIELDS = ("song", "melody", "image")
+
+
+def is_upload_id(value: str) -> bool:
+    """An upload id is a canonical UUID (any other string never reaches the store or a path)."""
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
 
 
 def build_music_prompt(genre: str, mood: str | None, tempo_bpm: int | None, instruments: list[str]) -> str:

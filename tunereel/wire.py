@@ -42,8 +42,8 @@ AUDIO_CHUNK_SAMPLES = 32_000
 
 def request_to_proto(request: GenerationRequest) -> common_pb2.GenerationRequest:
     message = common_pb2.GenerationRequest(
-        genre=request.genre,
-        duration_seconds=request.duration,
+        genre=request.genre or "",
+        duration_seconds=request.duration or 0.0,
         video_prompt=request.video_prompt,
         mood=request.mood or "",
         instruments=request.instruments,
@@ -52,6 +52,11 @@ def request_to_proto(request: GenerationRequest) -> common_pb2.GenerationRequest
         fps=request.fps,
         music_model=request.music_model or "",
         video_model=request.video_model or "",
+        song=request.song or "",
+        song_start_seconds=request.start,
+        normalize=request.normalize,
+        melody=request.melody or "",
+        image=request.image or "",
     )
     if request.tempo_bpm is not None:
         message.tempo_bpm = request.tempo_bpm
@@ -78,11 +83,21 @@ def request_from_proto(message: common_pb2.GenerationRequest) -> dict:
     for name in ("width", "height", "fps"):
         if getattr(message, name):
             data[name] = getattr(message, name)
+    for name in ("song", "melody", "image"):
+        if getattr(message, name):
+            data[name] = getattr(message, name)
+    if message.song:  # a song makes genre and duration optional: empty and 0 mean "not given"
+        data["genre"] = message.genre or None
+        data["duration"] = message.duration_seconds or None
+    if message.song_start_seconds:
+        data["start"] = message.song_start_seconds
+    if message.normalize:
+        data["normalize"] = True
     return data
 
 
 # The request model's field names where GenerationRequest's differ (the proto names the unit).
-PROTO_FIELD_NAMES = {"duration": "duration_seconds"}
+PROTO_FIELD_NAMES = {"duration": "duration_seconds", "start": "song_start_seconds"}
 
 
 def proto_field_path(path: tuple[str | int, ...], prefix: str = "") -> str:
@@ -111,6 +126,7 @@ def provenance_to_dict(provenance: common_pb2.Provenance) -> dict:
         "video_model_id": provenance.video_model_id,
         "music_prompt": provenance.music_prompt,
         "version": provenance.version,
+        "uploads": [{"field": use.field, "sha256": use.sha256} for use in provenance.uploads],
     }
 
 

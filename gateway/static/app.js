@@ -6,7 +6,8 @@
 const $ = (id) => document.getElementById(id);
 const form = $("form");
 const FIELDS = ["genre", "duration", "video_prompt", "mood", "tempo_bpm", "instruments", "width", "height", "fps",
-  "seed", "music_model", "video_model"];
+  "seed", "music_model", "video_model", "song", "melody", "image"];
+const UPLOAD_FIELDS = ["song", "melody", "image"];
 const STAGE_TEXT = {
   queued: "Waiting in the queue", mux: "Muxing audio and video", done: "Finishing",
 };
@@ -33,6 +34,7 @@ const EXAMPLES = [
 ];
 
 const state = {
+  uploads: {}, // field → the upload (POST /v1/uploads reply) the next job names
   job: null, // the job shown in the job panel
   watch: null, // AbortController of the events stream being read
   videoFor: null, // id of the job whose video the player holds
@@ -118,6 +120,13 @@ function fillForm(values, { keep = false } = {}) {
   for (const name of FIELDS) {
     if (keep && !(name in values)) continue;
     let value = values[name];
+    if (UPLOAD_FIELDS.includes(name)) { // a file input cannot be filled in: the job's upload is named by its id
+      form.elements[name].value = "";
+      if (value) state.uploads[name] = { id: value };
+      else delete state.uploads[name];
+      $(`${name}-hint`).textContent = value ? `The job's upload ${value.slice(0, 8)}… (choose a file to replace it)` : "";
+      continue;
+    }
     if (Array.isArray(value)) value = value.join(", ");
     form.elements[name].value = value === null || value === undefined ? "" : String(value);
   }
@@ -127,8 +136,9 @@ function fillForm(values, { keep = false } = {}) {
 // ---------------------------------------------------------------------------------------------------------------
 // Client-side checks: the same rules as the server's request model, with the same limits.
 function readForm() {
-  const value = (name) => form.elements[name].value.trim();
+  const value = (name) => (UPLOAD_FIELDS.includes(name) ? "" : form.elements[name].value.trim());
   const request = { genre: value("genre"), video_prompt: value("video_prompt") };
+  const song = state.uploads.song;
   const errors = {};
   const number = (name, { integer = false, optional = false } = {}) => {
     const raw = value(name);
@@ -146,13 +156,16 @@ function readForm() {
     if (v < low || v > high) errors[name] = `must be between ${low} and ${high}${unit} (got ${v})`;
   };
 
-  if (!request.genre) errors.genre = "required";
-  else if (request.genre.length > 200) errors.genre = "at most 200 characters";
+  if (!request.genre) {
+    if (song) delete request.genre; // the song is the music
+    else errors.genre = "required";
+  } else if (request.genre.length > 200) errors.genre = "at most 200 characters";
   if (!request.video_prompt) errors.video_prompt = "required";
   else if (request.video_prompt.length > 1000) errors.video_prompt = "at most 1000 characters";
 
-  request.duration = number("duration");
-  if (!errors.duration) {
+  request.duration = number("duration", { optional: Boolean(song) });
+  if (request.duration === undefined) delete request.duration; // the song's length
+  else if (!errors.duration) {
     if (request.duration <= 0) errors.duration = `must be greater than 0 (got ${request.duration})`;
     else if (request.duration > limits.max_duration_seconds) {
       errors.duration = `must be at most ${fmt(limits.max_duration_seconds)} s (got ${request.duration})`;
@@ -187,7 +200,11 @@ function readForm() {
   request.fps = number("fps", { integer: true });
   range("fps", request.fps, limits.min_fps, limits.max_fps);
 
-  if (!errors.duration && !errors.fps && request.duration * request.fps <= 0.5) { // rounds to 0 frames
+  for (const name of UPLOAD_FIELDS) {
+    if (state.uploads[name]) request[name] = state.uploads[name].id;
+  }
+
+  if (request.duration !== undefined && !errors.duration && !errors.fps && request.duration * request.fps <= 0.5) { // rounds to 0 frames
     errors.duration = `${request.duration} s at ${request.fps} fps is less than one frame`;
   }
 
@@ -234,6 +251,84 @@ function clearErrors() {
   FIELDS.forEach(clearError);
   $("form-error").textContent = "";
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Bring your own: each file is uploaded as soon as it is chosen (POST /v1/uploads); the job names it by id.
+async function uploadFile(name) {
+  const input = form.elements[name];
+  const file = input.files[0];
+  delete state.uploads[name];
+  clearError(name);
+  if (name === "song") $("song-wave").hidden = true;
+  if (name === "image") $("image-preview").hidden = true;
+  if (!file) return;
+  const hint = $(`${name}-hint`);
+  hint.textContent = `Uploading ${file.name}…`;
+  const body = new FormData();
+  body.append("file", file, file.name);
+  let response;
+  try {
+    response = await api(`/v1/uploads?kind=${name === "image" ? "image" : "audio"}`, { method: "POST", body });
+  } catch (error) {
+    showError(name, `Could not reach the server: ${error.message}`);
+    hint.textContent = "";
+    return;
+  }
+  if (!response.ok) {
+    showError(name, (await problemOf(response)).message);
+    hint.textContent = "";
+    input.value = "";
+    return;
+  }
+  const upload = await response.json();
+  state.uploads[name] = upload;
+  hint.textContent = upload.duration !== undefined
+    ? `${file.name}: ${fmt(upload.duration)} s, ${upload.sample_rate} Hz, ${upload.channels} channel(s)`
+    : `${file.name}: ${upload.width}×${upload.height} px`;
+  if (name === "song") {
+    if (!form.elements.duration.value.trim() || form.elements.duration.dataset.fromSong) {
+      form.elements.duration.value = "";
+      form.elements.duration.placeholder = `${fmt(upload.duration)} (the song)`;
+    }
+    drawWaveform(file);
+  }
+  if (name === "image") {
+    const preview = $("image-preview");
+    preview.src = URL.createObjectURL(file);
+    state.objectUrls.push(preview.src);
+    preview.hidden = false;
+  }
+}
+
+async function drawWaveform(file) {
+  // A preview only: decoded in the browser (the server decodes the file again, whatever this page can play).
+  const canvas = $("song-wave");
+  try {
+    const context = new AudioContext();
+    const audio = await context.decodeAudioData(await file.arrayBuffer());
+    context.close();
+    const samples = audio.getChannelData(0);
+    const draw = canvas.getContext("2d");
+    const { width, height } = canvas;
+    draw.clearRect(0, 0, width, height);
+    draw.fillStyle = getComputedStyle(document.body).color;
+    const step = Math.max(1, Math.floor(samples.length / width));
+    for (let x = 0; x < width; x++) {
+      let low = 1, high = -1;
+      for (let i = x * step; i < Math.min(samples.length, (x + 1) * step); i++) {
+        low = Math.min(low, samples[i]);
+        high = Math.max(high, samples[i]);
+      }
+      if (high < low) break;
+      draw.fillRect(x, ((1 - high) / 2) * height, 1, Math.max(1, ((high - low) / 2) * height));
+    }
+    canvas.hidden = false;
+  } catch {
+    canvas.hidden = true; // the browser cannot decode it; the upload itself was accepted
+  }
+}
+
+UPLOAD_FIELDS.forEach((name) => form.elements[name].addEventListener("change", () => uploadFile(name)));
 
 // ---------------------------------------------------------------------------------------------------------------
 // Creating jobs
@@ -301,7 +396,12 @@ form.addEventListener("submit", (event) => {
   submitRequest(request);
 });
 
-form.addEventListener("reset", () => setTimeout(clearErrors));
+form.addEventListener("reset", () => setTimeout(() => {
+  clearErrors();
+  state.uploads = {};
+  $("song-wave").hidden = true;
+  $("image-preview").hidden = true;
+}));
 form.addEventListener("input", (event) => {
   const name = event.target.name;
   if (FIELDS.includes(name) && event.target.getAttribute("aria-invalid")) clearError(name);

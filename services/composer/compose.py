@@ -41,7 +41,7 @@ from tunereel.request import GenerationRequest
 from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2
 
-from .audio import AudioTrack, AudioTrackCancelled, AudioTrackError, StreamingMaster
+from .audio import AudioTrack, AudioTrackCancelled, AudioTrackError, SafetyLimiter, StreamingMaster
 from .backends import (
     AudioHeader,
     Backends,
@@ -59,6 +59,8 @@ from .backends import (
 )
 from .errors import ComposeError, InvalidAudio, MuxFailed, OutOfSpace, StorageFailed, is_disk_full
 from .muxer import AudioSpec, Mp4Muxer, MuxError, MuxResult, VideoSpec
+from .song import SongSource, frame_image, melody_pcm
+from .store import UploadRecord
 
 log = logging.getLogger("tunereel.composer")
 
@@ -80,20 +82,42 @@ class Composition:
 
 
 class Composer:
-    def __init__(self, backends: Backends, work_dir: Path, *, backend_timeout: float = 3600.0):
+    def __init__(self, backends: Backends, work_dir: Path, *, backend_timeout: float = 3600.0,
+                 uploads: Callable[[str], UploadRecord] | None = None):  # fmt: skip
         self.backends = backends
         self.work_dir = work_dir
         self.backend_timeout = backend_timeout
+        self.uploads = uploads  # upload id → its record (the caller checked the owner when the request came in)
         work_dir.mkdir(parents=True, exist_ok=True)
 
     def sources(self, request: GenerationRequest, seed: int, timeout: float) -> tuple[Source, Source]:
-        """The audio source and the video source of one composition (both from the backends, today)."""
-        music = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
-                             seed=seed, model=request.music_model or "", timeout=timeout)  # fmt: skip
+        """The audio source (the user's song, or MusicService — guided by a melody clip if one is given) and the
+        video source (starting from the user's image, if one is given) of one composition."""
+        uploads = self.uploads_of(request)
+        if "song" in uploads:
+            music: Source = SongSource(uploads["song"], start_s=request.start, seconds=request.exact_duration)
+        else:
+            melody = melody_pcm(uploads["melody"]) if "melody" in uploads else b""
+            music = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
+                                 seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody)  # fmt: skip
+        image = frame_image(uploads["image"], request.width, request.height) if "image" in uploads else b""
         expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
         video = video_source(self.backends, prompt=request.video_prompt, expected=expected, seed=seed,
-                             model=request.video_model or "", timeout=timeout)  # fmt: skip
+                             model=request.video_model or "", timeout=timeout, image=image)  # fmt: skip
         return music, video
+
+    def uploads_of(self, request: GenerationRequest) -> dict[str, UploadRecord]:
+        if request.uploads and self.uploads is None:
+            raise ComposeError("this composer has no upload store; requests with song, melody or image need one")
+        return {field: self.uploads(upload_id) for field, upload_id in request.uploads.items()}
+
+    @staticmethod
+    def master_for(request: GenerationRequest, spec: AudioSpec, total_samples: int) -> StreamingMaster | SafetyLimiter:
+        """Generated music (or a song the user asked to normalise) is mastered to -14 LUFS; a song is kept as it was
+        mastered, with only a safety limiter on peaks that would clip after AAC."""
+        if request.song is not None and not request.normalize:
+            return SafetyLimiter(spec, total_samples)
+        return StreamingMaster(spec, total_samples)
 
     def compose(
         self,
@@ -139,8 +163,10 @@ class Composer:
 
         # 4. Open the audio track (it masters and encodes on its own thread) and the muxer, and join them.
         provenance = make_provenance(request, seed, audio.model_id, video.model_id)
+        provenance.uploads.extend(common_pb2.UploadUse(field=field, sha256=record.sha256)
+                                  for field, record in self.uploads_of(request).items())  # fmt: skip
         spec = AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels)
-        track = AudioTrack(StreamingMaster(spec, audio.total_samples))
+        track = AudioTrack(self.master_for(request, spec, audio.total_samples))
         muxer: Mp4Muxer | None = None
         try:
             muxer = Mp4Muxer(path, VideoSpec(width=video.width, height=video.height, fps=video.fps), spec,

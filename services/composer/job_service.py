@@ -21,6 +21,7 @@ from tunereel.auth import ApiKeys, metadata_value
 from tunereel.request import InvalidRequest, trusted_request, validate_request
 from tunereel.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, media_pb2
 
+from .uploads import UploadLibrary, prepare_or_abort
 from .store import QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobRecord, JobStore, QueueFull
 from .webhooks import WebhookPolicy, check_webhook_url
 
@@ -71,6 +72,7 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
                 video_model_id=p["video_model_id"],
                 music_prompt=p["music_prompt"],
                 version=p["version"],
+                uploads=[common_pb2.UploadUse(field=u["field"], sha256=u["sha256"]) for u in p.get("uploads", [])],
             )
         )
     return job
@@ -187,7 +189,9 @@ def _create_field_path(path: tuple[str | int, ...]) -> str:
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, store: JobStore, keys: ApiKeys, *, webhook_policy: WebhookPolicy | None = None, workers: int = 1):
+    def __init__(self, store: JobStore, keys: ApiKeys, *, webhook_policy: WebhookPolicy | None = None, workers: int = 1,
+                 uploads: UploadLibrary | None = None):  # fmt: skip
+        self.uploads = uploads
         self.store = store
         self.keys = keys
         self.webhook_policy = webhook_policy  # None: this server takes no webhooks (it has no secret to sign with)
@@ -253,6 +257,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 raise InvalidRequest("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
         except InvalidRequest as error:
             rpc_errors.abort_invalid(context, error, _create_field_path)
+        generation = prepare_or_abort(self.uploads, generation, owner, context)  # the caller's own uploads only
         identity = {"request": generation.model_dump(), "webhook_url": request.webhook_url}
         # The seed is fixed at creation so that a retried job makes the same video and the answer can echo it.
         if generation.seed is None:

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,11 +80,13 @@ class JobSettings:
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, composer: Composer, settings: JobSettings, webhooks: WebhookSender | None = None):
+    def __init__(self, store: JobStore, composer: Composer, settings: JobSettings, webhooks: WebhookSender | None = None,
+                 *, extra_sweeps: tuple[Callable[[], int], ...] = ()):  # fmt: skip
         self.store = store
         self.webhooks = webhooks  # delivery lives in .webhooks; this runner only gives it a thread
         self.composer = composer
         self.settings = settings
+        self.extra_sweeps = extra_sweeps  # e.g. the uploads' sweep, on the same schedule
         # lease_owner holds 64 characters: a long host name (up to 253) must not make every claim fail.
         self.worker_prefix = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
@@ -213,10 +216,11 @@ class JobRunner:
     # --- housekeeping -------------------------------------------------------------------------------------------
     def _sweep_loop(self, _name: str) -> None:
         while not self._stop.wait(self.settings.sweep_every_seconds):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001
-                log.exception("sweep failed")
+            for sweep in (self.sweep, *self.extra_sweeps):
+                try:
+                    sweep()
+                except Exception:  # noqa: BLE001
+                    log.exception("sweep failed")
 
     def sweep(self) -> int:
         """Delete jobs and results older than the retention, and stray files no job points at."""

@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 
 from tunereel import rpc_errors, wire
-from tunereel.auth import ApiKeys, InsecureBinding
+from tunereel.auth import ApiKeys, InsecureBinding, metadata_value
 from tunereel.request import InvalidRequest, validate_request
 from tunereel.serving import GrpcServer, start_async_server
 from tunereel.streaming import Cancelled, events_from_thread
-from tunereel.v1 import common_pb2, composer_pb2, composer_pb2_grpc, jobs_pb2_grpc
+from tunereel.v1 import common_pb2, composer_pb2, composer_pb2_grpc, jobs_pb2_grpc, uploads_pb2_grpc
 
 from .backends import Backends, HealthMirror, Progress
 from .compose import Composer, Composition
@@ -36,6 +36,8 @@ from .job_service import JobServicer
 from .jobs import JobRunner, JobSettings
 from .store import JobStore, Quotas, sqlite_url
 from .webhooks import WebhookPolicy, WebhookSender, job_view
+from .uploads import SERVICE_NAME as UPLOAD_SERVICE_NAME
+from .uploads import UploadLibrary, UploadServicer, UploadSettings, prepare_or_abort
 
 log = logging.getLogger("tunereel.composer")
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
@@ -68,7 +70,10 @@ def progress_message(event: Progress) -> composer_pb2.ComposeResponse:
 
 
 class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
-    def __init__(self, composer: Composer, *, max_concurrent: int = 2):
+    def __init__(self, composer: Composer, *, max_concurrent: int = 2, uploads: UploadLibrary | None = None,
+                 keys: ApiKeys | None = None):  # fmt: skip
+        self.uploads = uploads
+        self.keys = keys or ApiKeys()
         self.composer = composer
         self.slots = threading.BoundedSemaphore(max_concurrent)
         self.max_concurrent = max_concurrent
@@ -78,6 +83,8 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
             generation = validate_request(wire.request_from_proto(request.request))
         except InvalidRequest as error:
             rpc_errors.abort_invalid(context, error, wire.request_field_path)
+        owner = self.keys.owner_of(metadata_value(context, "authorization")) or ""
+        generation = prepare_or_abort(self.uploads, generation, owner, context)
         if not self.slots.acquire(blocking=False):
             rpc_errors.abort_exhausted(
                 context,
@@ -165,6 +172,7 @@ def serve(
     webhook_allow_private: bool = False,
     api_keys: ApiKeys | None = None,
     quotas: Quotas | None = None,
+    upload_settings: UploadSettings | None = None,
 ) -> Composed:
     """Composer, job service and job workers on one port; health mirrors the backends."""
     api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
@@ -198,20 +206,25 @@ def serve(
     )
     store.migrate()
     backends = Backends(music_target, video_target, api_key=api_keys.any_key)
-    composer = Composer(backends, settings.work_dir)
-    servicer = ComposerServicer(composer, max_concurrent=max_concurrent)
-    jobs = JobServicer(store, api_keys, webhook_policy=webhook_policy if webhooks_enabled else None, workers=job_workers)
+    library = UploadLibrary(store, upload_settings or UploadSettings(data_dir))
+    composer = Composer(backends, settings.work_dir, uploads=library.record)
+    servicer = ComposerServicer(composer, max_concurrent=max_concurrent, uploads=library, keys=api_keys)
+    jobs = JobServicer(store, api_keys, webhook_policy=webhook_policy if webhooks_enabled else None, workers=job_workers,
+                       uploads=library)  # fmt: skip
+    uploads = UploadServicer(library, api_keys)
 
     def register(server: grpc.Server) -> None:
         composer_pb2_grpc.add_ComposerServiceServicer_to_server(servicer, server)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+        uploads_pb2_grpc.add_UploadServiceServicer_to_server(uploads, server)
 
     # grpc.aio underneath: an open WatchJob (an SSE stream, a browser tab) waits on the loop, not in a pool thread.
-    server = start_async_server(register, [SERVICE_NAME, JOB_SERVICE_NAME], host=host, port=port, api_keys=api_keys)
-    mirror = HealthMirror(backends, server, SERVICE_NAME, extra_services=[JOB_SERVICE_NAME])
+    services = [SERVICE_NAME, JOB_SERVICE_NAME, UPLOAD_SERVICE_NAME]
+    server = start_async_server(register, services, host=host, port=port, api_keys=api_keys)
+    mirror = HealthMirror(backends, server, SERVICE_NAME, extra_services=services[1:])
     mirror.start()
     webhooks = WebhookSender(store, webhook_policy, signing_key, job_view)
-    runner = JobRunner(store, composer, settings, webhooks)
+    runner = JobRunner(store, composer, settings, webhooks, extra_sweeps=(library.sweep,))
     runner.start()
     return Composed(server=server, mirror=mirror, runner=runner, store=store, backends=backends)
 
@@ -261,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-seconds", type=float, default=_env_float("TUNEREEL_LEASE_SECONDS", 30.0))
     parser.add_argument("--retry-base-seconds", type=float, default=_env_float("TUNEREEL_RETRY_BASE_SECONDS", 1.0))
     parser.add_argument("--retention-hours", type=float, default=_env_float("TUNEREEL_RETENTION_HOURS", 168.0))
+    parser.add_argument("--max-upload-mb", type=float, default=_env_float("TUNEREEL_MAX_UPLOAD_MB", 50.0),
+                        help="largest audio upload in MB (images: 20 MB)")
+    parser.add_argument("--upload-retention-hours", type=float, default=_env_float("TUNEREEL_UPLOAD_RETENTION_HOURS", 24.0),
+                        help="uploads no job uses are swept after this")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s composer %(levelname)s %(message)s")
     try:
@@ -281,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             webhook_hosts=frozenset(h.strip().lower() for h in env("TUNEREEL_WEBHOOK_ALLOW", "").split(",") if h.strip()),
             webhook_secret=env("TUNEREEL_WEBHOOK_SECRET", ""),
             webhook_allow_private=env("TUNEREEL_WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
+            upload_settings=UploadSettings(args.data_dir, max_audio_bytes=int(args.max_upload_mb * 1e6),
+                                           retention_seconds=args.upload_retention_hours * 3600.0),
         )
     except InsecureBinding as error:
         print(f"error: {error}", file=sys.stderr)

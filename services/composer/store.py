@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from tunereel.request import GenerationRequest, trusted_request
+from tunereel.request import UPLOAD_FIELDS, GenerationRequest, trusted_request
 from tunereel.v1 import jobs_pb2
 from tunereel.wire import job_state_name
 
@@ -39,6 +39,9 @@ __all__ = [
     "TERMINAL",
     "metadata",
     "jobs",
+    "uploads",
+    "UploadRecord",
+    "UploadInUse",
 ]
 
 
@@ -85,6 +88,61 @@ jobs = sa.Table(
     sa.Index("ix_jobs_state_created", "state", "created_at"),
     sa.Index("ix_jobs_owner_created", "owner", "created_at"),
 )
+
+
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False, server_default=""),
+    sa.Column("kind", sa.String(8), nullable=False),  # "audio" or "image"
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("format", sa.String(32), nullable=False, server_default=""),
+    sa.Column("filename", sa.String(255), nullable=False, server_default=""),
+    sa.Column("duration_seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("sample_rate", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("channels", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("width", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("height", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("owner", "sha256", name="uq_uploads_owner_sha256"),
+    sa.Index("ix_uploads_expires", "expires_at"),
+)
+
+UPLOAD_COLUMNS = ("kind", "sha256", "size_bytes", "format", "filename", "duration_seconds", "sample_rate", "channels",
+                  "width", "height", "path")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    id: str
+    owner: str
+    kind: str
+    sha256: str
+    size_bytes: int
+    format: str
+    filename: str
+    duration_seconds: float
+    sample_rate: int
+    channels: int
+    width: int
+    height: int
+    path: str
+    created_at: float
+    expires_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> UploadRecord:
+        return cls(**dict(row._mapping))
+
+
+class UploadInUse(Exception):
+    def __init__(self, upload_id: str, job_id: str):
+        super().__init__(f"upload {upload_id} is used by job {job_id}, which has not ended")
+        self.job_id = job_id
 
 
 class QueueFull(Exception):
@@ -506,6 +564,79 @@ class JobStore:
     def result_paths(self) -> set[str]:
         with self.engine.connect() as db:
             return {row[0] for row in db.execute(sa.select(jobs.c.result_path).where(jobs.c.result_path.is_not(None)))}
+
+    # --- uploads ------------------------------------------------------------------------------------------------
+    def add_upload(self, owner: str, values: dict[str, Any], *, expires_at: float) -> tuple[UploadRecord, bool]:
+        """Record a stored file; returns (upload, created). The same bytes from the same owner give the upload
+        recorded before (its expiry pushed to `expires_at`), and the caller removes its own copy of the file."""
+        now = time.time()
+        with self.engine.begin() as db:
+            existing = db.execute(
+                sa.select(uploads).where(uploads.c.owner == owner, uploads.c.sha256 == values["sha256"])
+            ).first()
+            if existing is not None:
+                keep = max(existing._mapping["expires_at"], expires_at)
+                db.execute(uploads.update().where(uploads.c.id == existing._mapping["id"]).values(expires_at=keep))
+                row = db.execute(sa.select(uploads).where(uploads.c.id == existing._mapping["id"])).one()
+                return UploadRecord.from_row(row), False
+            upload_id = str(uuid.uuid4())
+            db.execute(uploads.insert().values(id=upload_id, owner=owner, created_at=now, expires_at=expires_at,
+                                               **{name: values.get(name, 0) for name in UPLOAD_COLUMNS}))  # fmt: skip
+            return UploadRecord.from_row(db.execute(sa.select(uploads).where(uploads.c.id == upload_id)).one()), True
+
+    def get_upload(self, upload_id: str, owner: str | None = None) -> UploadRecord | None:
+        query = sa.select(uploads).where(uploads.c.id == upload_id)
+        if owner is not None:
+            query = query.where(uploads.c.owner == owner)
+        with self.engine.connect() as db:
+            row = db.execute(query).first()
+        return UploadRecord.from_row(row) if row is not None else None
+
+    def keep_uploads(self, upload_ids: list[str], until: float) -> None:
+        """A job uses these uploads: keep them at least until `until` (the sweep also skips them while it runs)."""
+        if not upload_ids:
+            return
+        with self.engine.begin() as db:
+            db.execute(uploads.update().where(uploads.c.id.in_(upload_ids), uploads.c.expires_at < until)
+                       .values(expires_at=until))  # fmt: skip
+
+    def uploads_in_use(self) -> dict[str, str]:
+        """{upload id: job id} for every upload a queued or running job names."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(jobs.c.id, jobs.c.request_json).where(jobs.c.state.in_([QUEUED, RUNNING]))).all()
+        used: dict[str, str] = {}
+        for job_id, request_json in rows:
+            request = json.loads(request_json)
+            for name in UPLOAD_FIELDS:
+                if request.get(name):
+                    used[request[name]] = job_id
+        return used
+
+    def delete_upload(self, upload_id: str, owner: str | None = None) -> UploadRecord | None:
+        """Remove the record (the caller removes the file); UploadInUse while an unfinished job names it."""
+        record = self.get_upload(upload_id, owner)
+        if record is None:
+            return None
+        job_id = self.uploads_in_use().get(record.id)
+        if job_id is not None:
+            raise UploadInUse(record.id, job_id)
+        with self.engine.begin() as db:
+            db.execute(uploads.delete().where(uploads.c.id == record.id))
+        return record
+
+    def sweep_uploads(self, now: float) -> list[str]:
+        """Delete the records of uploads expired before `now` that no unfinished job uses; returns their paths."""
+        used = set(self.uploads_in_use())
+        with self.engine.begin() as db:
+            rows = [row for row in db.execute(sa.select(uploads.c.id, uploads.c.path).where(uploads.c.expires_at < now))
+                    if row[0] not in used]  # fmt: skip
+            if rows:
+                db.execute(uploads.delete().where(uploads.c.id.in_([row[0] for row in rows])))
+        return [row[1] for row in rows]
+
+    def upload_paths(self) -> set[str]:
+        with self.engine.connect() as db:
+            return {row[0] for row in db.execute(sa.select(uploads.c.path))}
 
     # --- webhooks -----------------------------------------------------------------------------------------------
     def claim_webhook(self, hold_seconds: float = 60.0) -> JobRecord | None:

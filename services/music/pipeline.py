@@ -48,6 +48,10 @@ ProgressCallback = Callable[[int, int], None]  # (step, total_steps)
 SegmentCallback = Callable[[SegmentProgress], None]
 
 
+MELODY_RATE = 32_000  # GenerateMusicRequest.melody_pcm: mono float32 at this rate
+MELODY_MAX_SAMPLES = 30 * MELODY_RATE
+
+
 class MusicLoadError(ModelMissing):
     """The preset cannot be served here (missing package, weights that do not match the preset, bad setting, out of
     memory). A ModelMissing, so the service stays up, NOT_SERVING, with this message."""
@@ -250,6 +254,22 @@ class MusicPipeline:
         if guidance_scale is not None and not (1.0 <= guidance_scale <= 10.0):
             raise InvalidMusicInput("guidance_scale", f"must be within 1.0..10.0 (got {guidance_scale:g})")
 
+    @property
+    def follows_melody(self) -> bool:
+        """A melody model (MusicgenMelodyForConditionalGeneration: chroma conditioning)."""
+        return hasattr(self.model.config, "num_chroma")
+
+    def check_melody(self, melody: np.ndarray | None) -> None:
+        if melody is None:
+            return
+        if not self.follows_melody:
+            raise InvalidMusicInput("melody_pcm", "only the melody presets follow a melody; this replica serves "
+                                                  f"{self.model_id}")  # fmt: skip
+        if melody.ndim != 1 or not 0 < melody.shape[0] <= MELODY_MAX_SAMPLES:
+            raise InvalidMusicInput("melody_pcm", f"must be 1..{MELODY_MAX_SAMPLES} mono samples at 32 kHz")
+        if not np.isfinite(melody).all():
+            raise InvalidMusicInput("melody_pcm", "must be finite numbers")
+
     def __call__(
         self,
         prompt: str,
@@ -282,21 +302,30 @@ class MusicPipeline:
         guidance_scale: float | None = None,
         on_progress: SegmentCallback | None = None,
         interrupt: threading.Event | None = None,
+        melody: np.ndarray | None = None,
     ) -> Iterator[MusicPiece]:
         """The song as final, contiguous pieces, one per window, each yielded as soon as its window is decoded.
+        `melody` (mono float32 at 32 kHz, melody presets only) is the tune every window follows (its chroma).
 
         Holds at most one window's audio and codes. The pieces add up to exactly round(duration · rate) samples.
         """
         # 1. check inputs, plan the windows
         self.check_inputs(prompt, duration_seconds, guidance_scale)
+        self.check_melody(melody)
         total_samples = self.num_samples(duration_seconds)
         windows = self.plan(duration_seconds)
         count = len(windows)
         all_steps = sum(w.new_frames + self.max_delay for w in windows)
         hold = self.hold
 
-        # 2. encode the text prompt once: every window gets the same one
-        inputs = self.processor(text=[prompt], padding=True, return_tensors="pt").to(self.device)
+        # 2. encode the text prompt (and the melody's chroma) once: every window gets the same conditioning
+        inputs = self.processor(text=[prompt], padding=True, return_tensors="pt")
+        if melody is not None:
+            # The feature extractor on its own: through the processor (transformers 5) the audio's attention mask
+            # replaces the text's. At 32 kHz already: its own resampling of numpy input is wrong.
+            chroma = self.processor.feature_extractor(melody, sampling_rate=MELODY_RATE, return_tensors="pt")
+            inputs["input_features"] = chroma["input_features"]
+        inputs = inputs.to(self.device)
 
         codes: torch.Tensor | None = None  # (codebooks, frames) of the previous window
         tail: np.ndarray | None = None  # the previous window's audio from `emitted` on, kept for the join

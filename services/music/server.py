@@ -29,6 +29,10 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
         guidance = request.guidance_scale or None
         try:
             pipeline.check_inputs(request.prompt, request.duration_seconds, guidance)
+            if len(request.melody_pcm) % 4:
+                raise InvalidMusicInput("melody_pcm", "must be whole float32 samples")
+            melody = wire.pcm_from_bytes(request.melody_pcm, 1)[:, 0] if request.melody_pcm else None
+            pipeline.check_melody(melody)
         except InvalidMusicInput as error:
             rpc_errors.abort_invalid_field(context, error.field, str(error))
         if not 0 <= request.seed <= 2**32 - 1:
@@ -53,6 +57,7 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
                     music_pb2.GenerateMusicResponse(progress=segment_progress(common_pb2.STAGE_MUSIC, report, "generating"))
                 )),  # fmt: skip
                 interrupt=cancelled,
+                melody=melody,
             )
             for piece in pieces:
                 for start in range(0, piece.audio.shape[0], wire.AUDIO_CHUNK_SAMPLES):

@@ -16,6 +16,7 @@ soon as it is made, and holds no more than one segment; `__call__` returns all f
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
+import PIL.ImageOps
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, LTXConditionPipeline, LTXImageToVideoPipeline, LTXPipeline
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
@@ -224,6 +227,23 @@ def _without_dynamic_shift(scheduler):
     return scheduler
 
 
+def fit_condition_image(data: bytes, width: int, height: int, max_side: int = 4096) -> PIL.Image.Image:
+    """GenerateVideoRequest.image (PNG or JPEG bytes) as the RGB frame-0 condition: resized to cover width x height
+    and center-cropped to it. The pixel size is checked from the header before decoding."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            if image.format not in ("PNG", "JPEG", "WEBP"):
+                raise InvalidVideoInput("image", f"must be a PNG, JPEG or WebP file (got {image.format})")
+            if max(image.size) > max_side:
+                raise InvalidVideoInput("image", f"at most {max_side} pixels a side (got {image.size[0]}x{image.size[1]})")
+            rgb = image.convert("RGB")
+    except InvalidVideoInput:
+        raise
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+        raise InvalidVideoInput("image", f"cannot be decoded ({error})") from None
+    return PIL.ImageOps.fit(rgb, (width, height), method=PIL.Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+
+
 class VideoPipeline:
     def __init__(
         self,
@@ -363,12 +383,16 @@ class VideoPipeline:
         guidance_scale: float | None = None,
         on_progress: SegmentCallback | None = None,
         interrupt: threading.Event | None = None,
+        image: PIL.Image.Image | None = None,
     ) -> Iterator[VideoPiece]:
-        """Exactly `num_frames` frames as final pieces, one per segment, each yielded as soon as it is made."""
+        """Exactly `num_frames` frames as final pieces, one per segment, each yielded as soon as it is made. `image`
+        (width x height RGB, see fit_condition_image) conditions the first segment's frame 0."""
         steps = num_inference_steps or self.steps_for(None)
         guidance = guidance_scale or self.preset.guidance_scale
         # 1. check inputs, plan the segments
         self.check_inputs(prompt, width, height, num_frames, fps, steps, guidance)
+        if image is not None and image.size != (width, height):
+            raise InvalidVideoInput("image", f"must be {width}x{height} here (got {image.size[0]}x{image.size[1]})")
         segments = self.plan(num_frames)
         count = len(segments)
         all_frames = sum(segment.model_frames for segment in segments)
@@ -406,7 +430,10 @@ class VideoPipeline:
                 # 2-5. encode prompt → latents from the seeded generator → denoise → decode (all inside diffusers)
                 generator = torch.Generator(device="cpu").manual_seed(segment_seed(seed, segment.index))
                 settings = self.call_settings(steps, guidance, conditioned=held is not None)
-                frames = self._one_pass(held, segment, generator, step_end, {**common, **settings}, steps)
+                start_image = image if segment.index == 0 else None
+                if start_image is not None:
+                    settings = self.call_settings(steps, guidance, conditioned=True)
+                frames = self._one_pass(held, segment, generator, step_end, {**common, **settings}, steps, start_image)
                 # 6. uint8 frames, cut to this segment's share
                 frames = frames[: segment.condition_frames + segment.new_frames].numpy()
                 frames_before += segment.model_frames
@@ -431,11 +458,12 @@ class VideoPipeline:
         refine = self.preset.refine
         return len(refine.timesteps) if refine.timesteps else refine.num_inference_steps
 
-    def _one_pass(self, held: np.ndarray | None, segment: VideoSegment, generator, step_end, kwargs: dict, steps: int):
+    def _one_pass(self, held: np.ndarray | None, segment: VideoSegment, generator, step_end, kwargs: dict, steps: int,
+                  image: PIL.Image.Image | None = None):  # fmt: skip
         """One segment's frames, (frames, height, width, 3) uint8: one pass ("draft"), or generate small → upsample
         the latents 2x → refine → decode → resize ("final"). `held` (the previous segment's last frames) conditions
-        it: the segment's first frames re-make them."""
-        pipe, kwargs = self._pass_pipe(held, kwargs)
+        it: the segment's first frames re-make them; `image` (the first segment only) conditions frame 0."""
+        pipe, kwargs = self._pass_pipe(held, kwargs) if image is None else self._image_pipe(image, kwargs)
         kwargs.update(num_frames=segment.model_frames, generator=generator, callback_on_step_end=step_end)
         if self.quality == "draft":
             result = pipe(**kwargs)
@@ -472,6 +500,18 @@ class VideoPipeline:
             kwargs["conditions"] = [LTXVideoCondition(video=condition, frame_index=0, strength=1.0)]
         else:
             kwargs["image"] = condition[-1:]
+        return pipe, kwargs
+
+    def _image_pipe(self, image: PIL.Image.Image, kwargs: dict):
+        """The pipeline and arguments of a first pass that starts from the user's image: LTX-Video's image
+        conditioning at frame 0, as diffusers' docs run it (0.9.5+: LTXConditionPipeline with an LTXVideoCondition
+        of the image at frame_index 0; 0.9.0/0.9.1: LTXImageToVideoPipeline with `image`)."""
+        pipe = self._continuation_pipe()
+        kwargs = dict(kwargs)
+        if self.preset.continuation == "video":
+            kwargs["conditions"] = [LTXVideoCondition(image=image, frame_index=0, strength=1.0)]
+        else:
+            kwargs["image"] = image
         return pipe, kwargs
 
     def _continuation_pipe(self):

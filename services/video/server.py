@@ -13,7 +13,7 @@ from tunereel.presets import video_preset
 from tunereel.serving import GrpcServer
 from tunereel.v1 import common_pb2, video_pb2, video_pb2_grpc
 
-from .pipeline import InvalidVideoInput, VideoPipeline
+from .pipeline import InvalidVideoInput, VideoPipeline, fit_condition_image
 
 SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 
@@ -47,6 +47,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             pipeline.check_inputs(
                 request.prompt, request.width, request.height, request.num_frames, request.fps, steps, guidance
             )
+            image = fit_condition_image(request.image, request.width, request.height) if request.image else None
         except InvalidVideoInput as error:
             rpc_errors.abort_invalid_field(context, error.field, str(error))
         if not 0 <= request.seed <= 2**32 - 1:
@@ -77,6 +78,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                     video_pb2.GenerateVideoResponse(progress=segment_progress(common_pb2.STAGE_VIDEO, report, "denoising"))
                 )),  # fmt: skip
                 interrupt=cancelled,
+                image=image,
             )
             for piece in pieces:
                 for index, frame in enumerate(piece.frames, start=piece.start):

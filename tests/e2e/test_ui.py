@@ -274,3 +274,30 @@ def test_ui_cancels_a_queued_job(page, stack, client, artifacts):
     page.wait_for_selector(f"#history li[data-job-id='{job_id}'][data-state=canceled]")
     page.screenshot(path=str(artifacts / "ui-canceled.png"), full_page=True)
     assert page.console.errors == []
+
+
+def test_ui_drops_a_song_and_an_image_and_makes_the_video_for_them(page, stack, client, tmp_path):
+    """Bring your own in the page: the song uploads when chosen (its duration and waveform shown), genre and duration
+    may stay empty, the image shows as a thumbnail; the job names both uploads and lasts the song's length."""
+    from tests.songs import song_pcm, write_image, write_song
+
+    song = write_song(tmp_path / "my song.flac", song_pcm(1.5, seed=3))
+    face = write_image(tmp_path / "face.png", 120, 90)
+    open_ui(page, stack)
+    page.fill("#genre", "")
+    page.fill("#duration", "")
+    page.fill("#width", "64")
+    page.fill("#height", "64")
+    page.set_input_files("#song", str(song))
+    page.wait_for_function("/1\\.5 s, 44100 Hz, 2 channel/.test(document.getElementById('song-hint').textContent)")
+    page.wait_for_selector("#song-wave:not([hidden])")
+    page.set_input_files("#image", str(face))
+    page.wait_for_function("/120×90 px/.test(document.getElementById('image-hint').textContent)")
+    assert page.is_visible("#image-preview")
+    page.click("#submit")
+    page.wait_for_selector("#job[data-state=succeeded]", timeout=120_000)
+    job = client.get(f"/v1/jobs/{page.get_attribute('#job', 'data-job-id')}").json()
+    assert job["request"]["song"] and job["request"]["image"] and job["request"]["genre"] is None
+    assert job["request"]["duration"] == pytest.approx(1.5, abs=0.01)
+    assert [use["field"] for use in job["provenance"]["uploads"]] == ["song", "image"]
+    assert page.console.errors == []

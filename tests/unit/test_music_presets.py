@@ -283,3 +283,54 @@ def test_long_music_continues_across_windows(name, hub, monkeypatch):
     assert prompt.shape == (4 * MUSIC_PRESETS[name].channels, 10 * FRAMES_PER_SECOND)
     audio = np.concatenate([piece.audio for piece in pieces])
     assert audio.shape == (31 * SAMPLE_RATE, MUSIC_PRESETS[name].channels) and np.isfinite(audio).all()
+
+
+def test_melody_clip_conditions_generation_on_its_chroma(hub, monkeypatch):
+    """A melody preset gets the clip (mono, 32 kHz, resampled by the composer) as the processor's audio: its chroma
+    (12 bins) reaches generate() as input_features, in every window."""
+    pipe = MusicPipeline.from_preset(MUSIC_PRESETS["melody"])
+    calls = _spy_generate(monkeypatch, pipe)
+    t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    hum = (0.3 * np.sin(2 * np.pi * 261.6 * t)).astype(np.float32)  # middle C for 3 s
+    audio = np.concatenate([piece.audio for piece in pipe.stream("calm piano", 2.0, seed=1, melody=hum)])
+    assert audio.shape[0] == 2 * SAMPLE_RATE
+    features = calls[0]["input_features"]
+    assert features.shape[-1] == 12  # chroma bins
+    c = features[0].float().mean(0)
+    assert int(c.argmax()) == 0  # the C bin dominates: the clip, not noise, was analysed
+    without = _spy_generate(monkeypatch, pipe)
+    list(pipe.stream("calm piano", 1.0, seed=1))
+    assert "input_features" not in without[0] or without[0]["input_features"] is None
+
+
+def test_melody_on_another_preset_is_refused_naming_the_field(hub):
+    pipe = MusicPipeline.from_preset(MUSIC_PRESETS["small"])
+    with pytest.raises(pipeline_module.InvalidMusicInput) as error:
+        list(pipe.stream("calm piano", 1.0, seed=1, melody=np.zeros(32_000, np.float32)))
+    assert error.value.field == "melody_pcm" and "melody" in str(error.value)
+
+
+def test_the_service_takes_a_melody_only_where_the_preset_follows_one(hub):
+    """Over gRPC: melody_pcm reaches a melody preset's pipeline (the music differs from the same seed without it);
+    another preset, or bytes that are not whole float32 samples, are INVALID_ARGUMENT naming melody_pcm."""
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    hum = wire.pcm_to_bytes((0.3 * np.sin(2 * np.pi * 392.0 * t)).astype(np.float32)[:, None])
+    for name, melody, ok in (("melody", hum, True), ("small", hum, False), ("melody", b"\0\0\0", False)):
+        server = music_server.serve(name, host="127.0.0.1", port=0, models_dir=None)
+        try:
+            channel = open_channel(f"127.0.0.1:{server.port}")
+            stub = music_pb2_grpc.MusicServiceStub(channel)
+            request = music_pb2.GenerateMusicRequest(prompt="folk", duration_seconds=1.0, seed=4, melody_pcm=melody)
+            if ok:
+                followed = [m.chunk.pcm for m in stub.GenerateMusic(request, timeout=120) if m.WhichOneof("payload") == "chunk"]
+                request.melody_pcm = b""
+                plain = [m.chunk.pcm for m in stub.GenerateMusic(request, timeout=120) if m.WhichOneof("payload") == "chunk"]
+                assert b"".join(followed) != b"".join(plain)
+            else:
+                with pytest.raises(grpc.RpcError) as caught:
+                    list(stub.GenerateMusic(request, timeout=60))
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert caught.value.details().startswith("melody_pcm")
+            channel.close()
+        finally:
+            server.stop(0)

@@ -304,3 +304,44 @@ def test_single_file_preset_needs_only_the_configs_of_its_config_repository(tmp_
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     frames = VideoPipeline.from_preset(preset)("a city", width=64, height=64, num_frames=9, fps=24, seed=1).frames
     assert frames.shape == (9, 64, 64, 3)
+
+
+@pytest.mark.parametrize("name", ["ltx-2b", "ltx-2b-distilled"])
+def test_an_image_conditions_frame_zero_of_the_first_pass(name, offline_hub, monkeypatch):
+    """The user's image, fitted to the output size, reaches diffusers as the first pass's frame-0 condition: an
+    LTXVideoCondition(image, frame_index=0) for LTXConditionPipeline presets, `image` for LTXImageToVideoPipeline
+    (0.9.0); continuation passes still condition on the frames before them."""
+    import io
+
+    from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+    from PIL import Image
+
+    from tunereel.video.pipeline import fit_condition_image
+
+    source = io.BytesIO()
+    Image.new("RGB", (200, 100), (250, 10, 10)).save(source, format="PNG")
+    image = fit_condition_image(source.getvalue(), 64, 96)
+    assert image.size == (64, 96) and image.mode == "RGB"
+    spy = Spy(monkeypatch)
+    pipeline = VideoPipeline.from_preset(_continuing(name))
+    frames = pipeline("a face", width=64, height=96, num_frames=25, fps=24, seed=3, image=image).frames
+    assert frames.shape == (25, 96, 64, 3)
+    (first_cls, first), (_, cont) = spy.calls
+    if EXPECTED[name]["cont"] is LTXConditionPipeline:
+        assert first_cls is LTXConditionPipeline
+        (condition,) = first["conditions"]
+        assert isinstance(condition, LTXVideoCondition) and condition.frame_index == 0 and condition.video is None
+        assert condition.image is image and condition.strength == 1.0
+        assert cont["conditions"][0].video is not None and cont["conditions"][0].image is None
+    else:
+        assert first_cls is LTXImageToVideoPipeline and first["image"] is image
+        assert isinstance(cont["image"], torch.Tensor)
+
+
+def test_a_bad_condition_image_is_refused_naming_the_field():
+    from tunereel.video.pipeline import InvalidVideoInput, fit_condition_image
+
+    for data in (b"not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20):
+        with pytest.raises(InvalidVideoInput) as error:
+            fit_condition_image(data, 64, 64)
+        assert error.value.field == "image"

@@ -9,6 +9,7 @@ from .headroom import AacFit, fit_through_aac
 from .limiter import Limiter, search_pre_gain
 from .master import fade_out, master, master_for_aac
 from .meter import IncrementalLoudness, integrated_lufs, peak_envelope, true_peak_dbtp
+from .safety import SafetyLimiter
 from .stream import StreamingMaster
 from .track import AudioTrack, AudioTrackCancelled, AudioTrackError
 
@@ -20,6 +21,7 @@ __all__ = [
     "AudioTrackError",
     "IncrementalLoudness",
     "Limiter",
+    "SafetyLimiter",
     "StreamingMaster",
     "fade_out",
     "fit_through_aac",
