@@ -78,9 +78,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.api_keys = settings.api_keys
     app.state.max_upload_bytes = settings.max_upload_bytes
     app.add_middleware(KeyBeforeBody, keys=settings.api_keys)  # innermost of the two: runs after the size check
-    # Uploads stream under their own limit (gateway/uploads.py counts the file's bytes); 64 KiB for the multipart framing.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
-                       streamed={"/v1/uploads": settings.max_upload_bytes + 64 * 1024})  # fmt: skip
+    # Uploads stream under their own limit (gateway/uploads.py counts the file's bytes as they pass).
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, streamed=("/v1/uploads",))
     app.add_middleware(SecurityHeaders)
     app.include_router(jobs.router)
     app.include_router(uploads.router)

@@ -20,25 +20,21 @@ class BodyLimit:
     """ASGI middleware: buffers at most `max_bytes` of a request body, then hands it on; beyond that, 413.
 
     `streamed` names routes (path prefixes) that stream their bodies themselves under a limit of their own (uploads:
-    counted as the file passes through, never buffered): there only a declared length over that limit is refused here.
+    counted as the file passes through, never buffered, refused as soon as it passes the limit): they are let through.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES, streamed: dict[str, int] | None = None):
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES, streamed: tuple[str, ...] = ()):
         self.app = app
         self.max_bytes = max_bytes
-        self.streamed = dict(streamed or {})
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        own_limit = next((limit for prefix, limit in self.streamed.items() if scope["path"].startswith(prefix)), None)
-        if own_limit is not None:
-            if declared is not None and declared > own_limit:
-                await _too_large(send, own_limit)
-                return
-            await self.app(scope, receive, send)  # the route counts the bytes as they stream
+        if any(scope["path"].startswith(prefix) for prefix in self.streamed):
+            await self.app(scope, receive, send)  # the route counts the bytes as they stream, and stops at its limit
             return
         if declared is not None and declared > self.max_bytes:
             await _too_large(send, self.max_bytes)
