@@ -245,7 +245,8 @@ def _frame_piece(
 # ------------------------------------------------------------------------------------------------ the backends
 # A backend's field names → the request's (the gateway and the composer name fields as the user wrote them).
 _REQUEST_FIELDS = {"duration_seconds": "duration", "num_frames": "duration", "width": "width", "height": "height",
-                   "fps": "fps", "seed": "seed"}  # fmt: skip
+                   "fps": "fps", "seed": "seed", "lyrics": "lyrics", "vocal_language": "vocal_language",
+                   "key": "key", "time_signature": "time_signature", "bpm": "tempo_bpm"}  # fmt: skip
 
 
 @dataclass
@@ -315,9 +316,12 @@ class GrpcSource:
 
 
 def music_source(backends: Backends, *, prompt: str, duration_seconds: float, seed: int, model: str, timeout: float,
-                 name: str = "music") -> GrpcSource:  # fmt: skip
-    """The audio of one composition from MusicService."""
-    request = music_pb2.GenerateMusicRequest(prompt=prompt, duration_seconds=duration_seconds, seed=seed, model=model)
+                 name: str = "music", song: dict | None = None) -> GrpcSource:  # fmt: skip
+    """The audio of one composition from MusicService. `song`: the singing models' fields of GenerateMusicRequest
+    (lyrics, vocal_language, key, time_signature, bpm), passed through; the music service rejects what its model
+    cannot do, naming the field."""
+    request = music_pb2.GenerateMusicRequest(prompt=prompt, duration_seconds=duration_seconds, seed=seed, model=model,
+                                             **(song or {}))  # fmt: skip
     call = functools.partial(backends.music_stub.GenerateMusic, request, timeout=timeout, metadata=backends.metadata)
     return GrpcSource(name, backends.music, call, functools.partial(audio_events, name))
 

@@ -88,8 +88,10 @@ class Composer:
 
     def sources(self, request: GenerationRequest, seed: int, timeout: float) -> tuple[Source, Source]:
         """The audio source and the video source of one composition (both from the backends, today)."""
+        song = dict(lyrics=request.lyrics or "", vocal_language=request.vocal_language or "", key=request.key or "",
+                    time_signature=request.time_signature or "", bpm=request.tempo_bpm or 0)  # fmt: skip
         music = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
-                             seed=seed, model=request.music_model or "", timeout=timeout)  # fmt: skip
+                             seed=seed, model=request.music_model or "", timeout=timeout, song=song)  # fmt: skip
         expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
         video = video_source(self.backends, prompt=request.video_prompt, expected=expected, seed=seed,
                              model=request.video_model or "", timeout=timeout)  # fmt: skip
