@@ -189,7 +189,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="bench/gpu.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="ltx-2b-distilled", choices=[n for n in VIDEO_PRESETS if n != "tiny"])
+    parser.add_argument("--preset", default="ltx-2b-distilled", choices=[n for n, p in VIDEO_PRESETS.items() if p.family == "ltx" and n != "tiny"])
     parser.add_argument("--modes", default=",".join(MEMORY_MODES), help="comma-separated memory modes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--width", type=int, default=768)
