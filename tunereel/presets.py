@@ -164,8 +164,10 @@ class VideoPreset:
     transformer_params: float = 1.9e9
     text_encoder_params: float = 4.76e9  # T5 v1.1 XXL encoder, shared by every LTX-Video release
     family: str = "ltx"  # VIDEO_FAMILIES
-    # LTX-2 (DFR pipeline) only: the sigma schedule of one pass, without the terminal 0.
+    # LTX-2 (DFR pipeline) only: the sigma schedule of one pass, without the terminal 0; the rate its audio VAE
+    # hears at (AutoencoderKLLTX2Audio config sample_rate).
     sigmas: tuple[float, ...] | None = None
+    audio_sample_rate: int = 0
 
     @property
     def hears_audio(self) -> bool:
@@ -394,12 +396,13 @@ VIDEO_PRESETS.update(
                 "tiny-ltx2", "local:tiny-ltx2", dtype="float32", family="ltx2", pipeline_class="LTX2DFRPipeline",
                 num_inference_steps=len(_LTX2_DISTILLED_SIGMAS), sigmas=_LTX2_DISTILLED_SIGMAS, guidance_scale=1.0,
                 max_sequence_length=128, max_frames=121, docs="tunereel/tiny.py", license="random weights",
+                audio_sample_rate=16000,
                 continuation="video", overlap_frames=1, blend_frames=0,
             ),
             VideoPreset(
                 "ltx-2.5", "Lightricks/LTX-2.5-Diffusers", allow_patterns=_LTX2_FILES, license=_LTX2_LICENSE,
                 docs="[ltx2-docs] LTX2DFRPipeline example; diffusers pipelines/ltx2/utils.py DISTILLED_SIGMA_VALUES",
-                family="ltx2", pipeline_class="LTX2DFRPipeline", dtype="bfloat16",
+                family="ltx2", pipeline_class="LTX2DFRPipeline", dtype="bfloat16", audio_sample_rate=16000,
                 num_inference_steps=len(_LTX2_DISTILLED_SIGMAS), sigmas=_LTX2_DISTILLED_SIGMAS,  # the DFR default
                 guidance_scale=1.0,  # no CFG in the DFR pass (distilled)
                 decode_timestep=0.0, decode_noise_scale=None,  # LTX2DFRPipeline defaults

@@ -326,13 +326,17 @@ def music_source(backends: Backends, *, prompt: str, duration_seconds: float, se
     return GrpcSource(name, backends.music, call, functools.partial(audio_events, name))
 
 
-def video_source(backends: Backends, *, prompt: str, expected: ExpectedVideo, seed: int, model: str, timeout: float,
-                 name: str = "video") -> GrpcSource:  # fmt: skip
-    """The frames of one video request (today the whole composition; later one shot) from VideoService."""
-    request = video_pb2.GenerateVideoRequest(
+def video_request(prompt: str, expected: ExpectedVideo, seed: int, model: str) -> video_pb2.GenerateVideoRequest:
+    return video_pb2.GenerateVideoRequest(
         prompt=prompt, width=expected.width, height=expected.height, fps=expected.fps, num_frames=expected.frame_count,
         seed=seed, model=model,
     )  # fmt: skip
+
+
+def video_source(backends: Backends, *, prompt: str, expected: ExpectedVideo, seed: int, model: str, timeout: float,
+                 name: str = "video") -> GrpcSource:  # fmt: skip
+    """The frames of one video request (today the whole composition; later one shot) from VideoService."""
+    request = video_request(prompt, expected, seed, model)
     call = functools.partial(backends.video_stub.GenerateVideo, request, timeout=timeout, metadata=backends.metadata)
     return GrpcSource(name, backends.video, call, lambda messages: video_events(name, messages, expected))
 

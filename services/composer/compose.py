@@ -55,8 +55,10 @@ from .backends import (
     Source,
     VideoHeader,
     music_source,
+    video_request,
     video_source,
 )
+from .hearing import listening_sources
 from .errors import ComposeError, InvalidAudio, MuxFailed, OutOfSpace, StorageFailed, is_disk_full
 from .muxer import AudioSpec, Mp4Muxer, MuxError, MuxResult, VideoSpec
 
@@ -93,6 +95,11 @@ class Composer:
         music = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
                              seed=seed, model=request.music_model or "", timeout=timeout, song=song)  # fmt: skip
         expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
+        # A video preset that hears the music (LTX-2) gets the music of its span with its request (hearing.py).
+        heard = listening_sources(self.backends, music, video_request(request.video_prompt, expected, seed,
+                                  request.video_model or ""), expected=expected, timeout=timeout)  # fmt: skip
+        if heard is not None:
+            return heard
         video = video_source(self.backends, prompt=request.video_prompt, expected=expected, seed=seed,
                              model=request.video_model or "", timeout=timeout)  # fmt: skip
         return music, video

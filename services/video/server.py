@@ -10,7 +10,7 @@ import numpy as np
 
 from tunereel import rpc_errors, wire
 from tunereel.model_host import ModelHost, ProgressThrottle, model_main, progress, segment_progress, serve_model
-from tunereel.presets import VideoPreset, video_preset
+from tunereel.presets import UnknownPreset, VideoPreset, video_preset
 from tunereel.serving import GrpcServer
 from tunereel.v1 import common_pb2, video_pb2, video_pb2_grpc
 
@@ -48,6 +48,7 @@ def heard_audio(request: video_pb2.GenerateVideoRequest, context: grpc.ServicerC
 class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     def __init__(self, preset_name: str, weights: str | None = None, *, quality: str | None = None,
                  memory: str | None = None):  # fmt: skip
+        self.preset_name, self.weights = preset_name, weights
         quality = quality or os.environ.get(QUALITY_ENV, "draft")
         memory = memory or os.environ.get(MEMORY_ENV, "auto")
         self.host: ModelHost[VideoPipeline] = ModelHost(
@@ -55,6 +56,15 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             lambda name, models_dir: load_video(video_preset(name, weights), models_dir, quality=quality, memory=memory),
             memory_setting=MEMORY_ENV,
         )  # fmt: skip
+
+    def DescribeModel(self, request: video_pb2.DescribeModelRequest, context: grpc.ServicerContext) -> video_pb2.VideoModelInfo:
+        try:
+            p = video_preset(self.preset_name, self.weights)
+        except UnknownPreset as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, error.message)
+        return video_pb2.VideoModelInfo(preset=p.name, family=p.family, hears_audio=p.hears_audio,
+                                        audio_sample_rate=p.audio_sample_rate, max_frames_per_pass=p.max_frames,
+                                        license=p.license)  # fmt: skip
 
     def GenerateVideo(self, request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext):
         pipeline = self.host.ready_pipeline(request.model, context)
@@ -80,6 +90,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
 
         hears = isinstance(pipeline, Ltx2Video)
         extra = {"audio": heard_audio(request, context)} if hears else {}
+        if hears and extra["audio"] is None:
+            rpc_errors.abort_invalid_field(context, "audio", f"audio: preset {pipeline.preset.name!r} generates the "
+                                           "video hearing its music; send the music it covers (GenerateVideoRequest.audio)")  # fmt: skip
 
         def generate(emit, cancelled) -> None:
             # Segment by segment: each segment's frames go out as soon as it is made (tunereel.segments).
