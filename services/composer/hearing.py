@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -21,9 +22,9 @@ import numpy as np
 from tunereel.streaming import Cancelled
 from tunereel.v1 import video_pb2
 
-from .backends import AudioHeader, Backends, Ended, Event, ExpectedVideo, Pcm, Source, video_events
+from .backends import AudioHeader, Backends, Ended, Event, ExpectedVideo, Frame, Pcm, Progress, Source, VideoHeader, video_events
 
-__all__ = ["MusicTap", "TappedSource", "HearingVideoSource", "listening_sources", "DESCRIBE_TIMEOUT_S"]
+__all__ = ["MusicTap", "TappedSource", "HearingVideoSource", "listening_sources", "spans", "DESCRIBE_TIMEOUT_S"]
 
 log = logging.getLogger("tunereel.composer")
 
@@ -116,24 +117,38 @@ def resample(pcm: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     return resample_poly(pcm, target_rate // g, source_rate // g, axis=0).astype(np.float32)
 
 
+# The music one video request may carry: well inside the 8 MiB message limit (tunereel.channels), with room for the
+# rest of the request. At 16 kHz stereo float32 this is ~24 s of music.
+AUDIO_BUDGET_BYTES = 6 * 1024 * 1024
+
+
+def spans(frame_count: int, fps: int, pass_frames: int, bytes_per_second: float) -> list[tuple[int, int]]:
+    """(first frame, frames) of each video request: as many whole model passes as the music budget allows."""
+    passes = max(1, int(AUDIO_BUDGET_BYTES / bytes_per_second * fps) // max(pass_frames, 1))
+    step = passes * max(pass_frames, 1)
+    return [(start, min(step, frame_count - start)) for start in range(0, frame_count, step)]
+
+
 class HearingVideoSource:
-    """One video request that carries the music of its span: sent once that music has arrived."""
+    """The video of one composition from requests that each carry the music of their span: each is sent once that
+    music has arrived. More than one request when the music would not fit one message; the frames of all of them
+    come out as one stream (one header, frames in order), the requests joined as cuts."""
 
     def __init__(self, backends: Backends, tap: MusicTap, request: video_pb2.GenerateVideoRequest, *,
-                 expected: ExpectedVideo, start_s: float, timeout: float, audio_rate: int, name: str = "video"):  # fmt: skip
+                 expected: ExpectedVideo, timeout: float, info: video_pb2.VideoModelInfo, name: str = "video"):  # fmt: skip
         self.name = name
         self.backends = backends
         self.tap = tap
         self.request = request
         self.expected = expected
-        self.span = (start_s, start_s + expected.frame_count / expected.fps)
         self.timeout = timeout
-        self.audio_rate = audio_rate
+        self.audio_rate = info.audio_sample_rate
+        self.pass_frames = info.max_frames_per_pass or expected.frame_count
         self._stop = threading.Event()
         self._call = None
 
     def start(self) -> None:
-        """Nothing to send yet: the request goes out from `events()` once its music is here."""
+        """Nothing to send yet: each request goes out from `events()` once its music is here."""
 
     def cancel(self) -> None:
         self._stop.set()
@@ -141,17 +156,41 @@ class HearingVideoSource:
             self._call.cancel()
 
     def events(self) -> Iterator[Event]:
-        pcm, rate = self.tap.slice(*self.span, self._stop)
+        fps = self.expected.fps
+        plan = spans(self.expected.frame_count, fps, self.pass_frames, 4 * 2 * (self.audio_rate or 48000))
+        for number, (first, count) in enumerate(plan):
+            part = ExpectedVideo(self.expected.width, self.expected.height, fps, count)
+            for event in self._span(first, part, number):
+                if isinstance(event, VideoHeader):
+                    if number == 0:
+                        yield replace(event, frame_count=self.expected.frame_count)
+                elif isinstance(event, Frame):
+                    yield replace(event, index=first + event.index)
+                elif isinstance(event, Ended):
+                    if number == len(plan) - 1:
+                        yield event
+                elif isinstance(event, Progress):
+                    total = self.expected.frame_count
+                    yield replace(event, fraction=(first + event.fraction * count) / total, segment=number,
+                                  total_segments=len(plan))  # fmt: skip
+                else:
+                    yield event
+
+    def _span(self, first: int, part: ExpectedVideo, number: int) -> Iterator[Event]:
+        fps = part.fps
+        pcm, rate = self.tap.slice(first / fps, (first + part.frame_count) / fps, self._stop)
         pcm = resample(pcm, rate, self.audio_rate)
         request = video_pb2.GenerateVideoRequest()
         request.CopyFrom(self.request)
+        request.num_frames = part.frame_count
+        request.seed = (self.request.seed + number) % 2**32  # one seed per request, the job seed's for the first
         request.audio.CopyFrom(video_pb2.AudioSlice(sample_rate=self.audio_rate or rate, channels=pcm.shape[1],
                                                     pcm=np.ascontiguousarray(pcm, dtype="<f4").tobytes()))  # fmt: skip
         self._call = self.backends.video_stub.GenerateVideo(request, timeout=self.timeout, metadata=self.backends.metadata)
         if self._stop.is_set():
             self._call.cancel()
         try:
-            yield from video_events(self.name, self._call, self.expected)
+            yield from video_events(self.name, self._call, part)
         except grpc.RpcError as error:
             raise self.backends.video.failure(error) from None
 
@@ -174,6 +213,5 @@ def listening_sources(backends: Backends, music: Source, request: video_pb2.Gene
     if info is None or not info.hears_audio:
         return None
     tap = MusicTap()
-    video = HearingVideoSource(backends, tap, request, expected=expected, start_s=0.0, timeout=timeout,
-                               audio_rate=info.audio_sample_rate)  # fmt: skip
+    video = HearingVideoSource(backends, tap, request, expected=expected, timeout=timeout, info=info)
     return TappedSource(music, tap), video

@@ -78,3 +78,22 @@ def test_other_presets_get_no_audio(music_server, tmp_path, video):
     request, result = _compose(music_server.port, video, tmp_path)
     assert getattr(video, "heard", [None]) == [None]
     assert result.mux.frame_count == request.frame_count
+
+
+def test_music_too_large_for_one_message_goes_in_several_requests(music_server, tmp_path, monkeypatch):
+    from tunereel.composer import hearing
+
+    # budget for ~0.5 s of 16 kHz stereo float32 per request, passes of 6 frames: 1.5 s at 24 fps = 36 frames
+    monkeypatch.setattr(hearing, "AUDIO_BUDGET_BYTES", 0.5 * 16000 * 8)
+    video = HearingVideo()
+    monkeypatch.setattr(video, "DescribeModel", lambda request, context: video_pb2.VideoModelInfo(
+        family="ltx2", hears_audio=True, audio_sample_rate=HEARING_RATE, max_frames_per_pass=6))  # fmt: skip
+    request, result = _compose(music_server.port, video, tmp_path)
+    assert hearing.spans(36, 24, 6, 16000 * 8) == [(0, 12), (12, 12), (24, 12)]
+    assert len(video.heard) == 3
+    joined = np.concatenate([np.frombuffer(h.pcm, dtype="<f4") for h in video.heard])
+    assert joined.size == round(request.exact_duration * HEARING_RATE)
+    t = np.arange(round(request.exact_duration * SAMPLE_RATE)) / SAMPLE_RATE
+    whole = resample_poly((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 1, 2)
+    np.testing.assert_allclose(joined, whole, atol=1e-2)  # slices resampled apart: their edges differ a little
+    assert result.mux.frame_count == request.frame_count == 36
