@@ -26,16 +26,28 @@ from tunereel.presets import MusicPreset, resolve_source
 from tunereel.segments import SegmentProgress
 from tunereel.streaming import Cancelled
 
+from .memory import InvalidMemoryMode, memory_mode
 from .pipeline import InvalidMusicInput, MusicLoadError, MusicPiece
 
-__all__ = ["AceStepMusic", "SongConditions", "MAX_LYRICS_CHARS", "VOCAL_LANGUAGES"]
+__all__ = ["AceStepMusic", "SongConditions", "MAX_LYRICS_CHARS", "choose_mode"]
+
+# Activations of one pass beyond the weights: a 10-minute song is 15 000 latent frames through the DiT and the VAE's
+# decode of 28.8 M samples per channel (ACE-Step's authors report under 4 GB of VRAM for whole songs).
+WORKING_BYTES = 4 * 1024**3
+
+
+def choose_mode(pipe: AceStepPipeline, free_bytes: int) -> str:
+    """`auto`'s choice for a pipeline not yet on the GPU: everything in 90 % of `free_bytes`, or model offload."""
+    weights = sum(
+        t.numel() * t.element_size()
+        for module in pipe.components.values() if isinstance(module, torch.nn.Module)
+        for t in [*module.parameters(), *module.buffers()]
+    )  # fmt: skip
+    return "full" if weights + WORKING_BYTES <= 0.9 * free_bytes else "model-offload"
 
 SegmentCallback = Callable[[SegmentProgress], None]
 
 MAX_LYRICS_CHARS = 4000  # AceStepPipeline encodes lyrics to at most 2048 tokens (max_lyric_length)
-# ACE-Step 1.5's vocal languages are given as codes ("en", "zh", "ja", ...): 2-3 lowercase letters, or "unknown".
-VOCAL_LANGUAGES_PATTERN = r"^([a-z]{2,3}|unknown)$"
-VOCAL_LANGUAGES = "ISO 639-1 code such as en, zh, ja, ko, es, fr, de (ACE-Step 1.5 sings 50+ languages)"
 
 
 @dataclass(frozen=True)
@@ -73,8 +85,6 @@ class AceStepMusic:
     @classmethod
     def from_preset(cls, preset: MusicPreset, models_dir: Path | None = None, *, memory: str | None = None) -> AceStepMusic:
         """Load `preset` offline in its dtype and place it as the memory mode says (diffusers' own offload)."""
-        from tunereel.memory import check_memory_mode
-
         source = resolve_source(preset.source, models_dir)
         local = Path(source).is_absolute() or source.startswith(".") or Path(source).is_dir()
         device = pick_device()
@@ -89,16 +99,19 @@ class AceStepMusic:
                 f"music preset {preset.name!r}: the weights in {source} cannot be read ({type(error).__name__}: "
                 f"{(str(error).splitlines() or [''])[0][:200]})"
             ) from None
-        mode = (memory or preset.memory or "auto").strip().lower()
-        mode = "full" if mode == "auto" else mode
         try:
-            check_memory_mode(mode)
-        except ValueError as error:
+            mode = memory_mode(preset.memory, memory)  # auto, full, model-offload (TUNEREEL_MUSIC_MEMORY)
+        except InvalidMemoryMode as error:
             raise MusicLoadError(str(error)) from None
+        if mode == "auto":
+            mode = "full" if device.type == "cpu" else choose_mode(pipe, torch.cuda.mem_get_info(device)[0])
         if mode == "model-offload" and device.type != "cpu":
-            pipe.enable_model_cpu_offload(device=device)  # text_encoder → condition_encoder → transformer → vae
+            # diffusers' model offload, in AceStepPipeline.model_cpu_offload_seq order: text_encoder →
+            # condition_encoder → transformer → vae, each on the GPU only while it runs.
+            pipe.enable_model_cpu_offload(device=device)
         else:
             pipe.to(device)
+        pipe.tunereel_memory = mode
         channels = int(pipe.vae.config.audio_channels)
         if channels != preset.channels:
             raise MusicLoadError(f"music preset {preset.name!r} expects {preset.channels} channels, {source} has {channels}")

@@ -137,6 +137,10 @@ def apply_memory_mode(pipe, mode: str, device: torch.device, dtype: torch.dtype)
         apply_group_offloading(pipe.text_encoder, onload_device=device, offload_type="block_level",
                                num_blocks_per_group=2)  # fmt: skip
         apply_group_offloading(pipe.vae, onload_device=device, offload_type="leaf_level")
+        # LTX-2's other parts (audio VAE, vocoder, text connectors: small) stay on the GPU.
+        for name, component in pipe.components.items():
+            if isinstance(component, torch.nn.Module) and name not in ("transformer", "text_encoder", "vae"):
+                component.to(device)
     else:
         check_memory_mode(mode)
         raise ValueError(f"memory mode {mode!r} cannot be applied")

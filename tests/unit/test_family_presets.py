@@ -139,3 +139,37 @@ def test_ltx2_hears_the_music_held_fixed(hub, monkeypatch):
     # the music decides the latents: other music, other conditioning
     other = video.encode_audio(AudioClip(np.zeros_like(music.pcm), rate), 0.0, 33, 24)
     assert other.shape == latents.shape and not torch.equal(other, latents)
+
+
+def test_ace_step_memory_modes(tmp_path, monkeypatch):
+    from tunereel.music import ace_step
+    from tunereel.tiny import build_tiny_ace_step
+
+    build_tiny_ace_step(tmp_path / "tiny-ace-step")
+    music = AceStepMusic.from_preset(MUSIC_PRESETS["tiny-ace-step"], tmp_path)
+    assert music.pipe.tunereel_memory == "full"  # CPU: nothing to offload
+    assert ace_step.choose_mode(music.pipe, 100 * 1024**3) == "full"
+    assert ace_step.choose_mode(music.pipe, 3 * 1024**3) == "model-offload"  # under the working memory alone
+    with pytest.raises(Exception, match="unknown music memory mode"):
+        AceStepMusic.from_preset(MUSIC_PRESETS["tiny-ace-step"], tmp_path, memory="fp4")
+
+
+@pytest.mark.parametrize("mode", ["model-offload", "group-offload", "fp8-on-cpu"])
+def test_ltx2_memory_modes_run_on_a_cpu(mode, tmp_path_factory):
+    """LTX-2's Gemma text encoder is the large part: the LTX-Video memory modes (services/video/loading.py) apply to
+    the LTX-2 pipeline as they are, and every mode still makes the frames."""
+    from tunereel.tiny import build_tiny_ltx2
+    from tunereel.video import loading as video_loading
+
+    models = tmp_path_factory.getbasetemp() / "ltx2-models"
+    if not (models / "tiny-ltx2" / "model_index.json").exists():
+        build_tiny_ltx2(models / "tiny-ltx2")
+    video = Ltx2Video.from_preset(VIDEO_PRESETS["tiny-ltx2"], models, memory="full")
+    pipe = video.pipe
+    if mode == "fp8-on-cpu":
+        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    else:
+        video_loading.apply_memory_mode(pipe, mode, torch.device("cpu"), torch.float32)
+    clip = AudioClip(np.random.default_rng(0).standard_normal((16000, 2)).astype(np.float32) * 0.1, 16000)
+    (piece,) = video.stream("a city", width=64, height=64, num_frames=9, fps=24, seed=1, audio=clip)
+    assert piece.frames.shape == (9, 64, 64, 3)
