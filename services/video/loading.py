@@ -138,8 +138,9 @@ def apply_memory_mode(pipe, mode: str, device: torch.device, dtype: torch.dtype)
                                num_blocks_per_group=2)  # fmt: skip
         apply_group_offloading(pipe.vae, onload_device=device, offload_type="leaf_level")
         # LTX-2's other parts (audio VAE, vocoder, text connectors: small) stay on the GPU.
-        for name, component in pipe.components.items():
-            if isinstance(component, torch.nn.Module) and name not in ("transformer", "text_encoder", "vae"):
+        for name in ("audio_vae", "vocoder", "connectors"):
+            component = getattr(pipe, name, None)
+            if isinstance(component, torch.nn.Module):
                 component.to(device)
     else:
         check_memory_mode(mode)
