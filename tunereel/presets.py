@@ -386,8 +386,10 @@ _LTX2_LICENSE = (
     "larger companies and competing products need a paid commercial licence from Lightricks"
 )
 _LTX2_DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
+# The prompt enhancer (a second, Gemma 4 model) and its processor are optional components the service never uses:
+# neither fetched nor loaded. The duration head (small) only predicts a length, which tunereel always gives.
 _LTX2_FILES = ("model_index.json", "scheduler/*", "text_encoder/*", "tokenizer/*", "connectors/*", "transformer/*",
-               "vae/*", "audio_vae/*", "vocoder/*")  # fmt: skip
+               "vae/*", "audio_vae/*", "vocoder/*", "duration_head/*")  # fmt: skip
 VIDEO_PRESETS.update(
     {
         preset.name: preset

@@ -125,7 +125,9 @@ class Ltx2Video:
         local = preset.source.startswith("local:") or Path(source).is_absolute() or source.startswith(".")
         where = {} if local or preset.revision is None else {"revision": preset.revision}
         try:
-            pipe = load_offline(LTX2DFRPipeline.from_pretrained, source, dtype=dtype, **where)
+            # optional components never used here (prompt enhancement is off): not loaded, not needed on disk
+            pipe = load_offline(LTX2DFRPipeline.from_pretrained, source, dtype=dtype, prompt_enhancer=None,
+                                processor=None, **where)  # fmt: skip
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"video preset {preset.name!r}: {str(error).splitlines()[0][:200]}") from None
         apply_memory_mode(pipe, mode, device, dtype)
