@@ -648,6 +648,8 @@ def write_fake_hub_cache(cache_dir: Path, presets=None) -> dict[str, Path]:
     from tunereel.catalog import repositories
 
     for preset in (presets or VIDEO_PRESETS.values()):
+        if preset.source.startswith("local:"):
+            continue
         for repo, revision, patterns in repositories(preset):
             rev, pats = wanted.setdefault(repo, (revision, set()))
             pats.update(patterns)
