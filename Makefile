@@ -72,8 +72,11 @@ ifdef VIDEO_REPLICAS
 RUN_ARGS += --video-replicas $(VIDEO_REPLICAS)
 endif
 
+# e.g. `make run MUSIC_PRESET=tiny-ace-step VIDEO_PRESET=tiny-ltx2` (presets: `tunereel models`)
+MUSIC_PRESET ?= tiny
+VIDEO_PRESET ?= tiny
 run: models
-	$(PY) -m tunereel.launch --models-dir $(MODELS_DIR) $(RUN_ARGS)
+	$(PY) -m tunereel.launch --models-dir $(MODELS_DIR) --music-preset $(MUSIC_PRESET) --video-preset $(VIDEO_PRESET) $(RUN_ARGS)
 
 # The UI tests drive Debian's chromium with Playwright (its own browser downloads are not used).
 .PHONY: browser

@@ -12,6 +12,14 @@ VideoPipeline with the preset's settings and the memory mode applied as the serv
 
 Video stages: text encode (T5), denoise (all transformer calls), decode (the uint8 VAE decode). Music stages come
 from `music_stages` (the music half of the benchmark; see there). Prints one JSON line per run and a Markdown table.
+
+The diffusers families without hand-written configs here (LTX-2: `--preset ltx-2.5`; ACE-Step: `--music-preset
+ace-step-xl-turbo`) are built with random weights from their repository's own configs (model_index.json and each
+component's config; fetch them with `hf download <repo> --include "*.json" "tokenizer/*"`, no weights needed), or with
+`--tiny` from the tiny builds of tunereel.tiny, and run through the services' own pipelines (Ltx2Video hearing a
+music clip; AceStepMusic making one song of `--music-seconds`).
+
+    python bench/gpu.py --preset ltx-2.5 --music-preset ace-step-xl-turbo --music-seconds 60 --modes model-offload
 """
 
 from __future__ import annotations
@@ -166,13 +174,122 @@ def video_stages(args, mode: str) -> dict:
 
 
 def pipeline_steps(preset: VideoPreset) -> int:
+    if preset.sigmas:
+        return len(preset.sigmas)
     return len(preset.timesteps) if preset.timesteps else preset.num_inference_steps
 
 
+def _component_class(library: str, name: str):
+    import importlib
+
+    import diffusers
+    import transformers
+
+    if library in ("diffusers", "transformers"):
+        return getattr(diffusers if library == "diffusers" else transformers, name)
+    return getattr(importlib.import_module(f"diffusers.pipelines.{library}"), name)  # e.g. ["ltx2", "LTX2Vocoder"]
+
+
+def random_from_configs(folder: Path, dtype: torch.dtype):
+    """The pipeline of `folder`'s model_index.json with every model random-initialised from its own config (no
+    weights read); tokenizers, schedulers and processors load as they are."""
+    from diffusers import ModelMixin
+    from transformers import AutoConfig, PreTrainedModel
+
+    index = json.loads((folder / "model_index.json").read_text())
+    parts = {}
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue
+        cls = _component_class(*spec)
+        if issubclass(cls, ModelMixin):
+            parts[name] = _random(lambda **config: cls.from_config(config), cls.load_config(folder / name), dtype)
+        elif issubclass(cls, PreTrainedModel):
+            parts[name] = _random(cls, AutoConfig.from_pretrained(folder / name), dtype)
+        else:
+            parts[name] = cls.from_pretrained(folder / name)
+    return _component_class("diffusers", index["_class_name"])(**parts)
+
+
+def config_folder(source: str, build, tiny_sizes: bool) -> Path:
+    """Where the configs come from: a fresh tiny build, or the preset repository's configs in the local HF cache."""
+    if tiny_sizes:
+        import tempfile
+
+        return build(Path(tempfile.mkdtemp(prefix="bench-tiny-")) / "model")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(source, allow_patterns=["*.json", "tokenizer/*", "scheduler/*"], local_files_only=True))
+
+
+def ltx2_stages(args, mode: str) -> dict:
+    """LTX-2 (video hearing the music): one run of Ltx2Video over random weights in one memory mode."""
+    import numpy as np
+
+    from tunereel.video.loading import apply_memory_mode
+    from tunereel.video.ltx2 import AudioClip, Ltx2Video
+
+    device = torch.device(args.device)
+    preset = video_preset(args.preset)
+    dtype = torch.float32 if device.type == "cpu" else getattr(torch, preset.dtype)
+    pipe = random_from_configs(config_folder(preset.source, tiny.build_tiny_ltx2, args.tiny), dtype)
+    apply_memory_mode(pipe, mode, device, dtype)
+    video = Ltx2Video(pipe, preset=preset, model_id=f"random {preset.name}", memory_mode=mode)
+    clock = StageClock(device)
+    clock.attach(pipe.text_encoder, "text_encode")
+    clock.attach(pipe.transformer, "denoise")
+    clock.wrap_decode(pipe.vae)
+    seconds = args.frames / 24
+    t = np.arange(round(48000 * seconds)) / 48000
+    music = AudioClip(np.stack([np.sin(2 * np.pi * 110 * t)] * 2, axis=1).astype(np.float32) * 0.3, 48000)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    frames = sum(piece.frames.shape[0] for piece in video.stream(
+        "a city street at night, neon lights, rain", width=args.width, height=args.height, num_frames=args.frames,
+        fps=24, seed=0, audio=music))  # fmt: skip
+    total = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / GiB if device.type == "cuda" else None
+    return dict(kind="video", preset=preset.name, mode=mode, width=args.width, height=args.height, frames=int(frames),
+                steps=pipeline_steps(preset), tiny=args.tiny, device=str(device),
+                **{f"{k}_s": round(v, 3) for k, v in clock.seconds.items()}, total_s=round(total, 3),
+                peak_gpu_gib=None if peak is None else round(peak, 2), fps=round(frames / total, 2))  # fmt: skip
+
+
 def music_stages(args, mode: str) -> dict | None:
-    """The music half: MusicGen windows, real-time factor and peak memory for `args.music_preset` (to be filled by
-    the music service's owners; None = not measured)."""
-    return None
+    """The music half for an ACE-Step preset: one song of `args.music_seconds` in one pass through AceStepMusic over
+    random weights: seconds per stage, real-time factor, peak GPU memory. None for MusicGen presets (not measured
+    here)."""
+    from tunereel.music.ace_step import AceStepMusic
+    from tunereel.presets import music_preset
+
+    preset = music_preset(args.music_preset)
+    if preset.family != "ace-step":
+        return None
+    device = torch.device(args.device)
+    dtype = torch.float32 if device.type == "cpu" else getattr(torch, preset.dtype)
+    pipe = random_from_configs(config_folder(preset.source, tiny.build_tiny_ace_step, args.tiny), dtype)
+    if mode in ("model-offload", "fp8", "group-offload") and device.type != "cpu":
+        pipe.enable_model_cpu_offload(device=device)  # the music service's modes: full or model offload
+        mode = "model-offload"
+    else:
+        pipe.to(device)
+    music = AceStepMusic(pipe, preset, model_id=f"random {preset.name}")
+    clock = StageClock(device)
+    clock.attach(pipe.text_encoder, "text_encode")
+    clock.attach(pipe.transformer, "denoise")
+    clock.wrap_decode(pipe.vae)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    samples = sum(p.audio.shape[0] for p in music.stream("pop, upbeat, piano", args.music_seconds, seed=0))
+    total = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / GiB if device.type == "cuda" else None
+    return dict(kind="music", preset=preset.name, mode=mode, seconds=round(samples / music.sample_rate, 3),
+                steps=preset.num_inference_steps, tiny=args.tiny, device=str(device),
+                **{f"{k}_s": round(v, 3) for k, v in clock.seconds.items()}, total_s=round(total, 3),
+                realtime_factor=round(samples / music.sample_rate / total, 2),
+                peak_gpu_gib=None if peak is None else round(peak, 2))  # fmt: skip
 
 
 def table(rows: list[dict]) -> str:
@@ -189,7 +306,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="bench/gpu.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="ltx-2b-distilled", choices=[n for n in VIDEO_PRESETS if n != "tiny"])
+    parser.add_argument("--preset", default="ltx-2b-distilled", choices=[n for n in VIDEO_PRESETS if not n.startswith("tiny")])
     parser.add_argument("--modes", default=",".join(MEMORY_MODES), help="comma-separated memory modes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--width", type=int, default=768)
@@ -198,13 +315,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=0, help="override the preset's step count (0: the preset's)")
     parser.add_argument("--tiny", action="store_true", help="tiny configs instead of the full-size architecture")
     parser.add_argument("--music-preset", default=None, help="also run the music stages (music_stages)")
+    parser.add_argument("--music-seconds", type=float, default=60.0, help="length of the song (ACE-Step)")
     args = parser.parse_args(argv)
     rows = []
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         if mode not in MEMORY_MODES:
             parser.error(f"--modes: unknown memory mode {mode!r} (choose from {', '.join(MEMORY_MODES)})")
         try:
-            row = video_stages(args, mode)
+            stages = ltx2_stages if video_preset(args.preset).family == "ltx2" else video_stages
+            row = stages(args, mode)
         except torch.OutOfMemoryError as error:
             row = dict(kind="video", preset=args.preset, mode=mode, error=f"out of memory: {str(error)[:120]}")
         rows.append(row)

@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--normalize", action="store_true", help="with --song: bring it to -14 LUFS")
     generate.add_argument("--melody", type=Path, help="a clip whose melody the music follows (melody presets)")
     generate.add_argument("--image", type=Path, help="an image (png, jpeg, webp) the video starts from")
+    generate.add_argument("--lyrics", type=Path, metavar="FILE", help="song lyrics from a text file (singing music models)")
+    generate.add_argument("--vocal-language", help="language code of the lyrics, e.g. en")
+    generate.add_argument("--key", help="musical key, e.g. 'C major' (singing music models)")
+    generate.add_argument("--time-signature", help="beats per bar, e.g. 4 (singing music models)")
     generate.add_argument("-o", "--output", type=Path, default=None, help="where to write the MP4 (default tunereel-ID.mp4)")
     generate.add_argument("--no-progress", action="store_true", help="print one line per state instead of bars")
 
@@ -225,7 +229,13 @@ def _body(args: argparse.Namespace) -> dict:
         "mood": args.mood, "tempo_bpm": args.tempo, "seed": args.seed, "width": args.width, "height": args.height,
         "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model,
         "instruments": [name.strip() for name in args.instruments.split(",") if name.strip()] if args.instruments else None,
+        "vocal_language": args.vocal_language, "key": args.key, "time_signature": args.time_signature,
     }  # fmt: skip
+    if args.lyrics is not None:
+        try:
+            optional["lyrics"] = args.lyrics.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise CliError(f"--lyrics: cannot read {args.lyrics}: {error}") from None
     body.update({key: value for key, value in optional.items() if value is not None})
     return body
 

@@ -25,6 +25,8 @@ __all__ = [
     "MUSIC_MEMORY_MODES",
     "MUSICGEN_FILES",
     "MUSICGEN_BIN_FILES",
+    "MUSIC_FAMILIES",
+    "VIDEO_FAMILIES",
     "VIDEO_PRESETS",
     "UnknownPreset",
     "music_preset",
@@ -52,6 +54,14 @@ MUSICGEN_BIN_FILES = ("*.json", "pytorch_model.bin", "pytorch_model-*-of-*.bin",
 MUSICGEN_LICENSE = "CC-BY-NC-4.0"  # the weights' licence, on every facebook/musicgen-* model card
 
 MUSIC_MEMORY_MODES = ("auto", "full", "model-offload")
+# What an ACE-Step service reads from a diffusers-format repository: model_index.json and each component's folder.
+_ACE_STEP_FILES = ("model_index.json", "scheduler/*", "text_encoder/*", "tokenizer/*", "transformer/*",
+                   "condition_encoder/*", "vae/*")  # fmt: skip
+
+# A music service wraps one family's pipelines; the preset says which (services/music/server.py picks the pipeline).
+# "musicgen": transformers' MusicGen (instrumental, 30 s windows); "ace-step": diffusers' AceStepPipeline (ACE-Step
+# 1.5: a whole song with vocals from lyrics in one pass).
+MUSIC_FAMILIES = ("musicgen", "ace-step")
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,21 @@ class MusicPreset:
     top_k: int = 250
     max_seconds: float = 30.0  # one window: the trained context
     memory: str = "auto"  # default memory mode (MUSIC_MEMORY_MODES); TUNEREEL_MUSIC_MEMORY overrides
+    family: str = "musicgen"  # MUSIC_FAMILIES
+    # ACE-Step (diffusion) only: steps of the flow-matching schedule and its shift (AceStepPipeline computes the
+    # sigmas from these); sample rate and channels come from the VAE config (48 kHz stereo for ACE-Step 1.5).
+    num_inference_steps: int = 0
+    shift: float = 0.0
+
+    @property
+    def sings(self) -> bool:
+        """Whether the family takes lyrics (and vocal_language, key, time_signature as conditions)."""
+        return self.family == "ace-step"
+
+
+# A video service wraps one family's pipelines: "ltx" (LTX-Video 0.9.x, services/video/pipeline.py) or "ltx2"
+# (LTX-2.x: video generated while hearing the music, services/video/ltx2.py).
+VIDEO_FAMILIES = ("ltx", "ltx2")
 
 
 @dataclass(frozen=True)
@@ -138,6 +163,16 @@ class VideoPreset:
     # Sizes for choosing a memory mode (tunereel.memory): parameters of the transformer and of the text encoder.
     transformer_params: float = 1.9e9
     text_encoder_params: float = 4.76e9  # T5 v1.1 XXL encoder, shared by every LTX-Video release
+    family: str = "ltx"  # VIDEO_FAMILIES
+    # LTX-2 (DFR pipeline) only: the sigma schedule of one pass, without the terminal 0; the rate its audio VAE
+    # hears at (AutoencoderKLLTX2Audio config sample_rate).
+    sigmas: tuple[float, ...] | None = None
+    audio_sample_rate: int = 0
+
+    @property
+    def hears_audio(self) -> bool:
+        """Whether the family generates video conditioned on given audio: the request must carry the music."""
+        return self.family == "ltx2"
 
     def downloads(self) -> list[tuple[str, str | None, tuple[str, ...]]]:
         """(repository, revision, allow_patterns) for every repository this preset reads, for `hf download`."""
@@ -201,6 +236,23 @@ MUSIC_PRESETS: dict[str, MusicPreset] = {
         _musicgen("stereo-large", "facebook/musicgen-stereo-large"),
         _musicgen("stereo-melody", "facebook/musicgen-stereo-melody"),
         _musicgen("stereo-melody-large", "facebook/musicgen-stereo-melody-large", "695b0f6bbdd736edea7dc0fbafcf2fdd4d6cc9d2"),
+        # --- ACE-Step 1.5 (diffusers AceStepPipeline) -------------------------------------------------------------
+        # Random weights, the classes and layout of the published repository (tunereel/tiny.py); float32.
+        MusicPreset("tiny-ace-step", "local:tiny-ace-step", allow_patterns=(), license="none (random weights)",
+                    docs="tunereel/tiny.py", family="ace-step", model_class="AceStepPipeline", processor_class="",
+                    channels=2, dtype="float32", guidance_scale=1.0, do_sample=False, top_k=0, max_seconds=600.0,
+                    num_inference_steps=8, shift=3.0, memory="full"),  # fmt: skip
+        # Settings: [ace-docs] huggingface/diffusers docs/source/en/api/pipelines/ace_step.md (variant table: turbo =
+        # guidance-distilled, CFG off, 8 steps, shift 3.0, repo ACE-Step/acestep-v15-xl-turbo-diffusers) and the
+        # AceStepPipeline docstring example (bfloat16, 8 steps, 48 kHz stereo out); the pipeline forces guidance 1.0
+        # on turbo checkpoints. Song length 10 s .. 10 min in one pass: the ACE-Step 1.5 model card. Licence: MIT
+        # (ACE-Step 1.5 model card; the Qwen3-Embedding text encoder inside is Apache-2.0).
+        MusicPreset("ace-step-xl-turbo", "ACE-Step/acestep-v15-xl-turbo-diffusers", allow_patterns=_ACE_STEP_FILES,
+                    license="MIT (ACE-Step 1.5 model card; its Qwen3 text encoder: Apache-2.0)",
+                    docs="[ace-docs] diffusers api/pipelines/ace_step.md variant table + AceStepPipeline example",
+                    family="ace-step", model_class="AceStepPipeline", processor_class="", channels=2,
+                    dtype="bfloat16", guidance_scale=1.0, do_sample=False, top_k=0, max_seconds=600.0,
+                    num_inference_steps=8, shift=3.0),  # fmt: skip
     )
 }
 
@@ -319,6 +371,51 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
         ),
     )
 }
+
+# --- LTX-2 ---------------------------------------------------------------------------------------------------------
+# Audio held fixed while the video is generated: in diffusers 0.42.1 only the DFR pipelines take `freeze_audio`
+# (LTX2DFRPipeline.__call__: `audio_latents` + `freeze_audio=True` keep the audio stream at sigma 0 while the video
+# cross-attends to it); LTX2Pipeline / LTX2ConditionPipeline take `audio_latents` but denoise them again. The DFR
+# pass has no classifier-free guidance: it runs the distilled sigma schedule (diffusers pipelines/ltx2/utils.py
+# DISTILLED_SIGMA_VALUES, the DFR default) and, with keyframe slots, needs a transformer with
+# `use_keyframes_abs_pos_embedding` (LTX-2.5 and later). So the preset is LTX-2.5: [ltx2-docs] the LTX2DFRPipeline
+# docstring example (Lightricks/LTX-2.5-Diffusers, bfloat16, enable_model_cpu_offload, 121 frames, 24 fps).
+# Lightricks/LTX-2 (2.0, dev weights needing guidance) has no audio-frozen path in diffusers and is not offered.
+_LTX2_LICENSE = (
+    "LTX-2 Community License (model card, gated repository): free use only below the licence's revenue threshold; "
+    "larger companies and competing products need a paid commercial licence from Lightricks"
+)
+_LTX2_DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
+# The prompt enhancer (a second, Gemma 4 model) and its processor are optional components the service never uses:
+# neither fetched nor loaded. The duration head (small) only predicts a length, which tunereel always gives.
+_LTX2_FILES = ("model_index.json", "scheduler/*", "text_encoder/*", "tokenizer/*", "connectors/*", "transformer/*",
+               "vae/*", "audio_vae/*", "vocoder/*", "duration_head/*")  # fmt: skip
+VIDEO_PRESETS.update(
+    {
+        preset.name: preset
+        for preset in (
+            VideoPreset(
+                "tiny-ltx2", "local:tiny-ltx2", dtype="float32", family="ltx2", pipeline_class="LTX2DFRPipeline",
+                num_inference_steps=len(_LTX2_DISTILLED_SIGMAS), sigmas=_LTX2_DISTILLED_SIGMAS, guidance_scale=1.0,
+                max_sequence_length=128, max_frames=121, docs="tunereel/tiny.py", license="random weights",
+                audio_sample_rate=16000,
+                continuation="video", overlap_frames=1, blend_frames=0,
+            ),
+            VideoPreset(
+                "ltx-2.5", "Lightricks/LTX-2.5-Diffusers", allow_patterns=_LTX2_FILES, license=_LTX2_LICENSE,
+                docs="[ltx2-docs] LTX2DFRPipeline example; diffusers pipelines/ltx2/utils.py DISTILLED_SIGMA_VALUES",
+                family="ltx2", pipeline_class="LTX2DFRPipeline", dtype="bfloat16", audio_sample_rate=16000,
+                num_inference_steps=len(_LTX2_DISTILLED_SIGMAS), sigmas=_LTX2_DISTILLED_SIGMAS,  # the DFR default
+                guidance_scale=1.0,  # no CFG in the DFR pass (distilled)
+                decode_timestep=0.0, decode_noise_scale=None,  # LTX2DFRPipeline defaults
+                max_sequence_length=1024,  # LTX2DFRPipeline default (Gemma prompt tokens)
+                max_frames=121,  # the example's pass length; longer videos are passes cut at the seams
+                continuation="video", overlap_frames=1, blend_frames=0,
+                transformer_params=19.0e9, text_encoder_params=12.0e9,  # LTX-2 19B; Gemma 3 12B text encoder
+            ),
+        )
+    }
+)
 
 # The preset the GPU images and overlay default to (see VideoPreset "ltx-2b-distilled": fits a 24 GB L4 in "full").
 DEFAULT_GPU_VIDEO_PRESET = "ltx-2b-distilled"

@@ -89,6 +89,12 @@ class GenerationRequest(BaseModel):
     normalize: bool = Field(default=False, description="With a song: bring it to -14 LUFS (default: keep it as mastered).")
     melody: str | None = Field(default=None, description="Upload id of a melody to follow (melody music presets only).")
     image: str | None = Field(default=None, description="Upload id of an image the video starts from (frame 0).")
+    # Singing music models only (ACE-Step presets); a model that does not sing answers 400 naming `lyrics`.
+    lyrics: str | None = Field(default=None, max_length=4000,
+                               description="Song lyrics ([verse], [chorus] tags allowed); singing music models only.")
+    vocal_language: str | None = Field(default=None, max_length=16, description="Language code of the lyrics, e.g. 'en'.")
+    key: str | None = Field(default=None, max_length=32, description="Musical key, e.g. 'C major' (singing models).")
+    time_signature: str | None = Field(default=None, max_length=8, description="Beats per bar, e.g. '4' (singing models).")
 
     @field_validator("duration")
     @classmethod
@@ -115,7 +121,7 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"must be a multiple of {LIMITS.size_multiple} (got {value})")
         return value
 
-    @field_validator("mood")
+    @field_validator("mood", "lyrics", "vocal_language", "key", "time_signature")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value or None

@@ -412,6 +412,136 @@ def build_tiny_ltx_upsampler(out_dir: Path, seed: int = 0) -> Path:
     return Path(out_dir)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# ACE-Step 1.5 (diffusers AceStepPipeline), laid out as ACE-Step/acestep-v15-xl-turbo-diffusers: model_index.json with
+# vae (AutoencoderOobleck), text_encoder (transformers Qwen3Model, the real one is Qwen3-Embedding-0.6B), tokenizer,
+# transformer (AceStepTransformer1DModel, turbo), condition_encoder, scheduler (FlowMatchEulerDiscreteScheduler with
+# num_train_timesteps 1 and shift 1.0: the pipeline passes its own sigmas). Kept as the real one: 48 kHz stereo out
+# and 25 latent frames per second (the VAE downsamples by 2·4·4·6·10 = 1920); 8 acoustic channels are shrunk.
+# ---------------------------------------------------------------------------------------------------------------
+ACE_STEP_DIRNAME = "tiny-ace-step"
+ACE_STEP_TRANSFORMER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, head_dim=8, in_channels=24, audio_acoustic_hidden_dim=8,
+                            patch_size=2, rope_theta=10000.0, sliding_window=16, is_turbo=True)  # fmt: skip
+ACE_STEP_TEXT_ENCODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, head_dim=8, max_position_embeddings=4096)  # fmt: skip
+ACE_STEP_CONDITION_ENCODER = dict(hidden_size=32, intermediate_size=64, text_hidden_dim=32, timbre_hidden_dim=8,
+                                  num_lyric_encoder_hidden_layers=2, num_timbre_encoder_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
+                                  sliding_window=16)  # fmt: skip
+ACE_STEP_VAE = dict(encoder_hidden_size=6, downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 1, 1, 1, 1],
+                    decoder_channels=3, decoder_input_channels=8, audio_channels=2, sampling_rate=48000)  # fmt: skip
+ACE_STEP_SCHEDULER = dict(num_train_timesteps=1, shift=1.0)  # AceStepPipeline's docstring: it passes its own sigmas
+
+
+def fast_word_tokenizer(model_max_length: int, special: dict[str, str], padding_side: str = "right"):
+    """A `PreTrainedTokenizerFast` over the small word list (built offline with the `tokenizers` library): stands in
+    for the Qwen / Gemma tokenizers, whose vocabularies are not reachable here. `special` maps the tokenizer's
+    special-token roles (pad_token, eos_token, ...) to their strings; they get the first ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(dict.fromkeys([*special.values(), "<unk>", *_WORDS, *_PUNCT, *_DIGITS]))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", model_max_length=model_max_length,
+                                   padding_side=padding_side, **special)  # fmt: skip
+
+
+def build_tiny_ace_step(out_dir: Path, seed: int = 0) -> Path:
+    """Save a random-weight AceStepPipeline (turbo-shaped) into `out_dir`; returns `out_dir`."""
+    from diffusers import AceStepPipeline, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step import AceStepConditionEncoder
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = fast_word_tokenizer(4096, {"pad_token": "<|endoftext|>", "eos_token": "<|endoftext|>"})
+    torch.manual_seed(seed)
+    AceStepPipeline(
+        vae=AutoencoderOobleck(**ACE_STEP_VAE).eval(),
+        text_encoder=Qwen3Model(Qwen3Config(**ACE_STEP_TEXT_ENCODER, vocab_size=len(tokenizer))).eval(),
+        tokenizer=tokenizer,
+        transformer=AceStepTransformer1DModel(**ACE_STEP_TRANSFORMER).eval(),
+        condition_encoder=AceStepConditionEncoder(**ACE_STEP_CONDITION_ENCODER).eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**ACE_STEP_SCHEDULER),
+    ).save_pretrained(Path(out_dir))
+    return Path(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LTX-2.5 (diffusers LTX2DFRPipeline), laid out as Lightricks/LTX-2.5-Diffusers: scheduler, vae
+# (AutoencoderKLLTX2Video: 32x spatial, 8x temporal as the real one), audio_vae (AutoencoderKLLTX2Audio: 16 kHz, hop
+# 160, 64 mel bins as the real one, so 25 audio latents per second), text_encoder (Gemma3ForConditionalGeneration),
+# tokenizer, connectors (LTX2TextConnectors), transformer (LTX2VideoTransformer3DModel with keyframe slots, as 2.5),
+# vocoder (LTX2Vocoder). Channels and layers shrunk.
+# ---------------------------------------------------------------------------------------------------------------
+LTX2_DIRNAME = "tiny-ltx2"
+LTX2_TEXT_ENCODER = dict(
+    text_config=dict(hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, head_dim=8, sliding_window=16, max_position_embeddings=1024),
+    vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=28, patch_size=14),
+    mm_tokens_per_image=4,
+)  # fmt: skip
+LTX2_TRANSFORMER = dict(in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2,
+                        attention_head_dim=8, cross_attention_dim=16, audio_in_channels=32, audio_out_channels=32,
+                        audio_num_attention_heads=2, audio_attention_head_dim=4, audio_cross_attention_dim=8,
+                        num_layers=1, qk_norm="rms_norm_across_heads", caption_channels=32,
+                        rope_double_precision=False, rope_type="split", vae_scale_factors=(8, 32, 32),
+                        use_keyframes_abs_pos_embedding=True)  # fmt: skip
+LTX2_CONNECTORS = dict(caption_channels=32, text_proj_in_factor=3, video_connector_num_attention_heads=4,
+                       video_connector_attention_head_dim=8, video_connector_num_layers=1,
+                       video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=4,
+                       audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+                       audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32,
+                       rope_theta=10000.0, rope_double_precision=False, causal_temporal_positioning=False,
+                       rope_type="split")  # fmt: skip
+LTX2_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(4, 8, 16, 32),
+                decoder_block_out_channels=(8, 16, 32), layers_per_block=(1, 1, 1, 1, 1),
+                decoder_layers_per_block=(1, 1, 1, 1), timestep_conditioning=False, patch_size=4, patch_size_t=1,
+                spatial_compression_ratio=32, temporal_compression_ratio=8)  # fmt: skip
+# latent channels x mel bins / 4 = the packed audio width = base_channels (its latent statistics) = audio_in_channels
+LTX2_AUDIO_VAE = dict(base_channels=32, output_channels=2, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=None,
+                      in_channels=2, resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height",
+                      mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True,
+                      mel_bins=64)  # fmt: skip
+LTX2_VOCODER = dict(in_channels=2 * 64, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[4, 4],
+                    upsample_factors=[2, 2], resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]],
+                    leaky_relu_negative_slope=0.1, output_sampling_rate=16000)  # fmt: skip
+
+
+def build_tiny_ltx2(out_dir: Path, seed: int = 0) -> Path:
+    """Save a random-weight LTX2DFRPipeline (LTX-2.5-shaped) into `out_dir`; returns `out_dir`."""
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2DFRPipeline,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    tokenizer = fast_word_tokenizer(1024, {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>"}, "left")
+    torch.manual_seed(seed)
+    text_config = {**LTX2_TEXT_ENCODER["text_config"], "vocab_size": len(tokenizer)}
+    transformer = LTX2VideoTransformer3DModel(**LTX2_TRANSFORMER).eval()
+    with torch.no_grad():
+        transformer.keyframes_abs_pos_embedding.normal_(std=0.1)  # zeros at init: a slot marker that marks nothing
+    LTX2DFRPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=AutoencoderKLLTX2Video(**LTX2_VAE).eval(),
+        audio_vae=AutoencoderKLLTX2Audio(**LTX2_AUDIO_VAE).eval(),
+        text_encoder=Gemma3ForConditionalGeneration(Gemma3Config(**{**LTX2_TEXT_ENCODER, "text_config": text_config})).eval(),
+        tokenizer=tokenizer,
+        connectors=LTX2TextConnectors(**LTX2_CONNECTORS).eval(),
+        transformer=transformer,
+        vocoder=LTX2Vocoder(**LTX2_VOCODER).eval(),
+    ).save_pretrained(Path(out_dir))
+    return Path(out_dir)
+
+
 def _inverse_candidates(key: str, renames: list[tuple[str, str]]) -> list[str]:
     """Every key that undoing any subset of `renames` (diffusers name → original name) can give."""
     out = {key}
@@ -493,6 +623,8 @@ _HUB_BUILDS = {
     "Lightricks/LTX-Video-0.9.7-distilled": lambda out: build_tiny_ltx_095(out),
     "Lightricks/LTX-Video-0.9.8-13B-distilled": lambda out: build_tiny_ltx_095(out),
     "Lightricks/ltxv-spatial-upscaler-0.9.7": lambda out: build_tiny_ltx_upsampler(out),
+    "Lightricks/LTX-2.5-Diffusers": lambda out: build_tiny_ltx2(out),
+    "ACE-Step/acestep-v15-xl-turbo-diffusers": lambda out: build_tiny_ace_step(out),
 }
 
 
@@ -513,8 +645,12 @@ def write_fake_hub_cache(cache_dir: Path, presets=None) -> dict[str, Path]:
     from tunereel.presets import VIDEO_PRESETS
 
     wanted: dict[str, tuple[str | None, set[str]]] = {}
+    from tunereel.catalog import repositories
+
     for preset in (presets or VIDEO_PRESETS.values()):
-        for repo, revision, patterns in preset.downloads():
+        if preset.source.startswith("local:"):
+            continue
+        for repo, revision, patterns in repositories(preset):
             rev, pats = wanted.setdefault(repo, (revision, set()))
             pats.update(patterns)
     snapshots = {}
@@ -539,7 +675,8 @@ def write_fake_hub_cache(cache_dir: Path, presets=None) -> dict[str, Path]:
     return snapshots
 
 
-_BUILDERS = {"musicgen": (MUSICGEN_DIRNAME, build_tiny_musicgen), "ltx": (LTX_DIRNAME, build_tiny_ltx)}
+_BUILDERS = {"musicgen": (MUSICGEN_DIRNAME, build_tiny_musicgen), "ltx": (LTX_DIRNAME, build_tiny_ltx),
+             "ace-step": (ACE_STEP_DIRNAME, build_tiny_ace_step), "ltx2": (LTX2_DIRNAME, build_tiny_ltx2)}  # fmt: skip
 
 
 def ensure_tiny_models(models_dir: Path) -> dict[str, Path]:

@@ -57,6 +57,10 @@ def request_to_proto(request: GenerationRequest) -> common_pb2.GenerationRequest
         normalize=request.normalize,
         melody=request.melody or "",
         image=request.image or "",
+        lyrics=request.lyrics or "",
+        vocal_language=request.vocal_language or "",
+        key=request.key or "",
+        time_signature=request.time_signature or "",
     )
     if request.tempo_bpm is not None:
         message.tempo_bpm = request.tempo_bpm
@@ -76,6 +80,9 @@ def request_from_proto(message: common_pb2.GenerationRequest) -> dict:
         "music_model": message.music_model or None,
         "video_model": message.video_model or None,
     }
+    for name in ("lyrics", "vocal_language", "key", "time_signature"):  # singing models' fields: empty = unset
+        if getattr(message, name):
+            data[name] = getattr(message, name)
     if message.HasField("tempo_bpm"):
         data["tempo_bpm"] = message.tempo_bpm
     if message.HasField("seed"):

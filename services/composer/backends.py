@@ -245,7 +245,9 @@ def _frame_piece(
 # ------------------------------------------------------------------------------------------------ the backends
 # A backend's field names → the request's (the gateway and the composer name fields as the user wrote them).
 _REQUEST_FIELDS = {"duration_seconds": "duration", "num_frames": "duration", "width": "width", "height": "height",
-                   "fps": "fps", "seed": "seed", "melody_pcm": "melody", "image": "image"}  # fmt: skip
+                   "fps": "fps", "seed": "seed", "melody_pcm": "melody", "image": "image", "lyrics": "lyrics",
+                   "vocal_language": "vocal_language", "key": "key", "time_signature": "time_signature",
+                   "bpm": "tempo_bpm"}  # fmt: skip
 
 
 @dataclass
@@ -318,22 +320,29 @@ class GrpcSource:
 
 
 def music_source(backends: Backends, *, prompt: str, duration_seconds: float, seed: int, model: str, timeout: float,
-                 name: str = "music", melody_pcm: bytes = b"") -> GrpcSource:  # fmt: skip
-    """The audio of one composition from MusicService (following a melody: float32 mono 32 kHz PCM, if given)."""
+                 name: str = "music", melody_pcm: bytes = b"", song: dict | None = None) -> GrpcSource:  # fmt: skip
+    """The audio of one composition from MusicService (following a melody: float32 mono 32 kHz PCM, if given).
+    `song`: the singing models' fields of GenerateMusicRequest (lyrics, vocal_language, key, time_signature, bpm),
+    passed through; the music service rejects what its model cannot do, naming the field."""
     request = music_pb2.GenerateMusicRequest(prompt=prompt, duration_seconds=duration_seconds, seed=seed, model=model,
-                                             melody_pcm=melody_pcm)  # fmt: skip
+                                             melody_pcm=melody_pcm, **(song or {}))  # fmt: skip
     call = functools.partial(backends.music_stub.GenerateMusic, request, timeout=timeout, metadata=backends.metadata)
     return GrpcSource(name, backends.music, call, functools.partial(audio_events, name))
+
+
+def video_request(prompt: str, expected: ExpectedVideo, seed: int, model: str,
+                  image: bytes = b"") -> video_pb2.GenerateVideoRequest:  # fmt: skip
+    return video_pb2.GenerateVideoRequest(
+        prompt=prompt, width=expected.width, height=expected.height, fps=expected.fps, num_frames=expected.frame_count,
+        seed=seed, model=model, image=image,
+    )  # fmt: skip
 
 
 def video_source(backends: Backends, *, prompt: str, expected: ExpectedVideo, seed: int, model: str, timeout: float,
                  name: str = "video", image: bytes = b"") -> GrpcSource:  # fmt: skip
     """The frames of one video request (today the whole composition; later one shot) from VideoService; `image`
     (PNG of the frame's size) is the first frame's condition."""
-    request = video_pb2.GenerateVideoRequest(
-        prompt=prompt, width=expected.width, height=expected.height, fps=expected.fps, num_frames=expected.frame_count,
-        seed=seed, model=model, image=image,
-    )  # fmt: skip
+    request = video_request(prompt, expected, seed, model, image=image)
     call = functools.partial(backends.video_stub.GenerateVideo, request, timeout=timeout, metadata=backends.metadata)
     return GrpcSource(name, backends.video, call, lambda messages: video_events(name, messages, expected))
 

@@ -55,8 +55,10 @@ from .backends import (
     Source,
     VideoHeader,
     music_source,
+    video_request,
     video_source,
 )
+from .hearing import listening_sources
 from .errors import ComposeError, InvalidAudio, MuxFailed, OutOfSpace, StorageFailed, is_disk_full
 from .muxer import AudioSpec, Mp4Muxer, MuxError, MuxResult, VideoSpec
 from .song import SongSource, frame_image, melody_pcm
@@ -91,17 +93,25 @@ class Composer:
         work_dir.mkdir(parents=True, exist_ok=True)
 
     def sources(self, request: GenerationRequest, seed: int, timeout: float) -> tuple[Source, Source]:
-        """The audio source (the user's song, or MusicService — guided by a melody clip if one is given) and the
-        video source (starting from the user's image, if one is given) of one composition."""
+        """The audio source (the user's song, or MusicService — guided by a melody clip, or singing lyrics, if given)
+        and the video source (starting from the user's image, if one is given) of one composition."""
         uploads = self.uploads_of(request)
         if "song" in uploads:
             music: Source = SongSource(uploads["song"], start_s=request.start, seconds=request.exact_duration)
         else:
             melody = melody_pcm(uploads["melody"]) if "melody" in uploads else b""
+            song = dict(lyrics=request.lyrics or "", vocal_language=request.vocal_language or "", key=request.key or "",
+                        time_signature=request.time_signature or "", bpm=request.tempo_bpm or 0)  # fmt: skip
             music = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
-                                 seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody)  # fmt: skip
+                                 seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody,
+                                 song=song)  # fmt: skip
         image = frame_image(uploads["image"], request.width, request.height) if "image" in uploads else b""
         expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
+        # A video preset that hears the music (LTX-2) gets the music of its span with its request (hearing.py).
+        heard = listening_sources(self.backends, music, video_request(request.video_prompt, expected, seed,
+                                  request.video_model or "", image=image), expected=expected, timeout=timeout)  # fmt: skip
+        if heard is not None:
+            return heard
         video = video_source(self.backends, prompt=request.video_prompt, expected=expected, seed=seed,
                              model=request.video_model or "", timeout=timeout, image=image)  # fmt: skip
         return music, video

@@ -8,31 +8,62 @@ import grpc
 
 from tunereel import rpc_errors, wire
 from tunereel.model_host import ModelHost, ProgressThrottle, model_main, progress, segment_progress, serve_model
-from tunereel.presets import music_preset
+from tunereel.presets import MusicPreset, music_preset
 from tunereel.serving import GrpcServer
 from tunereel.v1 import common_pb2, music_pb2, music_pb2_grpc
 
+from .ace_step import AceStepMusic, SongConditions
 from .pipeline import InvalidMusicInput, MusicPipeline
 
 SERVICE_NAME = music_pb2.DESCRIPTOR.services_by_name["MusicService"].full_name
 
 
+def load_music(preset: MusicPreset, models_dir: Path | None) -> MusicPipeline | AceStepMusic:
+    """The pipeline of the preset's family: one service serves one family's presets, the preset says which."""
+    family = {"musicgen": MusicPipeline, "ace-step": AceStepMusic}[preset.family]
+    return family.from_preset(preset, models_dir)
+
+
+def song_conditions(request: music_pb2.GenerateMusicRequest, sings: bool, preset: str, context: grpc.ServicerContext):
+    """The singing models' fields of `request`; for a model that does not sing, any of them is INVALID_ARGUMENT."""
+    conditions = SongConditions(request.lyrics, request.vocal_language, request.key, request.time_signature, request.bpm)
+    if not sings:
+        for name in ("lyrics", "vocal_language", "key", "time_signature"):
+            if getattr(conditions, name):
+                rpc_errors.abort_invalid_field(
+                    context, name, f"{name}: this model does not sing (music preset {preset!r} makes instrumentals); "
+                    f"use a singing preset such as 'ace-step-xl-turbo'"
+                )  # fmt: skip
+    if conditions.bpm and not 40 <= conditions.bpm <= 240:
+        rpc_errors.abort_invalid_field(context, "bpm", f"bpm: must be within 40..240 (got {conditions.bpm})")
+    return conditions
+
+
 class MusicServicer(music_pb2_grpc.MusicServiceServicer):
     def __init__(self, preset_name: str, weights: str | None = None):
-        self.host: ModelHost[MusicPipeline] = ModelHost(
-            "music", preset_name, lambda name, models_dir: MusicPipeline.from_preset(music_preset(name, weights), models_dir)
+        self.preset_name = preset_name
+        self.host: ModelHost[MusicPipeline | AceStepMusic] = ModelHost(
+            "music", preset_name, lambda name, models_dir: load_music(music_preset(name, weights), models_dir)
         )
 
     def GenerateMusic(self, request: music_pb2.GenerateMusicRequest, context: grpc.ServicerContext):
         self.host.check_prompt_length(context, prompt=request.prompt)
         pipeline = self.host.ready_pipeline(request.model, context)
         guidance = request.guidance_scale or None
+        sings = isinstance(pipeline, AceStepMusic)
+        conditions = song_conditions(request, sings, request.model or self.preset_name, context)
+        extra = {"conditions": conditions} if sings else {}  # MusicGen's tempo is in its prompt
         try:
-            pipeline.check_inputs(request.prompt, request.duration_seconds, guidance)
+            pipeline.check_inputs(request.prompt, request.duration_seconds, guidance, **extra)
             if len(request.melody_pcm) % 4:
                 raise InvalidMusicInput("melody_pcm", "must be whole float32 samples")
             melody = wire.pcm_from_bytes(request.melody_pcm, 1)[:, 0] if request.melody_pcm else None
-            pipeline.check_melody(melody)
+            if sings and melody is not None:  # ACE-Step's "cover" task takes reference audio; not wired yet
+                raise InvalidMusicInput("melody_pcm", "only the MusicGen melody presets follow a melody; this replica "
+                                                      f"serves {pipeline.model_id}")  # fmt: skip
+            if melody is not None:
+                pipeline.check_melody(melody)
+                extra["melody"] = melody
         except InvalidMusicInput as error:
             rpc_errors.abort_invalid_field(context, error.field, str(error))
         if not 0 <= request.seed <= 2**32 - 1:
@@ -53,11 +84,11 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
                 request.duration_seconds,
                 seed=request.seed,
                 guidance_scale=guidance,
+                **extra,
                 on_progress=ProgressThrottle(lambda report: emit(
                     music_pb2.GenerateMusicResponse(progress=segment_progress(common_pb2.STAGE_MUSIC, report, "generating"))
                 )),  # fmt: skip
                 interrupt=cancelled,
-                melody=melody,
             )
             for piece in pieces:
                 for start in range(0, piece.audio.shape[0], wire.AUDIO_CHUNK_SAMPLES):
@@ -87,7 +118,7 @@ def serve(preset: str, *, host: str, port: int, models_dir: Path | None, weights
 
 
 def main(argv: list[str] | None = None) -> int:
-    return model_main("music", "MusicService (MusicGen)", 50051, serve, argv)
+    return model_main("music", "MusicService (MusicGen, ACE-Step)", 50051, serve, argv)
 
 
 if __name__ == "__main__":

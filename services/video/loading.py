@@ -137,6 +137,11 @@ def apply_memory_mode(pipe, mode: str, device: torch.device, dtype: torch.dtype)
         apply_group_offloading(pipe.text_encoder, onload_device=device, offload_type="block_level",
                                num_blocks_per_group=2)  # fmt: skip
         apply_group_offloading(pipe.vae, onload_device=device, offload_type="leaf_level")
+        # LTX-2's other parts (audio VAE, vocoder, text connectors: small) stay on the GPU.
+        for name in ("audio_vae", "vocoder", "connectors"):
+            component = getattr(pipe, name, None)
+            if isinstance(component, torch.nn.Module):
+                component.to(device)
     else:
         check_memory_mode(mode)
         raise ValueError(f"memory mode {mode!r} cannot be applied")

@@ -6,13 +6,15 @@ import os
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 from tunereel import rpc_errors, wire
 from tunereel.model_host import ModelHost, ProgressThrottle, model_main, progress, segment_progress, serve_model
-from tunereel.presets import video_preset
+from tunereel.presets import UnknownPreset, VideoPreset, video_preset
 from tunereel.serving import GrpcServer
 from tunereel.v1 import common_pb2, video_pb2, video_pb2_grpc
 
+from .ltx2 import AudioClip, Ltx2Video
 from .pipeline import InvalidVideoInput, VideoPipeline, fit_condition_image
 
 SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
@@ -25,18 +27,44 @@ QUALITY_ENV = "TUNEREEL_VIDEO_QUALITY"
 MEMORY_ENV = "TUNEREEL_VIDEO_MEMORY"
 
 
+def load_video(preset: VideoPreset, models_dir: Path | None, *, quality: str, memory: str) -> VideoPipeline | Ltx2Video:
+    """The pipeline of the preset's family: one service serves one family's presets, the preset says which."""
+    family = {"ltx": VideoPipeline, "ltx2": Ltx2Video}[preset.family]
+    return family.from_preset(preset, models_dir, quality=quality, memory=memory)
+
+
+def heard_audio(request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext) -> AudioClip | None:
+    """The request's music slice, checked; None when it carries none."""
+    if not request.HasField("audio"):
+        return None
+    slice_ = request.audio
+    if slice_.channels not in (1, 2) or not 8000 <= slice_.sample_rate <= 192000 or len(slice_.pcm) % (4 * slice_.channels):
+        rpc_errors.abort_invalid_field(context, "audio", "audio: needs 1 or 2 channels, a sample rate within "
+                                       "8000..192000 and whole float32 frames")  # fmt: skip
+    pcm = np.frombuffer(slice_.pcm, dtype="<f4").reshape(-1, slice_.channels)
+    return AudioClip(pcm, slice_.sample_rate)
+
+
 class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     def __init__(self, preset_name: str, weights: str | None = None, *, quality: str | None = None,
                  memory: str | None = None):  # fmt: skip
+        self.preset_name, self.weights = preset_name, weights
         quality = quality or os.environ.get(QUALITY_ENV, "draft")
         memory = memory or os.environ.get(MEMORY_ENV, "auto")
         self.host: ModelHost[VideoPipeline] = ModelHost(
             "video", preset_name,
-            lambda name, models_dir: VideoPipeline.from_preset(
-                video_preset(name, weights), models_dir, quality=quality, memory=memory
-            ),
+            lambda name, models_dir: load_video(video_preset(name, weights), models_dir, quality=quality, memory=memory),
             memory_setting=MEMORY_ENV,
         )  # fmt: skip
+
+    def DescribeModel(self, request: video_pb2.DescribeModelRequest, context: grpc.ServicerContext) -> video_pb2.VideoModelInfo:
+        try:
+            p = video_preset(self.preset_name, self.weights)
+        except UnknownPreset as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, error.message)
+        return video_pb2.VideoModelInfo(preset=p.name, family=p.family, hears_audio=p.hears_audio,
+                                        audio_sample_rate=p.audio_sample_rate, max_frames_per_pass=p.max_frames,
+                                        license=p.license)  # fmt: skip
 
     def GenerateVideo(self, request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext):
         self.host.check_prompt_length(context, prompt=request.prompt, negative_prompt=request.negative_prompt)
@@ -62,6 +90,17 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             seed=request.seed,
         )
 
+        hears = isinstance(pipeline, Ltx2Video)
+        extra = {"audio": heard_audio(request, context)} if hears else {}
+        if image is not None:
+            if hears:  # LTX-2's image-to-video pipeline does not hold the music fixed
+                rpc_errors.abort_invalid_field(context, "image", f"image: preset {pipeline.preset.name!r} does not "
+                                               "start from an image yet")  # fmt: skip
+            extra["image"] = image
+        if hears and extra["audio"] is None:
+            rpc_errors.abort_invalid_field(context, "audio", f"audio: preset {pipeline.preset.name!r} generates the "
+                                           "video hearing its music; send the music it covers (GenerateVideoRequest.audio)")  # fmt: skip
+
         def generate(emit, cancelled) -> None:
             # Segment by segment: each segment's frames go out as soon as it is made (tunereel.segments).
             pieces = pipeline.stream(
@@ -74,11 +113,11 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
                 seed=request.seed,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
+                **extra,
                 on_progress=ProgressThrottle(lambda report: emit(
                     video_pb2.GenerateVideoResponse(progress=segment_progress(common_pb2.STAGE_VIDEO, report, "denoising"))
                 )),  # fmt: skip
                 interrupt=cancelled,
-                image=image,
             )
             for piece in pieces:
                 for index, frame in enumerate(piece.frames, start=piece.start):
@@ -106,7 +145,7 @@ def serve(preset: str, *, host: str, port: int, models_dir: Path | None, weights
 
 
 def main(argv: list[str] | None = None) -> int:
-    return model_main("video", "VideoService (LTX-Video)", 50052, serve, argv)
+    return model_main("video", "VideoService (LTX-Video, LTX-2)", 50052, serve, argv)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,14 @@ def test_bad_input_gets_4xx_naming_the_field(client, body, status, field):
     assert field in reply.json()["error"]
 
 
+def test_lyrics_for_a_model_that_does_not_sing_get_400_naming_the_field(client):
+    reply = client.post("/generate_content", json={**PROTOTYPE, "duration": 1, "width": 64, "height": 64,
+                                                   "lyrics": "[verse]\nla la la"})  # fmt: skip
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["field"] == "lyrics"
+    assert "does not sing" in reply.json()["error"]
+
+
 @pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"", b'"pop"'])
 def test_body_that_is_not_a_json_object_gets_400(client, raw):
     reply = client.post("/generate_content", content=raw, headers={"Content-Type": "application/json"})

@@ -42,3 +42,16 @@ def test_full_size_configs_are_the_published_architectures(bench):
     with init_empty_weights():
         params = sum(p.numel() for p in LTXVideoTransformer3DModel(**bench.LTX_TRANSFORMER_13B).parameters())
     assert 12.5e9 < params < 14.5e9  # "13B"
+
+
+def test_tiny_run_covers_ltx2_and_ace_step(bench):
+    """The LTX-2 and ACE-Step presets through the services' own pipelines, random weights from the tiny builds'
+    configs (the same code path builds the full-size models from the published repositories' configs)."""
+    rows = bench.main(["--tiny", "--device", "cpu", "--preset", "ltx-2.5", "--width", "64", "--height", "64",
+                       "--frames", "9", "--modes", "full", "--music-preset", "ace-step-xl-turbo",
+                       "--music-seconds", "2"])  # fmt: skip
+    video, music = rows
+    assert "error" not in video and video["preset"] == "ltx-2.5" and video["frames"] == 9 and video["steps"] == 8
+    assert 0 < video["denoise_s"] <= video["total_s"]
+    assert music["kind"] == "music" and music["seconds"] == 2.0 and music["steps"] == 8
+    assert 0 < music["denoise_s"] <= music["total_s"] and music["realtime_factor"] > 0

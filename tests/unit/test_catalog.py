@@ -67,7 +67,7 @@ def test_tunereel_models_lists_present_and_missing_weights(hf_home, models_dir):
     listed = _tunereel(["--json"], hf_home, models_dir)
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(r["kind"], r["preset"]) for r in rows] == [(k, p.name) for k, p in catalog.all_presets()]
-    assert {r["preset"] for r in rows if r["kind"] == "music" and r["complete"]} == {"tiny", "small", "melody"}
+    assert {r["preset"] for r in rows if r["kind"] == "music" and r["complete"]} == {"tiny", "tiny-ace-step", "small", "melody"}
 
 
 def test_tunereel_models_rejects_an_unknown_preset_in_one_line(hf_home, models_dir):

@@ -130,10 +130,11 @@ def test_ltx_is_seeded_noise(ltx):
 
 
 def test_ensure_returns_complete_folders(models):
-    assert set(models) == {"musicgen", "ltx"}
+    assert set(models) == {"musicgen", "ltx", "ace-step", "ltx2"}
     assert models["musicgen"].name == tiny.MUSICGEN_DIRNAME and models["ltx"].name == tiny.LTX_DIRNAME
     assert (models["musicgen"] / "model.safetensors").exists()
     assert (models["ltx"] / "model_index.json").exists()
+    assert (models["ace-step"] / "model_index.json").exists() and (models["ltx2"] / "audio_vae").is_dir()
     assert not [p for p in models["ltx"].parent.iterdir() if p.name.startswith(".")]  # no temp folders left
 
 
