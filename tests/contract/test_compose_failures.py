@@ -77,7 +77,9 @@ def healthy_backends(system):
 def assert_failed_at_once(system, job: jobs_pb2.Job, *words: str) -> None:
     assert job.state == jobs_pb2.JOB_STATE_FAILED, job
     assert job.attempts == 1, f"a deterministic failure was retried: {job}"
-    assert system["music"].calls == 1 and system["video"].calls == 1  # generated once, not again with the same seed
+    # Generated at most once, not again with the same seed (the other source may not have been called yet when the
+    # failing one ended the composition).
+    assert system["music"].calls <= 1 and system["video"].calls <= 1, (system["music"].calls, system["video"].calls)
     for word in words:
         assert word in job.error, job.error
     assert "stopped responding" not in job.error
