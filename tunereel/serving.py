@@ -87,14 +87,7 @@ def start_server(
     )
     register(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [*service_full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot bind {host}:{port}")
+    bound = _add_health_reflection_and_port(server, health_servicer, service_full_names, host, port)
     server.start()
     wrapped = GrpcServer(server, health_servicer, service_full_names, bound)
     wrapped.set_serving(False)
@@ -234,6 +227,19 @@ class SyncStreamBridge(grpc.aio.ServerInterceptor):
         return bridged
 
 
+
+def _add_health_reflection_and_port(server, health_servicer, service_full_names: Sequence[str], host: str, port: int) -> int:
+    """What every server of ours adds besides its own services: grpc.health.v1, reflection (grpcurl, Envoy), a port."""
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service_full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {host}:{port}")
+    return bound
+
 def start_async_server(
     register: Callable[[grpc.aio.Server], None],
     service_full_names: Sequence[str],
@@ -259,14 +265,7 @@ def start_async_server(
         )
         register(server)
         health_servicer = aio_health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [*service_full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            server,
-        )
-        bound = server.add_insecure_port(f"{host}:{port}")
-        if bound == 0:
-            raise OSError(f"cannot bind {host}:{port}")
+        bound = _add_health_reflection_and_port(server, health_servicer, service_full_names, host, port)
         await server.start()
         return server, health_servicer, bound
 
