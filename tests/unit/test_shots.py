@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mir_eval
 import numpy as np
 import pytest
 
@@ -121,10 +122,12 @@ def test_grid_song_through_the_analysis():
     total = round(len(song.pcm) / song.sample_rate * fps)
     shots = plan_shots(timeline, [Scene("a"), Scene("b")], cuts="bar", fps=fps, total_frames=total, seed=1)
     check_exact(shots, total)
-    for shot in shots[1:]:
-        assert np.min(np.abs(song.downbeats * fps - shot.start_frame)) <= 1.0
+    grid_end = song.beats[-1] + 0.5  # after the grid: a second of silence, where the tracker may still see a beat
+    cuts = np.array([s.start_frame for s in shots[1:] if s.start_s < grid_end])
+    assert np.abs(song.downbeats[:, None] * fps - cuts[None, :]).min(axis=0).max() <= 1.0  # each cut on a downbeat
+    assert np.abs(song.downbeats[1:, None] * fps - cuts[None, :]).min(axis=1).max() <= 1.0  # each downbeat a cut
     data = timeline_dict(timeline, shots, fps=fps, total_frames=total)
-    beats = np.array(data["beats"])
-    assert len(beats) == len(song.beats)
-    assert np.max(np.abs(beats - song.beats)) <= 0.05
+    assert mir_eval.beat.f_measure(song.beats, np.array(data["beats"])) >= 0.9
+    assert mir_eval.beat.f_measure(song.downbeats, np.array(data["downbeats"])) >= 0.9
     assert [s["index"] for s in data["shots"]] == list(range(len(shots)))
+    assert data["frames"] == total and data["shots"][-1]["end_frame"] == total
