@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tunereel.request import GenerationRequest, trusted_request
+from tunereel.request import GenerationRequest, SceneRequest, trusted_request
 from tunereel.v1 import common_pb2, jobs_pb2
 
 __all__ = [
@@ -52,6 +52,8 @@ def request_to_proto(request: GenerationRequest) -> common_pb2.GenerationRequest
         fps=request.fps,
         music_model=request.music_model or "",
         video_model=request.video_model or "",
+        cuts=common_pb2.Cuts.Value(f"CUTS_{request.cuts.upper()}"),
+        scenes=[scene_to_proto(scene) for scene in request.scenes or []],
     )
     if request.tempo_bpm is not None:
         message.tempo_bpm = request.tempo_bpm
@@ -78,6 +80,28 @@ def request_from_proto(message: common_pb2.GenerationRequest) -> dict:
     for name in ("width", "height", "fps"):
         if getattr(message, name):
             data[name] = getattr(message, name)
+    if message.cuts:
+        data["cuts"] = common_pb2.Cuts.Name(message.cuts).removeprefix("CUTS_").lower()
+    if message.scenes:
+        data["scenes"] = [scene_from_proto(scene) for scene in message.scenes]
+    return data
+
+
+def scene_to_proto(scene: SceneRequest) -> common_pb2.Scene:
+    message = common_pb2.Scene(prompt=scene.prompt)
+    if scene.section is not None:
+        message.section = scene.section
+    if scene.bars is not None:
+        message.first_bar, message.last_bar = scene.bars
+    return message
+
+
+def scene_from_proto(message: common_pb2.Scene) -> dict:
+    data: dict = {"prompt": message.prompt}
+    if message.HasField("section"):
+        data["section"] = message.section
+    if message.HasField("first_bar") or message.HasField("last_bar"):
+        data["bars"] = [message.first_bar, message.last_bar if message.HasField("last_bar") else message.first_bar]
     return data
 
 
