@@ -160,6 +160,7 @@ def serve(
     webhook_hosts: frozenset[str] = frozenset(),
     webhook_secret: str = "",
     api_keys: ApiKeys | None = None,
+    shot_workers: int = 2,
 ) -> Composed:
     """Composer, job service and job workers on one port; health mirrors the backends."""
     api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
@@ -176,7 +177,7 @@ def serve(
     )
     store.migrate()
     backends = Backends(music_target, video_target, api_key=api_keys.any_key)
-    composer = Composer(backends, settings.work_dir)
+    composer = Composer(backends, settings.work_dir, shot_workers=shot_workers)
     servicer = ComposerServicer(composer, max_concurrent=max_concurrent)
     jobs = JobServicer(store, api_keys, webhook_hosts=webhook_hosts, workers=job_workers)
 
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=env("TUNEREEL_DATABASE_URL"),
                         help="SQLAlchemy URL of the job store (postgresql://... for several replicas); default SQLite")
     parser.add_argument("--max-concurrent", type=int, default=2, help="direct Compose calls at once")
+    parser.add_argument("--shot-workers", type=int, default=int(env("TUNEREEL_SHOT_WORKERS", "2")),
+                        help="shots of one video made at once (about the number of video replicas)")
     parser.add_argument("--workers", type=int, default=int(env("TUNEREEL_JOB_WORKERS", "1")), help="jobs at once")
     parser.add_argument("--max-queue", type=int, default=int(env("TUNEREEL_MAX_QUEUE", "100")))
     parser.add_argument("--max-attempts", type=int, default=int(env("TUNEREEL_MAX_ATTEMPTS", "5")))
@@ -256,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             retention_hours=args.retention_hours,
             webhook_hosts=frozenset(h.strip().lower() for h in env("TUNEREEL_WEBHOOK_ALLOW", "").split(",") if h.strip()),
             webhook_secret=env("TUNEREEL_WEBHOOK_SECRET", ""),
+            shot_workers=args.shot_workers,
         )
     except InsecureBinding as error:
         print(f"error: {error}", file=sys.stderr)

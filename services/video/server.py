@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import grpc
@@ -23,6 +24,8 @@ SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 # (tunereel.memory: auto, full, model-offload, fp8, group-offload).
 QUALITY_ENV = "TUNEREEL_VIDEO_QUALITY"
 MEMORY_ENV = "TUNEREEL_VIDEO_MEMORY"
+# Which replica this is, in every VideoHeader (the composer's timeline says which replica made each shot).
+INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class VideoServicer(video_pb2_grpc.VideoServiceServicer):
@@ -58,6 +61,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             pixel_format="rgb24",
             model_id=pipeline.model_id,
             seed=request.seed,
+            instance_id=INSTANCE_ID,
         )
 
         def generate(emit, cancelled) -> None:
