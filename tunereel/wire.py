@@ -22,6 +22,8 @@ __all__ = [
     "request_field_path",
     "provenance_to_dict",
     "job_to_dict",
+    "timeline_to_proto",
+    "timeline_to_dict",
     "job_state_name",
     "job_state_value",
     "stage_name",
@@ -136,6 +138,41 @@ def provenance_to_dict(provenance: common_pb2.Provenance) -> dict:
         "music_prompt": provenance.music_prompt,
         "version": provenance.version,
     }
+
+
+def timeline_to_proto(timeline: dict) -> common_pb2.Timeline:
+    """A timeline (tunereel.shots.timeline_dict) as the proto."""
+    return common_pb2.Timeline(
+        tempo_bpm=timeline.get("tempo_bpm") or 0.0,
+        beats=timeline["beats"],
+        downbeats=timeline["downbeats"],
+        fps=timeline["fps"],
+        frame_count=timeline["frames"],
+        sections=[common_pb2.TimelineSection(index=s["index"], start_seconds=s["start_s"], end_seconds=s["end_s"],
+                                             first_bar=s["first_bar"], bar_count=s["bars"])
+                  for s in timeline["sections"]],
+        shots=[common_pb2.Shot(index=s["index"], scene=s["scene"], start_frame=s["start_frame"], end_frame=s["end_frame"],
+                               start_seconds=s["start_s"], end_seconds=s["end_s"], prompt=s["prompt"], seed=s["seed"],
+                               replica=s["replica"])
+               for s in timeline["shots"]],
+    )  # fmt: skip
+
+
+def timeline_to_dict(message: common_pb2.Timeline) -> dict:
+    """The proto as the HTTP API shows it (the same shape as tunereel.shots.timeline_dict)."""
+    return {
+        "duration_s": message.frame_count / message.fps if message.fps else 0.0,
+        "fps": message.fps,
+        "frames": message.frame_count,
+        "tempo_bpm": message.tempo_bpm or None,
+        "beats": list(message.beats),
+        "downbeats": list(message.downbeats),
+        "sections": [{"index": s.index, "start_s": s.start_seconds, "end_s": s.end_seconds, "first_bar": s.first_bar,
+                      "bars": s.bar_count} for s in message.sections],
+        "shots": [{"index": s.index, "scene": s.scene, "start_frame": s.start_frame, "end_frame": s.end_frame,
+                   "start_s": s.start_seconds, "end_s": s.end_seconds, "prompt": s.prompt, "seed": s.seed,
+                   "replica": s.replica} for s in message.shots],
+    }  # fmt: skip
 
 
 def job_state_name(state: int) -> str:

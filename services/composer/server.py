@@ -131,6 +131,7 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
                     duration_seconds=result.mux.video_duration_s,
                     audio_samples=result.mux.audio_samples,
                     sample_rate=result.sample_rate,
+                    timeline=wire.timeline_to_proto(result.timeline) if result.timeline else None,
                 )
             )
             with result.path.open("rb") as file:

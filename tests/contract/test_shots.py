@@ -206,3 +206,57 @@ def test_a_bar_range_past_the_song_fails_naming_the_field(stack):
     with pytest.raises(InvalidScenes) as error:
         compose(composer, duration=6, scenes=["a", {"prompt": "b", "bars": [30, 31]}])
     assert error.value.field == "scenes.1.bars" and "scenes.1.bars" in str(error.value)
+
+
+def test_the_timeline_is_served_over_grpc_and_http_and_stored_with_the_job(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tunereel.channels import open_channel
+    from tunereel.composer import server as composer_server
+    from tunereel.gateway.app import GatewaySettings, create_app
+    from tunereel.v1 import jobs_pb2, jobs_pb2_grpc
+
+    music, video = GridMusic(), ShotVideo("replica-a")
+    servers = [serve_fake(music), serve_fake(video)]
+    composer = composer_server.serve(host="127.0.0.1", port=0, music_target=f"127.0.0.1:{servers[0].port}",
+                                     video_target=f"127.0.0.1:{servers[1].port}", data_dir=tmp_path / "data")  # fmt: skip
+    channel = open_channel(f"127.0.0.1:{composer.port}")
+    try:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        body = {"genre": "pop", "duration": 10, "video_prompt": "x", "width": 64, "height": 64, "seed": 3,
+                "scenes": ["one", "two"], "cuts": "bar"}  # fmt: skip
+        job = stub.CreateJob(jobs_pb2.CreateJobRequest(request=wire.request_to_proto(validate_request(body))), timeout=10)
+        deadline = time.monotonic() + 120
+        while job.state not in (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+            job = stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), timeout=10)
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
+        # gRPC: the Job carries it
+        assert job.HasField("timeline") and job.timeline.frame_count == 240 and job.timeline.fps == FPS
+        assert [s.prompt for s in job.timeline.shots][0] == "one" and job.timeline.shots[-1].prompt == "two"
+        assert job.timeline.shots[-1].end_frame == 240 and all(s.replica == "replica-a" for s in job.timeline.shots)
+        assert list(job.request.scenes[1].prompt) and job.request.cuts == common_pb2.CUTS_BAR
+        # HTTP: GET /v1/jobs/{id}/timeline, the same data
+        app = create_app(GatewaySettings(composer_target=f"127.0.0.1:{composer.port}"))
+        with TestClient(app) as client:
+            reply = client.get(f"/v1/jobs/{job.id}/timeline")
+            assert reply.status_code == 200, reply.text
+            data = reply.json()
+            assert data == wire.timeline_to_dict(job.timeline)
+            assert [s["scene"] for s in data["shots"]][0] == 0 and data["beats"] and data["downbeats"]
+            assert client.get(f"/v1/jobs/{job.id}").json()["request"]["scenes"][1]["prompt"] == "two"
+            bad = client.post("/v1/jobs", json={**body, "scenes": [{"prompt": ""}]})
+            assert bad.status_code in (400, 422) and "scenes.0.prompt" in bad.text
+            bad = client.post("/v1/jobs", json={**body, "scenes": ["x"] * 33})
+            assert bad.status_code in (400, 422) and "scenes" in bad.text
+            bad = client.post("/v1/jobs", json={**body, "cuts": "often"})
+            assert bad.status_code in (400, 422) and "cuts" in bad.text
+        # stored with the result: a fresh read from the store has it
+        record = composer.store.get(job.id)
+        assert record.timeline == {**wire.timeline_to_dict(job.timeline), "duration_s": record.timeline["duration_s"]}
+    finally:
+        channel.close()
+        composer.stop(0)
+        for server in servers:
+            server.stop(0)
