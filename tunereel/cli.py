@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--fps", type=int)
     generate.add_argument("--music-model")
     generate.add_argument("--video-model")
+    generate.add_argument("--scene", action="append", metavar="PROMPT",
+                          help="a scene's prompt; repeat for several scenes, in song order (default: --prompt)")
+    generate.add_argument("--cuts", choices=["auto", "bar", "beat", "none"],
+                          help="how the video cuts with the music (server default: auto)")
     generate.add_argument("-o", "--output", type=Path, default=None, help="where to write the MP4 (default tunereel-ID.mp4)")
     generate.add_argument("--no-progress", action="store_true", help="print one line per state instead of bars")
 
@@ -206,7 +210,8 @@ def _body(args: argparse.Namespace) -> dict:
     body = {"genre": args.genre, "duration": args.duration, "video_prompt": args.prompt}
     optional = {
         "mood": args.mood, "tempo_bpm": args.tempo, "seed": args.seed, "width": args.width, "height": args.height,
-        "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model,
+        "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model, "cuts": args.cuts,
+        "scenes": args.scene,
         "instruments": [name.strip() for name in args.instruments.split(",") if name.strip()] if args.instruments else None,
     }  # fmt: skip
     body.update({key: value for key, value in optional.items() if value is not None})
