@@ -143,7 +143,7 @@ def test_adding_a_field_passes_the_check(workspace):
         "common.proto",
         "  string video_model = 12 [(google.api.field_behavior) = OPTIONAL];\n",
         "  string video_model = 12 [(google.api.field_behavior) = OPTIONAL];\n"
-        "  // A new optional knob.\n  string style = 13 [(google.api.field_behavior) = OPTIONAL];\n",
+        "  // A new optional knob.\n  string style = 99 [(google.api.field_behavior) = OPTIONAL];\n",
     )
     check = breaking(workspace)
     assert check.returncode == 0, check.stdout + check.stderr
