@@ -275,7 +275,7 @@ class Composer:
                 track.end()
         if header is None or track is None or analysis is None:
             raise ComposeError("the audio stream ended without its header")  # the source checks this first
-        on_progress(Progress(SOURCE, common_pb2.STAGE_MUX, 0.0, message="analysing the music"))
+        on_progress(Progress(SOURCE, common_pb2.STAGE_MUSIC, 1.0, message="analysing the music"))
         return header, track, analysis.finish()
 
     def _plan(self, request: GenerationRequest, seed: int, analysis: Timeline) -> list[Shot]:
