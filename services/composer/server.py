@@ -25,6 +25,7 @@ from .compose import Composer, Composition
 from .errors import (
     BackendBusy,
     BackendRejected,
+    InvalidScenes,
     BackendTimeout,
     BackendUnavailable,
     ComposeError,
@@ -43,6 +44,7 @@ BUSY_RETRY_S = 5.0  # when all Compose slots are taken: a short composition free
 # The one place a composer error becomes a gRPC status (jobs.py decides retries from the errors themselves).
 STATUS_OF_ERROR: tuple[tuple[type[ComposeError], grpc.StatusCode], ...] = (
     (BackendRejected, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidScenes, grpc.StatusCode.INVALID_ARGUMENT),
     (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
     (BackendBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (BackendTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -106,6 +108,9 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
             log.warning("compose failed after %.1f s: %s %s", time.monotonic() - started, code.name, failure.message)
             if isinstance(failure, BackendRejected) and failure.field:  # a model this deployment does not serve
                 rpc_errors.abort_invalid_field(context, f"request.{failure.field}", failure.message)
+            if isinstance(failure, InvalidScenes) and failure.field:  # scenes that do not fit the music made
+                path = tuple(int(part) if part.isdigit() else part for part in failure.field.split("."))
+                rpc_errors.abort_invalid_field(context, wire.request_field_path(path), failure.message)
             rpc_errors.abort(context, code, failure.message)  # UNAVAILABLE gets a RetryInfo
         except Cancelled:
             log.info("compose cancelled after %.1f s", time.monotonic() - started)

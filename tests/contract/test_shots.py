@@ -252,6 +252,15 @@ def test_the_timeline_is_served_over_grpc_and_http_and_stored_with_the_job(tmp_p
             assert bad.status_code in (400, 422) and "scenes" in bad.text
             bad = client.post("/v1/jobs", json={**body, "cuts": "often"})
             assert bad.status_code in (400, 422) and "cuts" in bad.text
+        # scenes that do not fit the music made: INVALID_ARGUMENT naming the field, over Compose
+        from tunereel.v1 import composer_pb2, composer_pb2_grpc
+
+        compose_stub = composer_pb2_grpc.ComposerServiceStub(channel)
+        bad = validate_request({**body, "duration": 4, "scenes": ["a", {"prompt": "b", "bars": [20, 21]}]})
+        with pytest.raises(grpc.RpcError) as error:
+            list(compose_stub.Compose(composer_pb2.ComposeRequest(request=wire.request_to_proto(bad)), timeout=60))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("scenes.1.bars:"), error.value.details()
         # stored with the result: a fresh read from the store has it
         record = composer.store.get(job.id)
         assert record.timeline == {**wire.timeline_to_dict(job.timeline), "duration_s": record.timeline["duration_s"]}
