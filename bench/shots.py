@@ -72,9 +72,12 @@ def run(models_dir: Path, replicas: int, cuts: str) -> dict:
             first = min(s for spans_ in busy.values() for s, _ in spans_)
             window = ended - first
             idle = {name: 1 - sum(e - s for s, e in spans_) / window for name, spans_ in busy.items()}
+            idle_job = {name: 1 - sum(e - s for s, e in spans_) / (ended - since) for name, spans_ in busy.items()}
             music = spans(stack.log_dir / "music.log", since)
+            music_end = max(e for _, e in music)
             return {"replicas": replicas, "cuts": cuts, "wall": wall, "shots": shots, "rss": rss, "idle": idle,
-                    "music_s": sum(e - s for s, e in music), "video_window": window}  # fmt: skip
+                    "idle_job": idle_job, "music_s": sum(e - s for s, e in music), "video_window": window,
+                    "gap": first - music_end}  # fmt: skip
 
 
 def main() -> int:
@@ -89,13 +92,16 @@ def main() -> int:
         f"Machine: {machine()}; load before: {load()}; commit {git_rev()}. Command: `.venv/bin/python bench/shots.py`.",
         "Tiny models (random weights), 64x64, 24 fps, 8 scenes, `cuts: auto`; each row a fresh local stack.",
         "",
-        "| video replicas | cuts | shots | wall (s) | music (s) | video phase (s) | replicas idle | composer peak RSS (MB) |",
-        "|---:|---|---:|---:|---:|---:|---|---:|",
+        "| video replicas | cuts | shots | wall (s) | music (s) | music end → first shot (s) | video phase (s) | "
+        "replicas idle in the video phase | … in the whole job | composer peak RSS (MB) |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for r in rows:
         idle = ", ".join(f"{name} {share:.0%}" for name, share in r["idle"].items())
-        lines.append(f"| {r['replicas']} | {r['cuts']} | {r['shots']} | {r['wall']:.1f} | {r['music_s']:.1f} | "
-                     f"{r['video_window']:.1f} | {idle} | {r['rss']:.0f} |")  # fmt: skip
+        idle_job = ", ".join(f"{name} {share:.0%}" for name, share in r["idle_job"].items())
+        gap = f"{r['gap']:.1f}" if r["cuts"] != "none" else "–"
+        lines.append(f"| {r['replicas']} | {r['cuts']} | {r['shots']} | {r['wall']:.1f} | {r['music_s']:.1f} | {gap} | "
+                     f"{r['video_window']:.1f} | {idle} | {idle_job} | {r['rss']:.0f} |")  # fmt: skip
     lines += [
         "",
         "What bounds it here: 2 cores for everything (music, analysis, each video replica's torch threads, x264 per "

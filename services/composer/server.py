@@ -184,6 +184,8 @@ def serve(
     store.migrate()
     backends = Backends(music_target, video_target, api_key=api_keys.any_key)
     composer = Composer(backends, settings.work_dir, shot_workers=shot_workers)
+    # the beat networks load now, beside the first requests, not when the first cut video needs them (~1 s)
+    threading.Thread(target=lambda: composer.analyser, name="load-analysis", daemon=True).start()
     servicer = ComposerServicer(composer, max_concurrent=max_concurrent)
     jobs = JobServicer(store, api_keys, webhook_hosts=webhook_hosts, workers=job_workers)
 
