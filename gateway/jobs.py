@@ -149,6 +149,16 @@ async def job_events(
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+@router.get("/{job_id}/timeline", summary="A cut video's timeline: tempo, beats, downbeats, sections, shots.")
+async def job_timeline(job_id: str, request: Request, metadata: list = Depends(caller_metadata)) -> dict:
+    job = await _stub(request).GetJob(jobs_pb2.GetJobRequest(id=_job_id(job_id)), metadata=metadata, timeout=30)
+    if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
+        raise HTTPException(status_code=409, detail=f"job {job.id} is {wire.job_state_name(job.state)}; no timeline yet")
+    if not job.HasField("timeline"):
+        raise HTTPException(status_code=404, detail=f"job {job.id} is one continuous take (cuts: none): it has no timeline")
+    return wire.timeline_to_dict(job.timeline)
+
+
 @router.get(
     "/{job_id}/video",
     summary="The finished MP4; honours HTTP Range so browsers can seek.",

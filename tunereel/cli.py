@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--vocal-language", help="language code of the lyrics, e.g. en")
     generate.add_argument("--key", help="musical key, e.g. 'C major' (singing music models)")
     generate.add_argument("--time-signature", help="beats per bar, e.g. 4 (singing music models)")
+    generate.add_argument("--scene", action="append", metavar="PROMPT",
+                          help="a scene's prompt; repeat for several scenes, in song order (default: --prompt)")
+    generate.add_argument("--cuts", choices=["auto", "bar", "beat", "none"],
+                          help="how the video cuts with the music (server default: auto)")
     generate.add_argument("-o", "--output", type=Path, default=None, help="where to write the MP4 (default tunereel-ID.mp4)")
     generate.add_argument("--no-progress", action="store_true", help="print one line per state instead of bars")
 
@@ -227,7 +231,8 @@ def _body(args: argparse.Namespace) -> dict:
     optional = {
         "genre": args.genre, "duration": args.duration, "start": args.start, "normalize": args.normalize or None,
         "mood": args.mood, "tempo_bpm": args.tempo, "seed": args.seed, "width": args.width, "height": args.height,
-        "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model,
+        "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model, "cuts": args.cuts,
+        "scenes": args.scene,
         "instruments": [name.strip() for name in args.instruments.split(",") if name.strip()] if args.instruments else None,
         "vocal_language": args.vocal_language, "key": args.key, "time_signature": args.time_signature,
     }  # fmt: skip

@@ -196,6 +196,7 @@ class ModelHost(Generic[P]):
                     generate(emit, cancelled)
                 finally:
                     self.turnstile.leave()
+                    self.log.info("generation ended")  # with "started": when each replica worked (tests, the bench)
             except Cancelled:
                 self.log.info("generation cancelled by the caller")
                 raise

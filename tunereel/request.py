@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 __all__ = [
     "GenerationRequest",
+    "SceneRequest",
     "InvalidRequest",
     "FieldViolation",
     "validate_request",
@@ -44,12 +45,42 @@ class Limits(BaseModel):
     max_seed: int = 2**32 - 1
     max_instruments: int = 10
     max_backend_prompt_chars: int = 2000  # music/video prompts over gRPC (the composer's are far shorter)
+    max_scenes: int = 32
 
 
 LIMITS = Limits()
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 PresetName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+
+
+class SceneRequest(BaseModel):
+    """One scene of the video: a prompt for a part of the song, optionally pinned where it starts (tunereel.shots)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    prompt: NonEmpty = Field(max_length=1000, description="What this scene shows.")
+    section: int | None = Field(default=None, ge=0, description="Start with this section of the song (0-based).")
+    bars: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, description="Bars [first, last] (1-based, inclusive) the scene starts with; checked against the "
+        "song once the music exists (a job fails naming scenes.N.bars if the song is shorter)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_prompt(cls, value: Any) -> Any:
+        return {"prompt": value} if isinstance(value, str) else value  # "a beach" is {"prompt": "a beach"}
+
+    @model_validator(mode="after")
+    def _one_pin(self) -> SceneRequest:
+        if self.section is not None and self.bars is not None:
+            raise ValueError("give section or bars, not both")
+        if self.bars is not None and self.bars[0] > self.bars[1]:
+            raise ValueError(f"bars: first ({self.bars[0]}) is after last ({self.bars[1]})")
+        return self
+
+
+Cuts = Literal["auto", "bar", "beat", "none"]
 
 
 class GenerationRequest(BaseModel):
@@ -95,6 +126,13 @@ class GenerationRequest(BaseModel):
     vocal_language: str | None = Field(default=None, max_length=16, description="Language code of the lyrics, e.g. 'en'.")
     key: str | None = Field(default=None, max_length=32, description="Musical key, e.g. 'C major' (singing models).")
     time_signature: str | None = Field(default=None, max_length=8, description="Beats per bar, e.g. '4' (singing models).")
+    scenes: list[SceneRequest] | None = Field(
+        default=None, min_length=1, max_length=LIMITS.max_scenes,
+        description=f"Scenes in song order (1 to {LIMITS.max_scenes}; a string is a scene's prompt); omitted means "
+        "one scene, video_prompt. Unpinned scenes are spread over the song's sections.",
+    )  # fmt: skip
+    cuts: Cuts = Field(default="auto", description="auto: shots of whole bars, shorter when loud, cut on downbeats; "
+                       "bar / beat: a shot per bar / beat; none: one continuous take.")  # fmt: skip
 
     @field_validator("duration")
     @classmethod
@@ -158,6 +196,17 @@ class GenerationRequest(BaseModel):
         if self.frame_count < 1:
             raise ValueError(f"duration: {self.duration} s at {self.fps} fps is less than one frame")
         return self
+
+    @model_validator(mode="after")
+    def _scenes_need_cuts(self) -> GenerationRequest:
+        if self.cuts == "none" and self.scenes is not None and len(self.scenes) > 1:
+            raise ValueError("cuts: 'none' makes one continuous take; it cannot show several scenes")
+        return self
+
+    @property
+    def scene_list(self) -> list[SceneRequest]:
+        """The scenes to show: the request's, or one made of video_prompt."""
+        return list(self.scenes) if self.scenes else [SceneRequest(prompt=self.video_prompt)]
 
     @property
     def frame_count(self) -> int:
@@ -303,4 +352,6 @@ def validate_request(data: dict[str, Any]) -> GenerationRequest:
 
 def trusted_request(data: dict[str, Any]) -> GenerationRequest:
     """A request this system validated before (a stored job, a provenance), rebuilt without checking it again."""
+    if data.get("scenes"):
+        data = {**data, "scenes": [SceneRequest.model_validate(scene) for scene in data["scenes"]]}
     return GenerationRequest.model_construct(**data)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tunereel.request import GenerationRequest, trusted_request
+from tunereel.request import GenerationRequest, SceneRequest, trusted_request
 from tunereel.v1 import common_pb2, jobs_pb2
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "request_field_path",
     "provenance_to_dict",
     "job_to_dict",
+    "timeline_to_proto",
+    "timeline_to_dict",
     "job_state_name",
     "job_state_value",
     "stage_name",
@@ -61,6 +63,8 @@ def request_to_proto(request: GenerationRequest) -> common_pb2.GenerationRequest
         vocal_language=request.vocal_language or "",
         key=request.key or "",
         time_signature=request.time_signature or "",
+        cuts=common_pb2.Cuts.Value(f"CUTS_{request.cuts.upper()}"),
+        scenes=[scene_to_proto(scene) for scene in request.scenes or []],
     )
     if request.tempo_bpm is not None:
         message.tempo_bpm = request.tempo_bpm
@@ -80,31 +84,44 @@ def request_from_proto(message: common_pb2.GenerationRequest) -> dict:
         "music_model": message.music_model or None,
         "video_model": message.video_model or None,
     }
-    for name in ("lyrics", "vocal_language", "key", "time_signature"):  # singing models' fields: empty = unset
-        if getattr(message, name):
-            data[name] = getattr(message, name)
-    if message.HasField("tempo_bpm"):
-        data["tempo_bpm"] = message.tempo_bpm
-    if message.HasField("seed"):
-        data["seed"] = message.seed
-    for name in ("width", "height", "fps"):
-        if getattr(message, name):
-            data[name] = getattr(message, name)
-    for name in ("song", "melody", "image"):
-        if getattr(message, name):
-            data[name] = getattr(message, name)
+    # Zero / empty means "not given" for these: the request model's defaults apply (sizes, fps, singing fields,
+    # upload ids); tempo and seed are proto3 `optional`, where 0 is a value.
+    unset_when_empty = ("lyrics", "vocal_language", "key", "time_signature", "width", "height", "fps", "song", "melody",
+                        "image", "song_start_seconds", "normalize")  # fmt: skip
+    data.update({REQUEST_FIELD_NAMES.get(name, name): getattr(message, name)
+                 for name in unset_when_empty if getattr(message, name)})  # fmt: skip
+    data.update({name: getattr(message, name) for name in ("tempo_bpm", "seed") if message.HasField(name)})
     if message.song:  # a song makes genre and duration optional: empty and 0 mean "not given"
         data["genre"] = message.genre or None
         data["duration"] = message.duration_seconds or None
-    if message.song_start_seconds:
-        data["start"] = message.song_start_seconds
-    if message.normalize:
-        data["normalize"] = True
+    if message.cuts:
+        data["cuts"] = common_pb2.Cuts.Name(message.cuts).removeprefix("CUTS_").lower()
+    if message.scenes:
+        data["scenes"] = [scene_from_proto(scene) for scene in message.scenes]
+    return data
+
+
+def scene_to_proto(scene: SceneRequest) -> common_pb2.Scene:
+    message = common_pb2.Scene(prompt=scene.prompt)
+    if scene.section is not None:
+        message.section = scene.section
+    if scene.bars is not None:
+        message.first_bar, message.last_bar = scene.bars
+    return message
+
+
+def scene_from_proto(message: common_pb2.Scene) -> dict:
+    data: dict = {"prompt": message.prompt}
+    if message.HasField("section"):
+        data["section"] = message.section
+    if message.HasField("first_bar") or message.HasField("last_bar"):
+        data["bars"] = [message.first_bar, message.last_bar if message.HasField("last_bar") else message.first_bar]
     return data
 
 
 # The request model's field names where GenerationRequest's differ (the proto names the unit).
 PROTO_FIELD_NAMES = {"duration": "duration_seconds", "start": "song_start_seconds"}
+REQUEST_FIELD_NAMES = {proto: model for model, proto in PROTO_FIELD_NAMES.items()}
 
 
 def proto_field_path(path: tuple[str | int, ...], prefix: str = "") -> str:
@@ -135,6 +152,41 @@ def provenance_to_dict(provenance: common_pb2.Provenance) -> dict:
         "version": provenance.version,
         "uploads": [{"field": use.field, "sha256": use.sha256} for use in provenance.uploads],
     }
+
+
+def timeline_to_proto(timeline: dict) -> common_pb2.Timeline:
+    """A timeline (tunereel.shots.timeline_dict) as the proto."""
+    return common_pb2.Timeline(
+        tempo_bpm=timeline.get("tempo_bpm") or 0.0,
+        beats=timeline["beats"],
+        downbeats=timeline["downbeats"],
+        fps=timeline["fps"],
+        frame_count=timeline["frames"],
+        sections=[common_pb2.TimelineSection(index=s["index"], start_seconds=s["start_s"], end_seconds=s["end_s"],
+                                             first_bar=s["first_bar"], bar_count=s["bars"])
+                  for s in timeline["sections"]],
+        shots=[common_pb2.Shot(index=s["index"], scene=s["scene"], start_frame=s["start_frame"], end_frame=s["end_frame"],
+                               start_seconds=s["start_s"], end_seconds=s["end_s"], prompt=s["prompt"], seed=s["seed"],
+                               replica=s["replica"])
+               for s in timeline["shots"]],
+    )  # fmt: skip
+
+
+def timeline_to_dict(message: common_pb2.Timeline) -> dict:
+    """The proto as the HTTP API shows it (the same shape as tunereel.shots.timeline_dict)."""
+    return {
+        "duration_s": message.frame_count / message.fps if message.fps else 0.0,
+        "fps": message.fps,
+        "frames": message.frame_count,
+        "tempo_bpm": message.tempo_bpm or None,
+        "beats": list(message.beats),
+        "downbeats": list(message.downbeats),
+        "sections": [{"index": s.index, "start_s": s.start_seconds, "end_s": s.end_seconds, "first_bar": s.first_bar,
+                      "bars": s.bar_count} for s in message.sections],
+        "shots": [{"index": s.index, "scene": s.scene, "start_frame": s.start_frame, "end_frame": s.end_frame,
+                   "start_s": s.start_seconds, "end_s": s.end_seconds, "prompt": s.prompt, "seed": s.seed,
+                   "replica": s.replica} for s in message.shots],
+    }  # fmt: skip
 
 
 def job_state_name(state: int) -> str:

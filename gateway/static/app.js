@@ -6,8 +6,9 @@
 const $ = (id) => document.getElementById(id);
 const form = $("form");
 const FIELDS = ["genre", "duration", "video_prompt", "mood", "tempo_bpm", "instruments", "width", "height", "fps",
-  "seed", "music_model", "video_model", "song", "melody", "image"];
+  "seed", "music_model", "video_model", "song", "melody", "image", "cuts"];
 const UPLOAD_FIELDS = ["song", "melody", "image"];
+const MAX_SCENES = 32;
 const STAGE_TEXT = {
   queued: "Waiting in the queue", mux: "Muxing audio and video", done: "Finishing",
 };
@@ -128,8 +129,10 @@ function fillForm(values, { keep = false } = {}) {
       continue;
     }
     if (Array.isArray(value)) value = value.join(", ");
+    if (name === "cuts" && value === "auto") value = ""; // the select's default option
     form.elements[name].value = value === null || value === undefined ? "" : String(value);
   }
+  if (!keep || "scenes" in values) fillScenes(values.scenes);
   clearErrors();
 }
 
@@ -212,6 +215,17 @@ function readForm() {
   if (seed !== undefined) request.seed = seed;
   range("seed", seed, 0, limits.max_seed);
 
+  const cuts = value("cuts");
+  if (cuts) request.cuts = cuts;
+  const scenes = scenePrompts();
+  if (scenes.length) {
+    request.scenes = scenes;
+    if (scenes.length > MAX_SCENES) errors.scenes = `at most ${MAX_SCENES} scenes (got ${scenes.length})`;
+    else if (scenes.some((prompt) => !prompt)) errors.scenes = "every scene needs a prompt (or remove it)";
+    else if (scenes.some((prompt) => prompt.length > 1000)) errors.scenes = "a scene prompt has at most 1000 characters";
+    else if (cuts === "none" && scenes.length > 1) errors.cuts = "one continuous take cannot show several scenes";
+  }
+
   for (const name of ["music_model", "video_model"]) {
     const preset = value(name);
     if (!preset) continue;
@@ -221,6 +235,82 @@ function readForm() {
     }
   }
   return { request, errors };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scenes: a list of prompts in song order (add, remove, reorder).
+function scenePrompts() {
+  return [...$("scenes").querySelectorAll(".scene-prompt")].map((area) => area.value.trim());
+}
+
+function addScene(prompt = "") {
+  const list = $("scenes");
+  if (list.children.length >= MAX_SCENES) return;
+  const item = $("scene-item").content.firstElementChild.cloneNode(true);
+  item.querySelector(".scene-prompt").value = prompt;
+  item.querySelector(".up").addEventListener("click", () => item.previousElementSibling?.before(item));
+  item.querySelector(".down").addEventListener("click", () => item.nextElementSibling?.after(item));
+  item.querySelector(".remove").addEventListener("click", () => item.remove());
+  list.append(item);
+  item.querySelector(".scene-prompt").focus();
+}
+
+function fillScenes(scenes) {
+  $("scenes").replaceChildren();
+  for (const scene of scenes || []) addScene(typeof scene === "string" ? scene : scene.prompt);
+}
+
+$("scene-add").addEventListener("click", () => addScene());
+
+// ---------------------------------------------------------------------------------------------------------------
+// The timeline strip under the player: sections, shots (a click seeks there) and beats, from /v1/jobs/{id}/timeline.
+async function showTimeline(id) {
+  const strip = $("timeline");
+  strip.hidden = true;
+  let timeline;
+  try {
+    const response = await api(`/v1/jobs/${id}/timeline`);
+    if (!response.ok) return; // 404: one continuous take
+    timeline = await response.json();
+  } catch {
+    return;
+  }
+  if (state.job?.id !== id) return;
+  const total = timeline.duration_s || 1;
+  const place = (element, start, end) => {
+    element.style.left = `${(100 * start) / total}%`;
+    element.style.width = `${(100 * Math.max(end - start, 0)) / total}%`;
+  };
+  const sections = timeline.sections.map((section) => {
+    const block = document.createElement("div");
+    block.className = "block";
+    block.textContent = `section ${section.index + 1}`;
+    place(block, section.start_s, Math.min(section.end_s, total));
+    return block;
+  });
+  const video = $("video");
+  const shots = timeline.shots.map((shot) => {
+    const block = document.createElement("button");
+    block.type = "button";
+    block.className = "block";
+    block.dataset.scene = String(shot.scene % 6);
+    block.title = `shot ${shot.index + 1} · ${shot.start_s.toFixed(2)}–${shot.end_s.toFixed(2)} s · ${shot.prompt}` +
+      (shot.replica ? ` · made on ${shot.replica}` : "");
+    block.setAttribute("aria-label", block.title);
+    block.addEventListener("click", () => { video.currentTime = shot.start_s; video.play?.(); });
+    place(block, shot.start_s, shot.end_s);
+    return block;
+  });
+  const beats = timeline.beats.filter((t) => t < total).map((t) => {
+    const tick = document.createElement("span");
+    tick.className = timeline.downbeats.includes(t) ? "tick down" : "tick";
+    tick.style.left = `${(100 * t) / total}%`;
+    return tick;
+  });
+  $("timeline-sections").replaceChildren(...sections);
+  $("timeline-shots").replaceChildren(...shots);
+  $("timeline-beats").replaceChildren(...beats);
+  strip.hidden = false;
 }
 
 function fieldOf(serverField) {
@@ -609,6 +699,7 @@ async function showResult(job) {
     (job.result_size_bytes ? ` · ${(job.result_size_bytes / 1024).toFixed(0)} KiB` : "");
   if (state.videoFor === job.id) return;
   state.videoFor = job.id;
+  showTimeline(job.id);
   const video = $("video");
   try {
     const url = await videoUrl(job.id);

@@ -72,6 +72,7 @@ class VideoHeader:
     fps: int
     frame_count: int
     model_id: str
+    replica: str = ""  # the replica's instance id, when it reports one
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,8 @@ def _video_header(name: str, header: video_pb2.VideoHeader, expected: ExpectedVi
     if got != want:
         raise BackendProtocolError(f"{name} service: header (width, height, fps, frames, format) {got} "
                                    f"does not match the request {want}")  # fmt: skip
-    return VideoHeader(name, header.width, header.height, header.fps, header.frame_count, header.model_id)
+    return VideoHeader(name, header.width, header.height, header.fps, header.frame_count, header.model_id,
+                       header.instance_id)  # fmt: skip
 
 
 def _frame_piece(

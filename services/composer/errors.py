@@ -22,6 +22,7 @@ __all__ = [
     "BackendUnavailable",
     "ComposeError",
     "InvalidAudio",
+    "InvalidScenes",
     "MuxFailed",
     "OutOfSpace",
     "StorageFailed",
@@ -79,6 +80,15 @@ class BackendProtocolError(ComposeError):
 
 class InvalidAudio(ComposeError):
     """The audio cannot be mastered (NaN or inf samples)."""
+
+
+class InvalidScenes(ComposeError):
+    """The request's scenes do not fit the music that was made (a bar range past the song's end, more scenes than
+    bars). Known only once the music exists; `field` names the request field (e.g. `scenes.2.bars`)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class MuxFailed(ComposeError):

@@ -62,6 +62,8 @@ def job_to_proto(record: JobRecord, *, queue_position: int = 0, eta_seconds: flo
     if eta_seconds is not None:
         job.eta.FromNanoseconds(round(eta_seconds * 1e9))
         job.eta_seconds = eta_seconds  # deprecated, still filled for clients built against v1-contract
+    if record.timeline:
+        job.timeline.CopyFrom(wire.timeline_to_proto(record.timeline))
     if record.provenance:
         p = record.provenance
         job.provenance.CopyFrom(

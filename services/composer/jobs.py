@@ -174,7 +174,8 @@ class JobRunner:
             beat_thread.join()
 
         provenance = wire.provenance_to_dict(composition.provenance)
-        if self.store.succeed(job.id, worker, result_path=str(result), result_size=result.stat().st_size, provenance=provenance):
+        if self.store.succeed(job.id, worker, result_path=str(result), result_size=result.stat().st_size, provenance=provenance,
+                              timeline=composition.timeline):  # fmt: skip
             log.info("job %s: succeeded", job.id)
         else:
             result.unlink(missing_ok=True)

@@ -20,6 +20,15 @@ Metadata: the mp4 muxer (iTunes-style `ilst`) keeps only a fixed set of string k
 silently by FFmpeg, so unknown keys are rejected here with MuxError. `SUPPORTED_METADATA_KEYS` lists the keys
 verified to survive a write/read round trip; put the provenance JSON under "comment" (or "description").
 
+Shots (segments): a video cut into shots is made shot by shot, in any order, on several video replicas. Each shot is
+encoded on its own (`SegmentWriter`) into a video-only MP4 on disk: its first frame a keyframe (a cut is where a
+keyframe belongs), no B-frames (decode order = display order, so joined segments keep increasing timestamps). An
+`Mp4Muxer` opened with `segments=True` takes them in order with `add_segment`, which copies their packets into the
+output (no re-encoding). Every segment is encoded with the same settings and size, so they share one H.264 parameter
+set (checked: a segment whose parameter set differs is refused). Chapters (`chapters=`) are written as the mp4 muxer
+writes them: a QuickTime chapter text track (a third, "data", stream) plus Nero `chpl`; FFmpeg's mov muxer takes them
+when it writes the header, so they must be known when the muxer opens.
+
 Files: everything is written to a hidden temporary file next to `path`, which is renamed onto `path` only when
 `close()` succeeds. An exception inside `with Mp4Muxer(...)`, `abort()`, or a failed `close()` removes it.
 
@@ -46,6 +55,8 @@ from av.video.reformatter import ColorRange, Colorspace
 __all__ = [
     "AAC_SAMPLE_RATES",
     "AudioSpec",
+    "Chapter",
+    "SegmentWriter",
     "MuxError",
     "MuxResult",
     "Mp4Muxer",
@@ -100,6 +111,79 @@ class MuxResult:
     audio_samples: int
     video_duration_s: float
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class Chapter:
+    start_s: float
+    end_s: float
+    title: str
+
+
+def _segment_stream(container, video: VideoSpec, crf: int, preset: str):
+    """A libx264 stream with the settings every shot segment shares (so all have one parameter set)."""
+    vs = container.add_stream("libx264", rate=video.fps, options={"crf": str(int(crf)), "preset": preset, "bf": "0"})
+    vs.width, vs.height, vs.pix_fmt = video.width, video.height, "yuv420p"
+    vcc = vs.codec_context
+    vcc.time_base = Fraction(1, video.fps)
+    vcc.thread_type = "FRAME"
+    vcc.colorspace = vcc.color_primaries = vcc.color_trc = _BT709
+    vcc.color_range = _MPEG_RANGE
+    return vs
+
+
+def _yuv_frame(rgb: np.ndarray, video: VideoSpec, index: int) -> av.VideoFrame:
+    expected = (video.height, video.width, 3)
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.shape != expected:
+        got = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise MuxError(f"frame {index}: expected uint8 array of shape {expected} (height, width, RGB), got {got}")
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    return frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+
+
+class SegmentWriter:
+    """One shot as its own video-only MP4 (see "Shots" above): add_frame… close() → frames written; abort() removes it."""
+
+    def __init__(self, path: Path | str, video: VideoSpec, *, crf: int = 23, preset: str = "veryfast"):
+        _validate_specs(video, AudioSpec(48000, 1))
+        self.path = Path(path)
+        self.video = video
+        self.frames = 0
+        try:
+            self._container = av.open(str(self.path), mode="w", format="mp4")
+            self._stream = _segment_stream(self._container, video, crf, preset)
+            self._container.start_encoding()
+        except av.FFmpegError as exc:
+            self.abort()
+            raise MuxError(f"could not set up the shot segment {self.path}: {exc}") from exc
+
+    def add_frame(self, rgb: np.ndarray) -> None:
+        frame = _yuv_frame(rgb, self.video, self.frames)
+        frame.pts = self.frames
+        frame.time_base = Fraction(1, self.video.fps)
+        try:
+            self._container.mux(self._stream.encode(frame))
+        except av.FFmpegError as exc:
+            raise MuxError(f"encoding the shot segment {self.path} failed: {exc}") from exc
+        self.frames += 1
+
+    def close(self) -> int:
+        try:
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+        except av.FFmpegError as exc:
+            self.abort()
+            raise MuxError(f"could not finish the shot segment {self.path}: {exc}") from exc
+        return self.frames
+
+    def abort(self) -> None:
+        container, self._container = getattr(self, "_container", None), None
+        if container is not None:
+            try:
+                container.close()
+            except Exception:
+                pass
+        self.path.unlink(missing_ok=True)
 
 
 def _audio_bit_rate(channels: int) -> int:
@@ -166,6 +250,8 @@ class Mp4Muxer:
         metadata: dict[str, str] | None = None,
         crf: int = 23,
         preset: str = "veryfast",
+        segments: bool = False,
+        chapters: Iterable[Chapter] = (),
     ) -> None:
         _validate_specs(video, audio)
         meta = _validate_metadata(metadata)
@@ -197,28 +283,30 @@ class Mp4Muxer:
                 container_options={"movflags": "+faststart", "max_interleave_delta": "0"},
             )
             self._container.metadata.update(meta)
-
-            vs = self._container.add_stream(
+            self._segments = segments
+            self._parameter_set: bytes | None = None
+            if chapters:
+                self._container.set_chapters([
+                    {"id": i + 1, "start": round(c.start_s * 1000), "end": round(c.end_s * 1000),
+                     "time_base": Fraction(1, 1000), "metadata": {"title": c.title}}
+                    for i, c in enumerate(chapters)
+                ])  # fmt: skip
+            if segments:
+                self._vstream = self._template_stream(video, crf, preset)
+                self._parameter_set = bytes(self._vstream.codec_context.extradata or b"")
+            vs = None if segments else self._container.add_stream(
                 "libx264", rate=video.fps, options={"crf": str(int(crf)), "preset": preset}
             )
-            vs.width, vs.height, vs.pix_fmt = video.width, video.height, "yuv420p"
-            vcc = vs.codec_context
-            vcc.time_base = self._video_tb
-            # Frame threads, as the ffmpeg program uses for libx264 (PyAV's default is slice threads): x264 encodes
-            # several frames at once while this thread converts the next one; ~10-20 % faster here
-            # (docs/benchmarks.md). x264 stays deterministic with them (its default): the same frames give the same file
-            # on the same machine (the number of threads, one per core, shapes the bitstream, as slice threads did).
-            vcc.thread_type = "FRAME"
-            vcc.colorspace = vcc.color_primaries = vcc.color_trc = _BT709
-            vcc.color_range = _MPEG_RANGE
-            self._vstream = vs
+            if vs is not None:
+                self._setup_encoder(vs, video)
 
             as_ = self._container.add_stream("aac", rate=audio.sample_rate, layout=_LAYOUTS[audio.channels])
             _configure_aac(as_.codec_context, audio)
             self._astream = as_
 
             # Open the encoders now so that a bad setting fails here, not at the first frame.
-            vcc.open()
+            if vs is not None:
+                vs.codec_context.open()
             as_.codec_context.open()
             # Write the header now: PyAV does it at the first packet muxed, reading both encoders' parameters, which
             # must not happen from the audio thread while the video thread is inside the H.264 encoder.
@@ -229,6 +317,32 @@ class Mp4Muxer:
         except BaseException:
             self._discard()
             raise
+
+    def _setup_encoder(self, vs, video: VideoSpec) -> None:
+        vs.width, vs.height, vs.pix_fmt = video.width, video.height, "yuv420p"
+        vcc = vs.codec_context
+        vcc.time_base = self._video_tb
+        # Frame threads, as the ffmpeg program uses for libx264 (PyAV's default is slice threads): x264 encodes
+        # several frames at once while this thread converts the next one; ~10-20 % faster here
+        # (docs/benchmarks.md). x264 stays deterministic with them (its default): the same frames give the same file
+        # on the same machine (the number of threads, one per core, shapes the bitstream, as slice threads did).
+        vcc.thread_type = "FRAME"
+        vcc.colorspace = vcc.color_primaries = vcc.color_trc = _BT709
+        vcc.color_range = _MPEG_RANGE
+        self._vstream = vs
+
+    def _template_stream(self, video: VideoSpec, crf: int, preset: str):
+        """The output's video stream for shot segments: a copy of a one-frame reference segment's stream (so the
+        output carries the parameter set every segment shares)."""
+        reference = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.reference.mp4")
+        try:
+            writer = SegmentWriter(reference, video, crf=crf, preset=preset)
+            writer.add_frame(np.zeros((video.height, video.width, 3), np.uint8))
+            writer.close()
+            with av.open(str(reference)) as template:
+                return self._container.add_stream_from_template(template.streams.video[0])
+        finally:
+            reference.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------------------------------- properties
     @property
@@ -247,6 +361,8 @@ class Mp4Muxer:
     # ---------------------------------------------------------------------------------------------------- inputs
     def add_frame(self, rgb: np.ndarray) -> None:
         """Encode one RGB frame (uint8, shape (height, width, 3)) as frame number `frame_count`."""
+        if self._segments:
+            raise MuxError("a muxer opened with segments=True takes shot segments (add_segment), not frames")
         expected = (self.video.height, self.video.width, 3)
         if not isinstance(rgb, np.ndarray):
             raise MuxError(f"frame {self._frames}: expected a numpy uint8 array of shape {expected}, "
@@ -262,6 +378,35 @@ class Mp4Muxer:
             frame.time_base = self._video_tb
             self._encode(self._vstream, frame, "video")
             self._frames += 1
+
+    def add_segment(self, segment: Path | str) -> int:
+        """Copy a shot segment (SegmentWriter's file) after the frames so far, without re-encoding; returns its
+        frame count. Only for a muxer opened with `segments=True`."""
+        if not self._segments:
+            raise MuxError("add_segment needs a muxer opened with segments=True")
+        with self._video_lock:
+            self._check_open()
+            try:
+                with av.open(str(segment)) as source:
+                    stream = source.streams.video[0]
+                    if bytes(stream.codec_context.extradata or b"") != self._parameter_set:
+                        raise MuxError(f"segment {segment}: its H.264 parameter set differs from the output's "
+                                       "(encoded with other settings or size)")  # fmt: skip
+                    shift = int(round(Fraction(self._frames, self.video.fps) / stream.time_base))
+                    frames = 0
+                    for packet in source.demux(stream):
+                        if packet.dts is None:  # the demuxer's flush packet
+                            continue
+                        packet.pts += shift
+                        packet.dts += shift
+                        packet.stream = self._vstream
+                        frames += 1
+                        with self._lock:
+                            self._container.mux(packet)
+            except av.FFmpegError as exc:
+                raise MuxError(f"copying segment {segment} into {self.path} failed: {exc}") from exc
+            self._frames += frames
+            return frames
 
     def add_audio(self, pcm: np.ndarray) -> None:
         """Encode a chunk of PCM: float (samples, channels) in [-1, 1] (a 1-D array is accepted for mono).
@@ -291,7 +436,8 @@ class Mp4Muxer:
                     raise MuxError("no video frames were added")
                 if self._samples == 0:
                     raise MuxError("no audio was added")
-                self._encode(self._vstream, None, "video")
+                if not self._segments:
+                    self._encode(self._vstream, None, "video")
                 self._encode(self._astream, None, "audio")
                 with self._lock:
                     self._container.close()  # writes the trailer; +faststart rewrites the file with moov first

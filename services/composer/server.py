@@ -25,6 +25,7 @@ from .compose import Composer, Composition
 from .errors import (
     BackendBusy,
     BackendRejected,
+    InvalidScenes,
     BackendTimeout,
     BackendUnavailable,
     ComposeError,
@@ -47,6 +48,7 @@ BUSY_RETRY_S = 5.0  # when all Compose slots are taken: a short composition free
 # The one place a composer error becomes a gRPC status (jobs.py decides retries from the errors themselves).
 STATUS_OF_ERROR: tuple[tuple[type[ComposeError], grpc.StatusCode], ...] = (
     (BackendRejected, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidScenes, grpc.StatusCode.INVALID_ARGUMENT),
     (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
     (BackendBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (BackendTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -116,6 +118,9 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
             log.warning("compose failed after %.1f s: %s %s", time.monotonic() - started, code.name, message)
             if isinstance(failure, BackendRejected) and failure.field:  # a model this deployment does not serve
                 rpc_errors.abort_invalid_field(context, f"request.{failure.field}", message)
+            if isinstance(failure, InvalidScenes) and failure.field:  # scenes that do not fit the music made
+                path = tuple(int(part) if part.isdigit() else part for part in failure.field.split("."))
+                rpc_errors.abort_invalid_field(context, wire.request_field_path(path), message)
             rpc_errors.abort(context, code, message)  # UNAVAILABLE gets a RetryInfo
         except Cancelled:
             log.info("compose cancelled after %.1f s", time.monotonic() - started)
@@ -141,6 +146,7 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
                     duration_seconds=result.mux.video_duration_s,
                     audio_samples=result.mux.audio_samples,
                     sample_rate=result.sample_rate,
+                    timeline=wire.timeline_to_proto(result.timeline) if result.timeline else None,
                 )
             )
             with result.path.open("rb") as file:
@@ -173,6 +179,7 @@ def serve(
     api_keys: ApiKeys | None = None,
     quotas: Quotas | None = None,
     upload_settings: UploadSettings | None = None,
+    shot_workers: int = 2,
 ) -> Composed:
     """Composer, job service and job workers on one port; health mirrors the backends."""
     api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
@@ -207,7 +214,9 @@ def serve(
     store.migrate()
     backends = Backends(music_target, video_target, api_key=api_keys.any_key)
     library = UploadLibrary(store, upload_settings or UploadSettings(data_dir))
-    composer = Composer(backends, settings.work_dir, uploads=library.record)
+    composer = Composer(backends, settings.work_dir, shot_workers=shot_workers, uploads=library.record)
+    # the beat networks load now, beside the first requests, not when the first cut video needs them (~1 s)
+    threading.Thread(target=lambda: composer.analyser, name="load-analysis", daemon=True).start()
     servicer = ComposerServicer(composer, max_concurrent=max_concurrent, uploads=library, keys=api_keys)
     jobs = JobServicer(store, api_keys, webhook_policy=webhook_policy if webhooks_enabled else None, workers=job_workers,
                        uploads=library)  # fmt: skip
@@ -268,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=env("TUNEREEL_DATABASE_URL"),
                         help="SQLAlchemy URL of the job store (postgresql://... for several replicas); default SQLite")
     parser.add_argument("--max-concurrent", type=int, default=2, help="direct Compose calls at once")
+    parser.add_argument("--shot-workers", type=int, default=int(env("TUNEREEL_SHOT_WORKERS", "2")),
+                        help="shots of one video made at once (about the number of video replicas)")
     parser.add_argument("--workers", type=int, default=int(env("TUNEREEL_JOB_WORKERS", "1")), help="jobs at once")
     parser.add_argument("--max-queue", type=int, default=int(env("TUNEREEL_MAX_QUEUE", "100")))
     parser.add_argument("--max-attempts", type=int, default=int(env("TUNEREEL_MAX_ATTEMPTS", "5")))
@@ -300,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             webhook_allow_private=env("TUNEREEL_WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
             upload_settings=UploadSettings(args.data_dir, max_audio_bytes=int(args.max_upload_mb * 1e6),
                                            retention_seconds=args.upload_retention_hours * 3600.0),
+            shot_workers=args.shot_workers,
         )
     except InsecureBinding as error:
         print(f"error: {error}", file=sys.stderr)

@@ -81,6 +81,7 @@ jobs = sa.Table(
     sa.Column("result_path", sa.Text, nullable=True),
     sa.Column("result_size", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("provenance_json", sa.Text, nullable=True),
+    sa.Column("timeline_json", sa.Text, nullable=True),  # a cut video's timeline (tunereel.shots.timeline_dict)
     sa.Column("webhook_state", sa.String(16), nullable=False, server_default="none"),
     sa.Column("webhook_attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("webhook_next_at", sa.Float, nullable=False, server_default="0"),
@@ -198,6 +199,7 @@ class JobRecord:
     result_size: int
     provenance: dict[str, Any] | None
     webhook_state: str
+    timeline: dict[str, Any] | None = None  # tempo, beats, sections, shots of a video cut with its music
 
     @property
     def terminal(self) -> bool:
@@ -229,6 +231,7 @@ class JobRecord:
             result_size=m["result_size"],
             provenance=json.loads(m["provenance_json"]) if m["provenance_json"] else None,
             webhook_state=m["webhook_state"],
+            timeline=json.loads(m["timeline_json"]) if m.get("timeline_json") else None,
         )
 
 
@@ -484,10 +487,12 @@ class JobStore:
             cancel = db.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
         return Heartbeat(alive=renewed == 1, cancel_requested=bool(cancel))
 
-    def succeed(self, job_id: str, worker: str, *, result_path: str, result_size: int, provenance: dict) -> bool:
+    def succeed(self, job_id: str, worker: str, *, result_path: str, result_size: int, provenance: dict,
+                timeline: dict | None = None) -> bool:  # fmt: skip
         return self._end(
             job_id, worker, state=SUCCEEDED, progress=1.0, error="", result_path=result_path,
             result_size=result_size, provenance_json=json.dumps(provenance, sort_keys=True),
+            timeline_json=json.dumps(timeline, sort_keys=True) if timeline is not None else None,
         )  # fmt: skip
 
     def fail(self, job_id: str, worker: str, error: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,8 @@ SERVICE_NAME = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
 # (tunereel.memory: auto, full, model-offload, fp8, group-offload).
 QUALITY_ENV = "TUNEREEL_VIDEO_QUALITY"
 MEMORY_ENV = "TUNEREEL_VIDEO_MEMORY"
+# Which replica this is, in every VideoHeader (the composer's timeline says which replica made each shot).
+INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def load_video(preset: VideoPreset, models_dir: Path | None, *, quality: str, memory: str) -> VideoPipeline | Ltx2Video:
@@ -88,6 +91,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             pixel_format="rgb24",
             model_id=pipeline.model_id,
             seed=request.seed,
+            instance_id=INSTANCE_ID,
         )
 
         hears = isinstance(pipeline, Ltx2Video)

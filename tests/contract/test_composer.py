@@ -87,7 +87,8 @@ def system(models_dir, tmp_path_factory):
 
 
 def _request(**fields):
-    body = {"genre": "pop", "duration": 2, "video_prompt": "a sunset", "width": 256, "height": 256, **fields}
+    # one continuous take: music and video in flight together (videos cut into shots: tests/contract/test_shots.py)
+    body = {"genre": "pop", "duration": 2, "video_prompt": "a sunset", "width": 256, "height": 256, "cuts": "none", **fields}
     return composer_pb2.ComposeRequest(request=wire.request_to_proto(validate_request(body)))
 
 

@@ -6,7 +6,8 @@ import time
 
 import httpx
 
-TINY = {"genre": "pop", "duration": 1, "video_prompt": "a sunset", "width": 64, "height": 64}
+# One continuous take (cuts: none): these tests count one video stream per job. Cut videos: test_replicas.py, test_shots.py.
+TINY = {"genre": "pop", "duration": 1, "video_prompt": "a sunset", "width": 64, "height": 64, "cuts": "none"}
 SLOW = {"genre": "pop", "duration": 10, "video_prompt": "a long sunset", "width": 768, "height": 512}
 
 

@@ -161,7 +161,7 @@ def test_http_client_disconnect_cancels_the_backends(stack):
     video_log = stack.log_dir / "video.log"
     music_log = stack.log_dir / "music.log"
     marks = video_log.read_text().count("cancelled by the caller")
-    body = {**PROTOTYPE, "duration": 10}
+    body = {**PROTOTYPE, "duration": 10, "cuts": "none"}  # music and video in flight together (shots: test_shots.py)
     with pytest.raises(httpx.ReadTimeout):
         # the client gives up after 2 s and closes its connection mid-request
         httpx.post(stack.gateway_url + "/generate_content", json=body, timeout=httpx.Timeout(2.0, connect=5.0))

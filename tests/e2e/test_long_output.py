@@ -22,7 +22,8 @@ from tunereel.segments import music_join_starts, plan_music, plan_video, video_s
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = {"genre": "pop", "duration": 15, "video_prompt": "A beautiful sunset over the ocean."}
+# One continuous take: these tests are about the seams of chained segments (videos cut with the music: test_shots.py).
+EXAMPLE = {"genre": "pop", "duration": 15, "video_prompt": "A beautiful sunset over the ocean.", "cuts": "none"}
 
 
 @pytest.fixture(scope="module")

@@ -255,3 +255,55 @@ def test_each_backend_channel_names_its_own_health_service():
     music, video = service_config("tunereel.v1.MusicService"), service_config("tunereel.v1.VideoService")
     assert music["healthCheckConfig"] != video["healthCheckConfig"]
     assert "healthCheckConfig" not in SERVICE_CONFIG and "healthCheckConfig" not in service_config()
+
+
+def _spans(stack: LocalStack, name: str, since: float) -> list[tuple[float, float]]:
+    """(start, end) wall-clock times of the generations in a replica's log after `since` (epoch seconds)."""
+    import datetime
+
+    spans, start = [], None
+    for line in (stack.log_dir / f"{name}.log").read_text(errors="replace").splitlines():
+        if not line.endswith(("generation started", "generation ended")):
+            continue
+        stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if line.endswith("started"):
+            start = stamp
+        elif start is not None:
+            if start >= since:
+                spans.append((start, stamp))
+            start = None
+    return spans
+
+
+@pytest.mark.slow
+def test_shots_of_one_job_are_made_on_both_video_replicas_at_once(stack, client):
+    """A video cut into shots: both video replicas make shots of the one job, their generations overlap in time, and
+    the timeline (HTTP) says which replica made each shot. The tiny MusicGen makes noise, so the beats are whatever
+    the tracker finds: this tests the structure, not the positions (tests/contract/test_shots.py tests those)."""
+    since = time.time() - 1.0  # the logs' clock has millisecond steps
+    body = {**TINY, "duration": 8, "cuts": "bar", "scenes": ["a red room", "a blue sea"]}
+    reply = client.post("/v1/jobs", json=body)
+    assert reply.status_code == 201, reply.text
+    job = wait_state(client, reply.json()["id"], {"succeeded", "failed", "canceled"}, timeout=300)
+    assert job["state"] == "succeeded", job
+    timeline = client.get(f"/v1/jobs/{job['id']}/timeline").json()
+    shots = timeline["shots"]
+    assert len(shots) >= 2 and shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == timeline["frames"] == 8 * 24
+    assert [s["scene"] for s in shots] == sorted(s["scene"] for s in shots) and {s["scene"] for s in shots} == {0, 1}
+    assert len({s["replica"] for s in shots}) == 2, shots
+    first, second = (_spans(stack, name, since) for name in stack.replicas("video"))
+    assert first and second
+    assert any(a0 < b1 and b0 < a1 for a0, a1 in first for b0, b1 in second), (first, second)
+    video = client.get(f"/v1/jobs/{job['id']}/video")
+    assert video.status_code == 200
+    chapters = _chapters(video.content)
+    assert [c["metadata"]["title"] for c in chapters] == ["a red room", "a blue sea"]
+
+
+def _chapters(mp4: bytes) -> list[dict]:
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(mp4)) as container:
+        return container.chapters()

@@ -300,4 +300,36 @@ def test_ui_drops_a_song_and_an_image_and_makes_the_video_for_them(page, stack, 
     assert job["request"]["song"] and job["request"]["image"] and job["request"]["genre"] is None
     assert job["request"]["duration"] == pytest.approx(1.5, abs=0.01)
     assert [use["field"] for use in job["provenance"]["uploads"]] == ["song", "image"]
+
+
+def test_ui_scenes_and_the_timeline_strip_seek_to_a_shot(page, stack, client, artifacts):
+    """Scenes are added, reordered and removed in the form; the job cuts with its music; under the player the
+    timeline strip shows sections, shots and beats, and a click on a shot seeks the video there."""
+    open_ui(page, stack)
+    fill_small_request(page, duration=6, seed=99)
+    for prompt in ("a blue sea", "a red room", "a green field"):
+        page.click("#scene-add")
+        page.locator("#scenes .scene-prompt").last.fill(prompt)
+    page.locator("#scenes .scene").nth(1).locator(".up").click()  # "a red room" first
+    page.locator("#scenes .scene").nth(2).locator(".remove").click()  # no green field
+    page.select_option("#cuts", "bar")
+    page.click("#submit")
+    page.wait_for_selector("#job[data-state=succeeded]", timeout=180_000)
+    job = client.get(f"/v1/jobs/{page.get_attribute('#job', 'data-job-id')}").json()
+    assert [s["prompt"] for s in job["request"]["scenes"]] == ["a red room", "a blue sea"]
+    assert job["request"]["cuts"] == "bar"
+
+    page.wait_for_selector("#timeline:not([hidden]) #timeline-shots .block")
+    timeline = client.get(f"/v1/jobs/{job['id']}/timeline").json()
+    shots = page.locator("#timeline-shots .block")
+    assert shots.count() == len(timeline["shots"]) >= 2
+    assert page.locator("#timeline-sections .block").count() == len(timeline["sections"])
+    assert page.locator("#timeline-beats .tick").count() == len([t for t in timeline["beats"] if t < 6])
+    page.wait_for_function("document.getElementById('video').readyState >= 1", timeout=30_000)
+    last = timeline["shots"][-1]
+    shots.last.click()
+    page.eval_on_selector("#video", "video => video.pause()")
+    at = page.eval_on_selector("#video", "video => video.currentTime")
+    assert last["start_s"] - 0.05 <= at <= last["end_s"], (at, last)
+    page.screenshot(path=str(artifacts / "ui-timeline.png"), full_page=True)
     assert page.console.errors == []

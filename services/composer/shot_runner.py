@@ -1,0 +1,216 @@
+"""The shots of one composition, made on the video replicas at the same time, each into its own segment on disk.
+
+`ShotRunner` keeps up to `workers` shots in flight (each one streaming call on the video channel, whose round robin
+spreads concurrent calls over the replicas). A worker reads its shot's events, encodes the frames into the shot's own
+segment file (muxer.SegmentWriter: a closed-GOP, video-only MP4) and hands back a `ShotResult`; the composer takes the
+results in shot order (`next_result`) and copies them into the output. A shot that finishes before the ones before it
+waits on disk, compressed, never as raw frames. A shot that fails with a retryable error (a replica down, busy or too
+slow) is made again, alone, by the next call on the channel (the next replica in the round robin); any other failure
+stops the composition. `cancel()` cancels every call in flight and removes every segment not yet taken.
+
+Progress: the workers put their events in a queue that the composer's thread drains (`drain_progress`), so the
+composer's `on_progress` is only ever called from one thread; the video fraction is the share of the song's frames
+made so far, which never decreases.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunereel.shots import Shot
+from tunereel.streaming import Cancelled
+from tunereel.v1 import common_pb2
+
+from .backends import Ended, Frame, Progress, Source, VideoHeader
+from .errors import ComposeError, MuxFailed
+from .muxer import MuxError, SegmentWriter, VideoSpec
+
+log = logging.getLogger("tunereel.composer")
+
+__all__ = ["ShotResult", "ShotRunner"]
+
+
+@dataclass(frozen=True)
+class ShotResult:
+    shot: Shot
+    path: Path  # the shot's segment (removed by the composer once copied)
+    frames: int
+    replica: str  # the video replica's instance id ("" when it reports none)
+    model_id: str
+    attempts: int
+
+
+class ShotRunner:
+    def __init__(
+        self,
+        shots: Sequence[Shot],
+        make_source: Callable[[Shot], Source],
+        video: VideoSpec,
+        work_dir: Path,
+        *,
+        workers: int,
+        attempts: int = 3,
+    ):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.shots = list(shots)
+        self.make_source = make_source
+        self.video = video
+        self.work_dir = work_dir
+        self.workers = min(workers, len(self.shots))
+        self.attempts = attempts
+        self.total_frames = sum(shot.frames for shot in self.shots)
+        self.spans: dict[int, tuple[float, float]] = {}  # shot index → (start, end) monotonic seconds, for tests
+        self._pending: queue.Queue[Shot] = queue.Queue()
+        for shot in self.shots:
+            self._pending.put(shot)
+        self._results: dict[int, ShotResult] = {}
+        self._failure: ComposeError | None = None
+        self._made = dict.fromkeys(range(len(self.shots)), 0.0)  # fraction of each shot made
+        self._reported = 0.0
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._in_flight: dict[int, Source] = {}
+        self._progress: queue.Queue[Progress] = queue.Queue()
+        self._threads = [threading.Thread(target=self._work, name=f"shots-{i}", daemon=True) for i in range(self.workers)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def next_result(self, index: int, cancelled: threading.Event, on_progress: Callable[[Progress], None]) -> ShotResult:
+        """Shot `index` once its segment is on disk; raises the first shot's failure, or Cancelled."""
+        while True:
+            self.drain_progress(on_progress)
+            if cancelled.is_set():
+                raise Cancelled("compose cancelled by the caller")
+            with self._changed:
+                if self._failure is not None:
+                    raise self._failure
+                if index in self._results:
+                    return self._results.pop(index)
+                self._changed.wait(0.1)
+
+    def drain_progress(self, on_progress: Callable[[Progress], None]) -> None:
+        while True:
+            try:
+                on_progress(self._progress.get_nowait())
+            except queue.Empty:
+                return
+
+    def cancel(self) -> None:
+        """Stop every shot: cancel the calls in flight, take no new shot, remove the segments not taken."""
+        self._stop.set()
+        with self._changed:
+            sources = list(self._in_flight.values())
+            self._changed.notify_all()
+        for source in sources:
+            source.cancel()
+
+    def close(self) -> None:
+        self.cancel()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(2.0)
+        with self._changed:
+            for result in self._results.values():
+                result.path.unlink(missing_ok=True)
+            self._results.clear()
+
+    # -------------------------------------------------------------------------------------------------- workers
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                shot = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = self._make_with_retries(shot)
+            except ComposeError as error:
+                self._fail(error)
+                return
+            except Exception as error:  # noqa: BLE001 - a bug: the composition fails with it, at once
+                log.exception("shot %d failed", shot.index)
+                self._fail(ComposeError(f"shot {shot.index}: {type(error).__name__}: {error}"))
+                return
+            if result is None:  # stopped
+                return
+            with self._changed:
+                self._results[shot.index] = result
+                self._changed.notify_all()
+
+    def _make_with_retries(self, shot: Shot) -> ShotResult | None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._make(shot, attempt)
+            except ComposeError as error:
+                if not error.retryable or attempt == self.attempts or self._stop.is_set():
+                    raise
+                log.warning("shot %d, attempt %d: %s; making it again", shot.index, attempt, error.message)
+        return None
+
+    def _make(self, shot: Shot, attempt: int) -> ShotResult | None:
+        path = self.work_dir / f"shot-{shot.index}-{id(self):x}-{attempt}.mp4"
+        source = self.make_source(shot)
+        with self._changed:
+            if self._stop.is_set():
+                return None
+            self._in_flight[shot.index] = source
+        started = time.monotonic()
+        writer: SegmentWriter | None = None
+        header: VideoHeader | None = None
+        try:
+            source.start()
+            writer = SegmentWriter(path, self.video)
+            for event in source.events():
+                if self._stop.is_set():
+                    writer.abort()
+                    return None
+                if isinstance(event, VideoHeader):
+                    header = event
+                elif isinstance(event, Frame):
+                    writer.add_frame(event.rgb)
+                    self._advance(shot, writer.frames / shot.frames)
+                elif isinstance(event, Progress) and event.stage == common_pb2.STAGE_VIDEO:
+                    self._advance(shot, 0.9 * event.fraction)  # denoising; the last tenth is the frames arriving
+                elif isinstance(event, Ended):
+                    break
+            frames = writer.close()
+        except MuxError as error:
+            if writer is not None:
+                writer.abort()
+            raise MuxFailed(f"encoding shot {shot.index} failed: {error}") from error
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        finally:
+            with self._changed:
+                self._in_flight.pop(shot.index, None)
+        self.spans[shot.index] = (started, time.monotonic())
+        assert header is not None  # video_events yields the header before any frame and checks the count
+        return ShotResult(shot, path, frames, header.replica, header.model_id, attempt)
+
+    def _advance(self, shot: Shot, fraction: float) -> None:
+        with self._changed:
+            self._made[shot.index] = max(self._made[shot.index], min(fraction, 1.0))
+            made = sum(self._made[s.index] * s.frames for s in self.shots) / max(self.total_frames, 1)
+            done = sum(1 for s in self.shots if self._made[s.index] >= 1.0)
+            if made - self._reported < 0.01 and made < 1.0:
+                return
+            self._reported = made
+        self._progress.put(Progress("video", common_pb2.STAGE_VIDEO, made, segment=done, total_segments=len(self.shots),
+                                    message=f"{done} of {len(self.shots)} shots made"))  # fmt: skip
+
+    def _fail(self, error: ComposeError) -> None:
+        with self._changed:
+            if self._failure is None:
+                self._failure = error
+            self._changed.notify_all()
+        self.cancel()

@@ -1,0 +1,271 @@
+"""A video cut with its music, through the composer on scripted backends over real gRPC: the music is a song built on a
+known beat grid (an uneven tempo, a pickup), so where the cuts must fall is known."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import av
+import grpc
+import numpy as np
+import pytest
+
+from tests.analysis_media import grid_song
+from tests.fake_backends import FakeMusic, FakeVideo, serve_fake
+from tunereel import wire
+from tunereel.composer.backends import Backends
+from tunereel.composer.compose import Composer
+from tunereel.composer.errors import InvalidScenes
+from tunereel.request import validate_request
+from tunereel.streaming import Cancelled
+from tunereel.v1 import common_pb2, music_pb2, video_pb2
+
+SONG = grid_song()
+FPS = 24
+
+
+class GridMusic(FakeMusic):
+    """Streams the grid song (cut to the requested duration) instead of a sine."""
+
+    def GenerateMusic(self, request, context):
+        self.begin()
+        total = round(request.duration_seconds * SONG.sample_rate)
+        pcm = np.zeros((total, 1), np.float32)
+        n = min(total, len(SONG.pcm))
+        pcm[:n, 0] = SONG.pcm[:n]
+        yield music_pb2.GenerateMusicResponse(header=music_pb2.AudioHeader(
+            sample_rate=SONG.sample_rate, channels=1, total_samples=total, model_id="grid-music", seed=request.seed))  # fmt: skip
+        for offset in range(0, total, wire.AUDIO_CHUNK_SAMPLES):
+            piece = pcm[offset : offset + wire.AUDIO_CHUNK_SAMPLES]
+            yield music_pb2.GenerateMusicResponse(
+                chunk=music_pb2.AudioChunk(offset_samples=offset, num_samples=piece.shape[0], pcm=wire.pcm_to_bytes(piece))
+            )
+
+
+class ShotVideo(FakeVideo):
+    """Frames whose colour says the seed (so each shot's frames can be told apart), slow enough to overlap; records
+    each call's prompt, frame count and time span; its header names the replica."""
+
+    def __init__(self, name: str, delay: float = 0.0):
+        super().__init__()
+        self.name = name
+        self.delay = delay
+        self.spans: list[tuple[float, float, str, int]] = []
+        self.stopped: list[tuple[float, float]] = []  # calls that ended before their last frame
+
+    def GenerateVideo(self, request, context):
+        fault = self.begin()
+        start = time.monotonic()
+        yield video_pb2.GenerateVideoResponse(header=video_pb2.VideoHeader(
+            width=request.width, height=request.height, fps=request.fps, frame_count=request.num_frames,
+            pixel_format="rgb24", model_id="fake-video", seed=request.seed, instance_id=self.name))  # fmt: skip
+        if fault == "unavailable":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "video replica is restarting")
+        frame = np.full((request.height, request.width, 3), request.seed % 200 + 20, np.uint8)
+        sent = 0
+        try:
+            for index in range(request.num_frames):
+                time.sleep(self.delay)
+                for offset, data in wire.split_frame(frame):
+                    yield video_pb2.GenerateVideoResponse(frame=video_pb2.FrameChunk(frame_index=index, offset=offset, data=data))
+                sent += 1
+        finally:  # a cancelled call's generator is closed at its yield
+            if sent < request.num_frames:
+                self.stopped.append((start, time.monotonic()))
+        self.spans.append((start, time.monotonic(), request.prompt, request.num_frames))
+
+
+@pytest.fixture(scope="module")
+def analyser():
+    from tunereel.analysis import MusicAnalyser
+
+    return MusicAnalyser()
+
+
+@pytest.fixture
+def stack(tmp_path, analyser):
+    music, videos = GridMusic(), [ShotVideo("replica-a", 0.004), ShotVideo("replica-b", 0.004)]
+    servers = [serve_fake(music), *(serve_fake(v) for v in videos)]
+    video_target = "ipv4:" + ",".join(f"127.0.0.1:{s.port}" for s in servers[1:])
+    backends = Backends(f"127.0.0.1:{servers[0].port}", video_target)
+    composer = Composer(backends, tmp_path / "work", shot_workers=2, analyser=analyser)
+    yield composer, music, videos
+    backends.close()
+    for server in servers:
+        server.stop(0)
+
+
+def compose(composer, cancelled=None, **fields):
+    request = validate_request({"genre": "pop", "duration": 20, "video_prompt": "x", "width": 64, "height": 64,
+                                "fps": FPS, "seed": 11, **fields})  # fmt: skip
+    events = []
+    result = composer.compose(request, on_progress=events.append, cancelled=cancelled or threading.Event())
+    return request, result, events
+
+
+def decoded_frames(path) -> list[int]:
+    with av.open(str(path)) as container:
+        return [int(f.to_ndarray(format="rgb24")[32, 32, 0]) for f in container.decode(container.streams.video[0])]
+
+
+def test_cuts_on_downbeats_scenes_in_order_chapters_and_both_replicas_at_once(stack):
+    composer, _music, videos = stack
+    scenes = ["a red room", "a blue sea", "a green field"]
+    request, result, events = compose(composer, scenes=scenes, cuts="bar")
+    timeline = result.timeline
+    shots = timeline["shots"]
+    # exact length, audio = video
+    assert result.mux.frame_count == request.frame_count
+    assert result.mux.audio_samples == round(request.frame_count / FPS * SONG.sample_rate)
+    assert shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == request.frame_count
+    # every cut on a downbeat of the grid, ± 1 frame; the timeline's beats match the grid
+    grid = SONG.downbeats[SONG.downbeats < request.duration]
+    for shot in shots[1:]:
+        assert np.min(np.abs(grid * FPS - shot["start_frame"])) <= 1.0, shot
+    inside = SONG.beats[SONG.beats < request.duration - 1]
+    found = np.array(timeline["beats"])
+    assert np.abs(inside[:, None] - found[None, :]).min(axis=1).max() < 0.05
+    # scenes in order, each shot its own seed and colour, frames of each shot where the shot is
+    assert [s["scene"] for s in shots] == sorted(s["scene"] for s in shots) and {s["scene"] for s in shots} == {0, 1, 2}
+    colours = decoded_frames(result.path)
+    assert len(colours) == request.frame_count
+    for shot in shots:
+        seen = set(colours[shot["start_frame"] : shot["end_frame"]])
+        assert max(seen) - min(seen) <= 3 and abs(min(seen) - (shot["seed"] % 200 + 20)) <= 3, shot
+    # both replicas made shots of this job, at the same time
+    assert {s["replica"] for s in shots} == {"replica-a", "replica-b"}
+    a, b = videos[0].spans, videos[1].spans
+    assert any(sa < eb and sb < ea for sa, ea, *_ in a for sb, eb, *_ in b)
+    # one chapter per scene, titled with its prompt, starting where its first shot starts
+    with av.open(str(result.path)) as container:
+        chapters = container.chapters()
+    assert [c["metadata"]["title"] for c in chapters] == scenes
+    firsts = [next(s for s in shots if s["scene"] == k)["start_s"] for k in range(3)]
+    assert [c["start"] / 1000 for c in chapters] == pytest.approx(firsts, abs=0.002)
+    # progress: the video fraction never decreases and reaches 1
+    video = [e.fraction for e in events if e.stage == common_pb2.STAGE_VIDEO]
+    assert video == sorted(video) and video[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_scene_counts_give_exact_lengths(stack, count):
+    composer, *_ = stack
+    request, result, _ = compose(composer, duration=12.3, scenes=[f"scene {i}" for i in range(count)])
+    assert result.mux.frame_count == request.frame_count == len(decoded_frames(result.path))
+    shots = result.timeline["shots"]
+    assert [s["scene"] for s in shots] == sorted(s["scene"] for s in shots) and len({s["scene"] for s in shots}) == count
+
+
+def test_a_failed_shot_is_made_again_alone(stack):
+    composer, _music, videos = stack
+    for video in videos:
+        video.reset("unavailable", times=1)  # the first call on each replica fails after its header
+    request, result, _ = compose(composer, duration=8, cuts="bar")
+    shots = len(result.timeline["shots"])
+    assert result.mux.frame_count == request.frame_count
+    assert sum(v.calls for v in videos) == shots + 2  # two shots made again, no other
+
+
+def test_cancel_stops_every_shot(stack):
+    composer, _music, videos = stack
+    for video in videos:
+        video.delay = 0.05
+    cancelled = threading.Event()
+    at: list[float] = []
+
+    def cancel_once_both_make_shots():
+        deadline = time.monotonic() + 60
+        while not all(v.calls for v in videos) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        at.append(time.monotonic())
+        cancelled.set()
+
+    threading.Thread(target=cancel_once_both_make_shots, daemon=True).start()
+    with pytest.raises(Cancelled):
+        compose(composer, cancelled, cuts="bar")
+    time.sleep(1.0)
+    stopped = [call for v in videos for call in v.stopped]
+    assert len(stopped) == 2  # both calls in flight at the cancel stopped there, within a second
+    assert all(start < at[0] < end < at[0] + 1.0 for start, end in stopped)
+    started = [start for v in videos for start, *_ in v.spans] + [start for start, _ in stopped]
+    assert all(start < at[0] for start in started)  # and no shot started after it
+    assert not list((composer.work_dir).glob("*.mp4")) and not list(composer.work_dir.glob(".*partial"))
+
+
+def test_cuts_none_is_one_continuous_take(stack):
+    composer, _music, videos = stack
+    request, result, _ = compose(composer, duration=4, cuts="none")
+    assert result.timeline is None and result.mux.frame_count == request.frame_count
+    assert sum(v.calls for v in videos) == 1 and len(decoded_frames(result.path)) == request.frame_count
+
+
+def test_a_bar_range_past_the_song_fails_naming_the_field(stack):
+    composer, *_ = stack
+    with pytest.raises(InvalidScenes) as error:
+        compose(composer, duration=6, scenes=["a", {"prompt": "b", "bars": [30, 31]}])
+    assert error.value.field == "scenes.1.bars" and "scenes.1.bars" in str(error.value)
+
+
+def test_the_timeline_is_served_over_grpc_and_http_and_stored_with_the_job(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tunereel.channels import open_channel
+    from tunereel.composer import server as composer_server
+    from tunereel.gateway.app import GatewaySettings, create_app
+    from tunereel.v1 import jobs_pb2, jobs_pb2_grpc
+
+    music, video = GridMusic(), ShotVideo("replica-a")
+    servers = [serve_fake(music), serve_fake(video)]
+    composer = composer_server.serve(host="127.0.0.1", port=0, music_target=f"127.0.0.1:{servers[0].port}",
+                                     video_target=f"127.0.0.1:{servers[1].port}", data_dir=tmp_path / "data")  # fmt: skip
+    channel = open_channel(f"127.0.0.1:{composer.port}")
+    try:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        body = {"genre": "pop", "duration": 10, "video_prompt": "x", "width": 64, "height": 64, "seed": 3,
+                "scenes": ["one", "two"], "cuts": "bar"}  # fmt: skip
+        job = stub.CreateJob(jobs_pb2.CreateJobRequest(request=wire.request_to_proto(validate_request(body))), timeout=10)
+        deadline = time.monotonic() + 120
+        while job.state not in (jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+            job = stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), timeout=10)
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.error
+        # gRPC: the Job carries it
+        assert job.HasField("timeline") and job.timeline.frame_count == 240 and job.timeline.fps == FPS
+        assert [s.prompt for s in job.timeline.shots][0] == "one" and job.timeline.shots[-1].prompt == "two"
+        assert job.timeline.shots[-1].end_frame == 240 and all(s.replica == "replica-a" for s in job.timeline.shots)
+        assert list(job.request.scenes[1].prompt) and job.request.cuts == common_pb2.CUTS_BAR
+        # HTTP: GET /v1/jobs/{id}/timeline, the same data
+        app = create_app(GatewaySettings(composer_target=f"127.0.0.1:{composer.port}"))
+        with TestClient(app) as client:
+            reply = client.get(f"/v1/jobs/{job.id}/timeline")
+            assert reply.status_code == 200, reply.text
+            data = reply.json()
+            assert data == wire.timeline_to_dict(job.timeline)
+            assert [s["scene"] for s in data["shots"]][0] == 0 and data["beats"] and data["downbeats"]
+            assert client.get(f"/v1/jobs/{job.id}").json()["request"]["scenes"][1]["prompt"] == "two"
+            bad = client.post("/v1/jobs", json={**body, "scenes": [{"prompt": ""}]})
+            assert bad.status_code in (400, 422) and "scenes.0.prompt" in bad.text
+            bad = client.post("/v1/jobs", json={**body, "scenes": ["x"] * 33})
+            assert bad.status_code in (400, 422) and "scenes" in bad.text
+            bad = client.post("/v1/jobs", json={**body, "cuts": "often"})
+            assert bad.status_code in (400, 422) and "cuts" in bad.text
+        # scenes that do not fit the music made: INVALID_ARGUMENT naming the field, over Compose
+        from tunereel.v1 import composer_pb2, composer_pb2_grpc
+
+        compose_stub = composer_pb2_grpc.ComposerServiceStub(channel)
+        bad = validate_request({**body, "duration": 4, "scenes": ["a", {"prompt": "b", "bars": [20, 21]}]})
+        with pytest.raises(grpc.RpcError) as error:
+            list(compose_stub.Compose(composer_pb2.ComposeRequest(request=wire.request_to_proto(bad)), timeout=60))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("scenes.1.bars:"), error.value.details()
+        # stored with the result: a fresh read from the store has it
+        record = composer.store.get(job.id)
+        assert record.timeline == {**wire.timeline_to_dict(job.timeline), "duration_s": record.timeline["duration_s"]}
+    finally:
+        channel.close()
+        composer.stop(0)
+        for server in servers:
+            server.stop(0)

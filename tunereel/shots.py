@@ -1,0 +1,238 @@
+"""Shot planning: what the music does (tunereel.analysis.Timeline) + the request's scenes → shots. Pure, no models.
+
+A shot is one video request: whole bars of music, cut on a downbeat's frame, at most one LTX pass long (its pass is
+`model_frame_count(frames)` = 8k+1 frames ≥ the shot, ≤ `max_frames`; the video service cuts the pass down). Shots
+cover the song exactly: the first starts at frame 0 (a pickup belongs to the first bar), the last ends at
+`total_frames`, each starts where the one before ends, so audio = video by construction.
+
+Bars, in frames: the downbeats' frames (rounded: a cut is within half a frame of its downbeat) strictly inside
+(0, total_frames), with 0 and total_frames as the ends. A pickup shorter than half a bar joins the first bar.
+
+Scenes (1–32, each a prompt, optionally pinned to a section index or a bar range) cover the song in order: a scene
+lasts until the next one starts. Unpinned scenes are spread over the sections (fewer scenes than sections: whole
+sections each; more: the bars split evenly). A new scene always starts with a cut.
+
+Cuts:
+- "auto": shots of whole bars, shorter where the energy is high, longer where calm (2, 4 or 8 bars by the bar's energy
+  against the song's), never across a scene boundary;
+- "bar": one bar a shot; "beat": one beat a shot (cut on beats, not downbeats);
+- "none": no plan here; the composer makes today's one continuous take.
+A bar longer than one pass (slow music, a high fps) is split into equal parts.
+
+Each shot's seed comes from the job seed and the shot index alone (`shot_seed`), so one shot can be re-made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .analysis import Timeline
+from .segments import model_frame_count
+
+__all__ = ["CUTS", "PlanError", "Scene", "Shot", "plan_shots", "shot_seed", "timeline_dict"]
+
+CUTS = ("auto", "bar", "beat", "none")
+AUTO_BARS = (2, 4, 8)  # bars per shot in `auto`: loud, middle, calm
+
+
+class PlanError(ValueError):
+    """The scenes cannot be placed on this music (names the field, e.g. `scenes.2.bars`)."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Scene:
+    prompt: str
+    section: int | None = None  # 0-based section index this scene starts with
+    bars: tuple[int, int] | None = None  # 1-based bar numbers [first, last]; the scene starts at `first`
+
+
+@dataclass(frozen=True)
+class Shot:
+    index: int
+    scene: int
+    start_frame: int
+    end_frame: int  # exclusive
+    fps: int
+    prompt: str
+    seed: int
+
+    @property
+    def frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def pass_frames(self) -> int:
+        """Frames of the LTX pass that makes this shot (8k+1 ≥ frames; the service cuts it down)."""
+        return model_frame_count(self.frames)
+
+    @property
+    def start_s(self) -> float:
+        return self.start_frame / self.fps
+
+    @property
+    def end_s(self) -> float:
+        return self.end_frame / self.fps
+
+
+def shot_seed(job_seed: int, index: int) -> int:
+    """A shot's seed: the same job seed and index always give the same seed, different shots different ones."""
+    digest = hashlib.blake2b(f"tunereel-shot:{job_seed}:{index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+def bar_frames(timeline: Timeline, fps: int, total_frames: int) -> list[int]:
+    """Bar boundaries in frames: [0, downbeat frames inside the song…, total_frames]. A pickup shorter than half a
+    bar joins the first bar. Music without downbeats (noise) gets 2-second bars, so shots still have a length."""
+    cuts = sorted({int(round(t * fps)) for t in timeline.downbeats} - {0})
+    cuts = [c for c in cuts if 0 < c < total_frames]
+    if not cuts:
+        step = max(2 * fps, 1)
+        return [*range(0, total_frames, step), total_frames]
+    if len(cuts) >= 2 and cuts[0] < (cuts[1] - cuts[0]) / 2:
+        cuts = cuts[1:]  # a short pickup belongs to the first bar
+    return [0, *cuts, total_frames]
+
+
+def plan_shots(
+    timeline: Timeline,
+    scenes: Sequence[Scene],
+    *,
+    cuts: str,
+    fps: int,
+    total_frames: int,
+    seed: int,
+    max_frames: int = 257,
+) -> list[Shot]:
+    """The shots of a song (see the module's docstring). Raises PlanError when a scene's pin does not fit."""
+    if cuts not in CUTS or cuts == "none":
+        raise PlanError("cuts", f"must be one of {', '.join(c for c in CUTS if c != 'none')} to plan shots")
+    if not scenes:
+        raise PlanError("scenes", "at least one scene is needed")
+    bars = bar_frames(timeline, fps, total_frames)
+    starts = scene_starts(timeline, scenes, bars, fps)
+    groups = _bar_groups(timeline, bars, fps, cuts)
+    boundaries: list[tuple[int, int]] = []  # (start frame, scene)
+    for scene_index, first_bar in enumerate(starts):
+        last_bar = starts[scene_index + 1] if scene_index + 1 < len(starts) else len(bars) - 1
+        edges = sorted({first_bar, *(b for b in groups if first_bar <= b < last_bar)})
+        for a, b in zip(edges, [*edges[1:], last_bar]):
+            boundaries += [(bars[e], scene_index) for e in _fit_in_passes(bars, a, b, max_frames)]
+    if cuts == "beat":
+        boundaries = _beat_boundaries(timeline, boundaries, fps, total_frames)
+    ends = [frame for frame, _ in boundaries[1:]] + [total_frames]
+    pieces: list[tuple[int, int, int]] = []
+    for (start, scene), end in zip(boundaries, ends):
+        parts = max(1, math.ceil((end - start) / max_frames))  # a bar longer than one pass: equal parts
+        edges = [start + (end - start) * k // parts for k in range(parts + 1)]
+        pieces += [(a, b, scene) for a, b in zip(edges, edges[1:])]
+    return [Shot(i, scene, a, b, fps, scenes[scene].prompt, shot_seed(seed, i)) for i, (a, b, scene) in enumerate(pieces)]
+
+
+def _fit_in_passes(bars: list[int], first: int, end: int, max_frames: int) -> list[int]:
+    """Start bars of shots over bars [first, end), each as many whole bars as one pass holds (at least one bar)."""
+    starts = [first]
+    for bar in range(first + 1, end):
+        if bars[bar + 1] - bars[starts[-1]] > max_frames:
+            starts.append(bar)
+    return starts
+
+
+def scene_starts(timeline: Timeline, scenes: Sequence[Scene], bars: list[int], fps: int) -> list[int]:
+    """The bar index each scene starts at (scene 0 at bar 0), strictly increasing."""
+    n_bars = len(bars) - 1
+    if len(scenes) > n_bars:
+        raise PlanError("scenes", f"{len(scenes)} scenes do not fit in {n_bars} bars of music")
+    pinned: dict[int, int] = {}
+    for i, scene in enumerate(scenes):
+        if scene.section is not None:
+            if not 0 <= scene.section < len(timeline.sections):
+                raise PlanError(f"scenes.{i}.section", f"the music has {len(timeline.sections)} section(s) "
+                                f"(0..{len(timeline.sections) - 1}), got {scene.section}")  # fmt: skip
+            pinned[i] = _bar_at(bars, round(timeline.sections[scene.section].start * fps))
+        elif scene.bars is not None:
+            first, last = scene.bars
+            if not 1 <= first <= last <= n_bars:
+                raise PlanError(f"scenes.{i}.bars", f"the music has bars 1..{n_bars}, got {first}..{last}")
+            pinned[i] = first - 1
+    pinned.setdefault(0, 0)
+    pinned[0] = 0  # the first scene covers the start (a pickup, an intro) whatever its pin
+    anchors = sorted(pinned.items()) + [(len(scenes), n_bars)]
+    starts: list[int] = []
+    sections = [_bar_at(bars, round(s.start * fps)) for s in timeline.sections]
+    for (i, bar), (j, next_bar) in zip(anchors, anchors[1:]):
+        starts += _spread(bar, next_bar, j - i, sections)
+    if any(b <= a for a, b in zip(starts, starts[1:])):
+        raise PlanError("scenes", "scenes must be pinned in song order, each to a later bar than the one before")
+    return starts
+
+
+def _spread(first: int, end: int, count: int, section_bars: list[int]) -> list[int]:
+    """Starts for `count` scenes over bars [first, end): on section starts when there are enough, else even."""
+    inside = sorted({b for b in section_bars if first < b < end})
+    if count - 1 <= len(inside):
+        # whole sections each, in order: scene k starts with section ⌊k·sections/scenes⌋
+        picks = [inside[(k + 1) * (len(inside) + 1) // count - 1] for k in range(count - 1)]
+        return [first, *picks]
+    return [first + (end - first) * k // count for k in range(count)]
+
+
+def _bar_at(bars: list[int], frame: int) -> int:
+    """The index of the bar boundary nearest `frame`."""
+    return int(np.argmin(np.abs(np.asarray(bars[:-1]) - frame)))
+
+
+def _bar_groups(timeline: Timeline, bars: list[int], fps: int, cuts: str) -> list[int]:
+    """Bar indexes where a shot may start (before scene boundaries are added)."""
+    n_bars = len(bars) - 1
+    if cuts in ("bar", "beat"):
+        return list(range(n_bars))
+    levels = np.array([timeline.energy_between(bars[b] / fps, bars[b + 1] / fps) for b in range(n_bars)])
+    finite = levels[np.isfinite(levels)]
+    loud, calm = (np.percentile(finite, 67), np.percentile(finite, 33)) if finite.size else (0.0, 0.0)
+    starts, bar = [], 0
+    while bar < n_bars:
+        starts.append(bar)
+        level = levels[bar]
+        bar += AUTO_BARS[0] if level >= loud else AUTO_BARS[2] if level < calm else AUTO_BARS[1]
+    return starts
+
+
+def _beat_boundaries(timeline: Timeline, boundaries: list[tuple[int, int]], fps: int, total: int) -> list[tuple[int, int]]:
+    beat_frames = sorted({int(round(t * fps)) for t in timeline.beats} - {0})
+    extra = [(f, -1) for f in beat_frames if 0 < f < total and f not in {b for b, _ in boundaries}]
+    merged = sorted(boundaries + extra)
+    out: list[tuple[int, int]] = []
+    for frame, scene in merged:
+        out.append((frame, scene if scene >= 0 else out[-1][1]))
+    return out
+
+
+def timeline_dict(timeline: Timeline, shots: Sequence[Shot], *, fps: int, total_frames: int, replicas: dict[int, str] | None = None) -> dict:
+    """The timeline as data (JSON-ready): what the music does and which shot shows which part of it."""
+    replicas = replicas or {}
+    return {
+        "duration_s": total_frames / fps,
+        "fps": fps,
+        "frames": total_frames,
+        "tempo_bpm": timeline.tempo_bpm,
+        "beats": [round(float(t), 4) for t in timeline.beats],
+        "downbeats": [round(float(t), 4) for t in timeline.downbeats],
+        "sections": [{"index": s.index, "start_s": round(s.start, 4), "end_s": round(s.end, 4), "first_bar": s.first_bar,
+                      "bars": s.bar_count} for s in timeline.sections],  # fmt: skip
+        "shots": [
+            {"index": s.index, "scene": s.scene, "start_frame": s.start_frame, "end_frame": s.end_frame,
+             "start_s": round(s.start_s, 4), "end_s": round(s.end_s, 4), "prompt": s.prompt, "seed": s.seed,
+             "replica": replicas.get(s.index, "")}
+            for s in shots
+        ],  # fmt: skip
+    }
