@@ -62,7 +62,7 @@ from .backends import (
     video_source,
 )
 from .errors import ComposeError, InvalidAudio, InvalidScenes, MuxFailed, OutOfSpace, StorageFailed, is_disk_full
-from .hearing import listening_sources
+from .hearing import HearingVideoSource, listening_sources
 from .muxer import AudioSpec, Chapter, Mp4Muxer, MuxError, MuxResult, VideoSpec
 from .shot_runner import ShotResult, ShotRunner
 from .song import SongSource, frame_image, melody_pcm
@@ -249,7 +249,9 @@ class Composer:
         6. finish: the audio track drains, the muxer writes the MP4;
         7. return it with its provenance and its timeline.
         """
-        audio_source, _ = self.sources(request, seed, deadline)
+        audio_source, whole_video = self.sources(request, seed, deadline)
+        # A video preset that hears the music (LTX-2): the audio source keeps the music, each shot is sent its slice.
+        hearing = whole_video if isinstance(whole_video, HearingVideoSource) else None
         streams = EventStreams([audio_source], gated="", fps=request.fps)
         streams.start()
         runner: ShotRunner | None = None
@@ -263,7 +265,7 @@ class Composer:
                 shots = self._plan(request, seed, analysis)
                 # 4. Every shot in flight, up to shot_workers at once.
                 video = VideoSpec(width=request.width, height=request.height, fps=request.fps)
-                runner = ShotRunner(shots, self._shot_source(request, deadline), video, self.work_dir,
+                runner = ShotRunner(shots, self._shot_source(request, deadline, hearing), video, self.work_dir,
                                     workers=self.shot_workers)  # fmt: skip
                 runner.start()
                 # 5. The segments in shot order.
@@ -334,11 +336,22 @@ class Composer:
         log.info("%d shots of %d scene(s), cuts %s", len(shots), len(scenes), request.cuts)
         return shots
 
-    def _shot_source(self, request: GenerationRequest, deadline: float) -> Callable[[Shot], Source]:
+    def _shot_source(self, request: GenerationRequest, deadline: float,
+                     hearing: HearingVideoSource | None) -> Callable[[Shot], Source]:  # fmt: skip
+        """How one shot is made: a video request of its frames, prompt and seed; starting from the request's image (so
+        a character or a place stays recognisable across cuts); with the music of its span for a preset that hears."""
+        uploads = self.uploads_of(request)
+        image = frame_image(uploads["image"], request.width, request.height) if "image" in uploads else b""
+
         def make(shot: Shot) -> Source:
             expected = ExpectedVideo(request.width, request.height, request.fps, shot.frames)
+            if hearing is not None:
+                shot_request = video_request(shot.prompt, expected, shot.seed, request.video_model or "", image=image)
+                return HearingVideoSource(self.backends, hearing.tap, shot_request, expected=expected, timeout=deadline,
+                                          info=hearing.info, name=f"shot-{shot.index}", start_frame=shot.start_frame)  # fmt: skip
             return video_source(self.backends, prompt=shot.prompt, expected=expected, seed=shot.seed,
-                                model=request.video_model or "", timeout=deadline, name=f"shot-{shot.index}")  # fmt: skip
+                                model=request.video_model or "", timeout=deadline, name=f"shot-{shot.index}",
+                                image=image)  # fmt: skip
 
         return make
 

@@ -135,8 +135,11 @@ class HearingVideoSource:
     come out as one stream (one header, frames in order), the requests joined as cuts."""
 
     def __init__(self, backends: Backends, tap: MusicTap, request: video_pb2.GenerateVideoRequest, *,
-                 expected: ExpectedVideo, timeout: float, info: video_pb2.VideoModelInfo, name: str = "video"):  # fmt: skip
+                 expected: ExpectedVideo, timeout: float, info: video_pb2.VideoModelInfo, name: str = "video",
+                 start_frame: int = 0):  # fmt: skip
         self.name = name
+        self.info = info
+        self.start_frame = start_frame  # where this video starts in the music (a shot's first frame)
         self.backends = backends
         self.tap = tap
         self.request = request
@@ -178,7 +181,8 @@ class HearingVideoSource:
 
     def _span(self, first: int, part: ExpectedVideo, number: int) -> Iterator[Event]:
         fps = part.fps
-        pcm, rate = self.tap.slice(first / fps, (first + part.frame_count) / fps, self._stop)
+        start = self.start_frame + first
+        pcm, rate = self.tap.slice(start / fps, (start + part.frame_count) / fps, self._stop)
         pcm = resample(pcm, rate, self.audio_rate)
         request = video_pb2.GenerateVideoRequest()
         request.CopyFrom(self.request)

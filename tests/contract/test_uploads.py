@@ -279,3 +279,18 @@ def test_the_cli_uploads_first_then_creates_the_job(system, tmp_path, capsys):
     with pytest.raises(cli.CliError, match="--genre and --duration are required unless --song"):
         cli.generate(api, args)
     del api.http.headers["Authorization"]  # the client is shared by the module's tests
+
+
+def test_cut_with_the_music_every_shot_starts_from_the_image(system, monkeypatch):
+    """The one image of a request is the frame-0 condition of every shot, so what it shows stays across the cuts."""
+    path = write_image(system["media"] / "place.png", 64, 64)
+    image = upload(system, path, content_type="image/png").json()
+    seen: list[bytes] = []
+    # Every video request the fake takes passes through its `last_request` attribute: record them all.
+    monkeypatch.setattr(type(system["video"]), "last_request",
+                        property(lambda self: None, lambda self, request: seen.append(bytes(request.image))),
+                        raising=False)  # fmt: skip
+    reply = system["http"].post("/generate_content", headers=ONE, json={**SMALL, "genre": "pop", "duration": 5,
+                                                                       "cuts": "bar", "image": image["id"]})  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    assert len(seen) >= 2 and all(seen) and len(set(seen)) == 1  # several shots, each with the same fitted image
