@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-
 from tunereel.composer.backends import Backends
 from tunereel.composer.compose import Composer
 from tunereel.composer.server import ComposerServicer
 from tunereel.gateway.app import GatewaySettings, create_app
-from tunereel.launch import free_port
 from tunereel.music.server import MusicServicer
+from tunereel.video.server import VideoServicer
+
+from tunereel.launch import free_port
 from tunereel.presets import music_preset, video_preset
 from tunereel.serving import start_server
 from tunereel.v1 import composer_pb2, composer_pb2_grpc, music_pb2, music_pb2_grpc, video_pb2, video_pb2_grpc
-from tunereel.video.server import VideoServicer
 
 
 def _serve(servicer, add, descriptor, name):
