@@ -108,6 +108,15 @@ async function loadModels() {
     if (response.ok) models = await response.json();
   } catch { /* unknown: everything stays offered; the server still checks */ }
   applyModels(models);
+  // Replicas answer only once their model is loaded (and with keys on, only to a caller with a key): ask again.
+  if (!models) setTimeout(loadModels, 5000);
+}
+
+function offerPresets(listId, preset) {
+  // Each replica serves one preset: another name would fail the job, so the list offers only the served one.
+  const option = document.createElement("option");
+  option.value = preset;
+  $(listId).replaceChildren(option);
 }
 
 function offer(name, usable, why) {
@@ -128,6 +137,8 @@ function applyModels(models) {
   offer("image", video.takes_image, `The video model (${video.preset}) does not start from an image yet.`);
   $("music_model").placeholder = music.preset;
   $("video_model").placeholder = video.preset;
+  offerPresets("music-presets", music.preset);
+  offerPresets("video-presets", video.preset);
   const singing = music.sings ? "sings lyrics" : "instrumental";
   const hearing = video.hears_audio ? "hears the music" : "picture only";
   $("music-served").textContent = `Music: ${music.preset} (${music.family}, ${singing}). Licence: ${music.license}`;

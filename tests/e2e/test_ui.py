@@ -242,6 +242,7 @@ def test_ui_shows_the_served_models_offers_lyrics_when_the_model_sings_and_greys
     assert "Licence: " + music_preset("tiny").license in page.text_content("#music-served")
     assert "Licence: " + video_preset("tiny").license in page.text_content("#video-served")
     assert page.get_attribute("#music_model", "placeholder") == "tiny"
+    assert page.eval_on_selector_all("#music-presets option", "options => options.map(o => o.value)") == ["tiny"]
     assert page.console.errors == [], page.console.errors
 
     # The same page in front of a singing music model and a video model that hears the music.
