@@ -144,6 +144,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def limits() -> dict:
         return LIMITS.model_dump()
 
+    @app.get("/v1/models", summary="The music and video presets the services serve, what each takes, and its licence "
+             "(the UI shows the licence, offers a lyrics box when the music model sings and greys out the rest).")
+    async def models(metadata: list = Depends(caller_metadata)) -> dict:
+        reply = await app.state.composer.DescribeModels(composer_pb2.DescribeModelsRequest(), timeout=10.0,
+                                                       metadata=metadata)  # fmt: skip
+        return models_view(reply)
+
     @app.get("/v1/enums", summary="The names of job states and stages, as every job view spells them (the UI uses them).")
     async def enums() -> dict:
         return wire.enum_names()
@@ -156,6 +163,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(packages=[("tunereel.gateway", "static")]), name="static")
 
     return app
+
+
+def models_view(reply: composer_pb2.DescribeModelsResponse) -> dict:
+    """DescribeModels as JSON, every field spelled out (false and 0 included: the UI greys by them)."""
+    music, video = reply.music, reply.video
+    return {
+        "music": {"preset": music.preset, "family": music.family, "license": music.license, "sings": music.sings,
+                  "follows_melody": music.follows_melody},
+        "video": {"preset": video.preset, "family": video.family, "license": video.license,
+                  "hears_audio": video.hears_audio, "takes_image": video.takes_image,
+                  "max_frames_per_pass": video.max_frames_per_pass},
+    }  # fmt: skip
 
 
 async def _until_result(call, request: Request) -> composer_pb2.ComposeResult | None:

@@ -96,6 +96,11 @@ class MusicPreset:
         """Whether the family takes lyrics (and vocal_language, key, time_signature as conditions)."""
         return self.family == "ace-step"
 
+    @property
+    def follows_melody(self) -> bool:
+        """Whether the model takes a melody to follow (melody_pcm): MusicGen's melody checkpoints."""
+        return self.model_class == "MusicgenMelodyForConditionalGeneration"
+
 
 # A video service wraps one family's pipelines: "ltx" (LTX-Video 0.9.x, services/video/pipeline.py) or "ltx2"
 # (LTX-2.x: video generated while hearing the music, services/video/ltx2.py).

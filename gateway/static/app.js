@@ -6,8 +6,10 @@
 const $ = (id) => document.getElementById(id);
 const form = $("form");
 const FIELDS = ["genre", "duration", "video_prompt", "mood", "tempo_bpm", "instruments", "width", "height", "fps",
-  "seed", "music_model", "video_model", "song", "melody", "image", "cuts"];
+  "seed", "music_model", "video_model", "song", "melody", "image", "cuts", "lyrics", "vocal_language", "key",
+  "time_signature"];
 const UPLOAD_FIELDS = ["song", "melody", "image"];
+const SONG_FIELDS = ["lyrics", "vocal_language", "key", "time_signature"]; // singing music models only
 const MAX_SCENES = 32;
 const STAGE_TEXT = {
   queued: "Waiting in the queue", mux: "Muxing audio and video", done: "Finishing",
@@ -94,6 +96,53 @@ async function loadLimits() {
   $("size-hint").textContent =
     `Width and height: ${limits.min_size}–${limits.max_size} px, multiples of ${limits.size_multiple}.`;
   $("seed-hint").textContent = `0–${limits.max_seed}; empty: a random seed.`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// What the services serve (GET /v1/models): each replica serves one preset; the page shows it with its licence,
+// offers the lyrics box only when the music model sings, and greys out what the models cannot take.
+async function loadModels() {
+  let models = null;
+  try {
+    const response = await api("/v1/models");
+    if (response.ok) models = await response.json();
+  } catch { /* unknown: everything stays offered; the server still checks */ }
+  applyModels(models);
+  // Replicas answer only once their model is loaded (and with keys on, only to a caller with a key): ask again.
+  if (!models) setTimeout(loadModels, 5000);
+}
+
+function offerPresets(listId, preset) {
+  // Each replica serves one preset: another name would fail the job, so the list offers only the served one.
+  const option = document.createElement("option");
+  option.value = preset;
+  $(listId).replaceChildren(option);
+}
+
+function offer(name, usable, why) {
+  const input = form.elements[name];
+  input.disabled = !usable;
+  const field = input.closest(".field");
+  field.classList.toggle("unavailable", !usable);
+  field.title = usable ? "" : why;
+}
+
+function applyModels(models) {
+  const sings = Boolean(models && models.music.sings);
+  $("song-fields").hidden = !sings;
+  SONG_FIELDS.forEach((name) => { form.elements[name].disabled = !sings; });
+  if (!models) return;
+  const { music, video } = models;
+  offer("melody", music.follows_melody, `The music model (${music.preset}) does not follow a melody.`);
+  offer("image", video.takes_image, `The video model (${video.preset}) does not start from an image yet.`);
+  $("music_model").placeholder = music.preset;
+  $("video_model").placeholder = video.preset;
+  offerPresets("music-presets", music.preset);
+  offerPresets("video-presets", video.preset);
+  const singing = music.sings ? "sings lyrics" : "instrumental";
+  const hearing = video.hears_audio ? "hears the music" : "picture only";
+  $("music-served").textContent = `Music: ${music.preset} (${music.family}, ${singing}). Licence: ${music.license}`;
+  $("video-served").textContent = `Video: ${video.preset} (${video.family}, ${hearing}). Licence: ${video.license}`;
 }
 
 function fmt(number) {
@@ -204,7 +253,12 @@ function readForm() {
   range("fps", request.fps, limits.min_fps, limits.max_fps);
 
   for (const name of UPLOAD_FIELDS) {
-    if (state.uploads[name]) request[name] = state.uploads[name].id;
+    if (state.uploads[name] && !form.elements[name].disabled) request[name] = state.uploads[name].id;
+  }
+  if (!$("song-fields").hidden) {
+    for (const name of SONG_FIELDS) {
+      if (value(name)) request[name] = value(name);
+    }
   }
 
   if (request.duration !== undefined && !errors.duration && !errors.fps && request.duration * request.fps <= 0.5) { // rounds to 0 frames
@@ -922,6 +976,7 @@ keyInput.addEventListener("change", () => {
 renderExamples();
 FIELDS.forEach(clearError); // links each field to its hint
 await loadLimits();
+await loadModels();
 checkHealth();
 await loadHistory();
 const linked = /^#job=([0-9a-f-]{36})$/i.exec(location.hash);

@@ -18,7 +18,7 @@ from tunereel.auth import ApiKeys, InsecureBinding, metadata_value
 from tunereel.request import InvalidRequest, validate_request
 from tunereel.serving import GrpcServer, start_async_server
 from tunereel.streaming import Cancelled, events_from_thread
-from tunereel.v1 import common_pb2, composer_pb2, composer_pb2_grpc, jobs_pb2_grpc, uploads_pb2_grpc
+from tunereel.v1 import common_pb2, composer_pb2, composer_pb2_grpc, jobs_pb2_grpc, music_pb2, uploads_pb2_grpc, video_pb2
 
 from .backends import Backends, HealthMirror, Progress
 from .compose import Composer, Composition
@@ -43,6 +43,7 @@ from .uploads import UploadLibrary, UploadServicer, UploadSettings, prepare_or_a
 log = logging.getLogger("tunereel.composer")
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
 MP4_CHUNK_BYTES = 256 * 1024
+DESCRIBE_TIMEOUT_S = 5.0  # DescribeModels: each backend answers from its preset table, without the model
 BUSY_RETRY_S = 5.0  # when all Compose slots are taken: a short composition frees one within seconds
 
 # The one place a composer error becomes a gRPC status (jobs.py decides retries from the errors themselves).
@@ -79,6 +80,20 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
         self.composer = composer
         self.slots = threading.BoundedSemaphore(max_concurrent)
         self.max_concurrent = max_concurrent
+
+    def DescribeModels(self, request: composer_pb2.DescribeModelsRequest,
+                       context: grpc.ServicerContext) -> composer_pb2.DescribeModelsResponse:  # fmt: skip
+        backends = self.composer.backends
+        asks = (("music", backends.music_stub, music_pb2.MusicServiceDescribeModelRequest()),
+                ("video", backends.video_stub, video_pb2.DescribeModelRequest()))  # fmt: skip
+        described = {}
+        for label, stub, ask in asks:
+            try:
+                described[label] = stub.DescribeModel(ask, timeout=DESCRIBE_TIMEOUT_S, metadata=backends.metadata)
+            except grpc.RpcError as error:  # the backend's own code (UNAVAILABLE, FAILED_PRECONDITION), named
+                code = error.code() if error.code() != grpc.StatusCode.UNIMPLEMENTED else grpc.StatusCode.FAILED_PRECONDITION
+                context.abort(code, f"{label} service does not describe its model: {error.details()}")
+        return composer_pb2.DescribeModelsResponse(**described)
 
     def Compose(self, request: composer_pb2.ComposeRequest, context: grpc.ServicerContext):
         try:

@@ -8,7 +8,7 @@ import grpc
 
 from tunereel import rpc_errors, wire
 from tunereel.model_host import ModelHost, ProgressThrottle, model_main, progress, segment_progress, serve_model
-from tunereel.presets import MusicPreset, music_preset
+from tunereel.presets import MusicPreset, UnknownPreset, music_preset
 from tunereel.serving import GrpcServer
 from tunereel.v1 import common_pb2, music_pb2, music_pb2_grpc
 
@@ -41,10 +41,19 @@ def song_conditions(request: music_pb2.GenerateMusicRequest, sings: bool, preset
 
 class MusicServicer(music_pb2_grpc.MusicServiceServicer):
     def __init__(self, preset_name: str, weights: str | None = None):
-        self.preset_name = preset_name
+        self.preset_name, self.weights = preset_name, weights
         self.host: ModelHost[MusicPipeline | AceStepMusic] = ModelHost(
             "music", preset_name, lambda name, models_dir: load_music(music_preset(name, weights), models_dir)
         )
+
+    def DescribeModel(self, request: music_pb2.MusicServiceDescribeModelRequest,
+                      context: grpc.ServicerContext) -> music_pb2.MusicModelInfo:  # fmt: skip
+        try:
+            p = music_preset(self.preset_name, self.weights)
+        except UnknownPreset as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, error.message)
+        return music_pb2.MusicModelInfo(preset=p.name, family=p.family, sings=p.sings,
+                                        follows_melody=p.follows_melody, license=p.license)  # fmt: skip
 
     def GenerateMusic(self, request: music_pb2.GenerateMusicRequest, context: grpc.ServicerContext):
         self.host.check_prompt_length(context, prompt=request.prompt)

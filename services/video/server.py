@@ -67,7 +67,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, error.message)
         return video_pb2.VideoModelInfo(preset=p.name, family=p.family, hears_audio=p.hears_audio,
                                         audio_sample_rate=p.audio_sample_rate, max_frames_per_pass=p.max_frames,
-                                        license=p.license)  # fmt: skip
+                                        license=p.license, takes_image=not p.hears_audio)  # fmt: skip
 
     def GenerateVideo(self, request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext):
         self.host.check_prompt_length(context, prompt=request.prompt, negative_prompt=request.negative_prompt)

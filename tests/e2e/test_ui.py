@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tunereel.launch import LocalStack
+from tunereel.presets import music_preset, video_preset
 
 pytestmark = pytest.mark.slow
 
@@ -214,6 +215,67 @@ def test_ui_makes_a_video_shows_live_progress_and_plays_it(page, stack, client, 
     assert hosts == {stack.gateway_url}, hosts
     assert page.console.errors == []
     print(f"UI job test took {time.monotonic() - started:.1f} s")
+
+
+def served_models(music: str, video: str) -> dict:
+    """GET /v1/models as a stack serving these presets answers it (tests/contract/test_models.py checks the endpoint)."""
+    m, v = music_preset(music), video_preset(video)
+    return {
+        "music": {"preset": m.name, "family": m.family, "license": m.license, "sings": m.sings,
+                  "follows_melody": m.follows_melody},
+        "video": {"preset": v.name, "family": v.family, "license": v.license, "hears_audio": v.hears_audio,
+                  "takes_image": not v.hears_audio, "max_frames_per_pass": v.max_frames},
+    }  # fmt: skip
+
+
+def test_ui_shows_the_served_models_offers_lyrics_when_the_model_sings_and_greys_the_rest(page, stack, client):
+    """Issue 16, Interfaces: the page shows what the services serve with its licence (GET /v1/models), a lyrics box
+    only for a music model that sings, and greys out an upload the served model cannot take, saying why."""
+    served = client.get("/v1/models")
+    assert served.status_code == 200, served.text
+    assert served.json() == served_models("tiny", "tiny")  # the tiny stack: MusicGen + LTX-Video
+    open_ui(page, stack)
+    assert page.is_hidden("#song-fields") and page.is_disabled("#lyrics")  # MusicGen does not sing
+    assert page.is_disabled("#melody")  # tiny MusicGen is no melody checkpoint
+    assert "does not follow a melody" in page.get_attribute('[data-field="melody"]', "title")
+    assert page.is_enabled("#image") and not page.get_attribute('[data-field="image"]', "title")
+    assert "Licence: " + music_preset("tiny").license in page.text_content("#music-served")
+    assert "Licence: " + video_preset("tiny").license in page.text_content("#video-served")
+    assert page.get_attribute("#music_model", "placeholder") == "tiny"
+    assert page.eval_on_selector_all("#music-presets option", "options => options.map(o => o.value)") == ["tiny"]
+    assert page.console.errors == [], page.console.errors
+
+    # The same page in front of a singing music model and a video model that hears the music.
+    page.route("**/v1/models", lambda route: route.fulfill(json=served_models("tiny-ace-step", "tiny-ltx2")))
+    posts = []
+
+    def record_job(route):
+        if route.request.method != "POST":
+            return route.continue_()
+        posts.append(route.request.post_data_json)
+        return route.abort()  # the tiny stack's MusicGen cannot sing; only what the page sends is checked here
+
+    page.route("**/v1/jobs", record_job)
+    open_ui(page, stack)
+    assert page.is_visible("#song-fields") and page.is_enabled("#lyrics")
+    assert page.is_visible("#vocal_language") and page.is_visible("#key") and page.is_visible("#time_signature")
+    assert page.is_disabled("#melody")  # ACE-Step's cover task is not wired: no melody either
+    assert page.is_disabled("#image")  # LTX-2 does not start from an image yet
+    assert "does not start from an image" in page.get_attribute('[data-field="image"]', "title")
+    assert "Licence: " + music_preset("tiny-ace-step").license in page.text_content("#music-served")
+    assert "sings lyrics" in page.text_content("#music-served")
+    assert "Licence: " + video_preset("tiny-ltx2").license in page.text_content("#video-served")
+    assert "hears the music" in page.text_content("#video-served")
+
+    fill_small_request(page)
+    page.fill("#lyrics", "[verse]\nla la la")
+    page.fill("#vocal_language", "en")
+    page.fill("#time_signature", "4")
+    page.click("#submit")
+    page.wait_for_timeout(300)
+    assert len(posts) == 1, posts
+    assert posts[0]["lyrics"] == "[verse]\nla la la" and posts[0]["vocal_language"] == "en"
+    assert posts[0]["time_signature"] == "4" and "key" not in posts[0]  # empty: the model chooses
 
 
 def test_ui_shows_the_servers_error_next_to_the_field(page, stack, client, artifacts):
