@@ -160,7 +160,7 @@ class UploadLibrary:
                 record = self.get(upload_id, owner)
             except UploadNotFound:
                 raise UploadNotFound(f"{field}: no upload {upload_id!r}") from None
-            wanted = "image" if field == "image" else "audio"
+            wanted = "image" if field.endswith("image") else "audio"
             if record.kind != wanted:
                 raise InvalidRequest(field, f"upload {upload_id} is {record.kind}, not {wanted}")
             found[field] = record

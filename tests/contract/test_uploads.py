@@ -294,3 +294,50 @@ def test_cut_with_the_music_every_shot_starts_from_the_image(system, monkeypatch
                                                                        "cuts": "bar", "image": image["id"]})  # fmt: skip
     assert reply.status_code == 200, reply.text
     assert len(seen) >= 2 and all(seen) and len(set(seen)) == 1  # several shots, each with the same fitted image
+
+
+def test_each_scene_starts_from_its_own_image_else_the_requests(system, monkeypatch):
+    """A scene's image is the frame-0 condition of each of its shots; a scene without one gets the request's image;
+    the images are fitted to the output size; the provenance names each by field and content hash."""
+    face = upload(system, write_image(system["media"] / "scene-face.png", 96, 64), content_type="image/png").json()
+    place = upload(system, write_image(system["media"] / "scene-place.png", 64, 96), content_type="image/png").json()
+    assert face["sha256"] != place["sha256"]
+    seen: list[tuple[str, bytes]] = []
+    monkeypatch.setattr(type(system["video"]), "last_request",
+                        property(lambda self: None, lambda self, r: seen.append((r.prompt, bytes(r.image)))),
+                        raising=False)  # fmt: skip
+    scenes = [{"prompt": "a face", "image": face["id"]}, {"prompt": "a place"}]
+    job = system["http"].post("/v1/jobs", headers=ONE, json={**SMALL, "genre": "pop", "duration": 5, "cuts": "bar",
+                                                            "scenes": scenes, "image": place["id"]}).json()  # fmt: skip
+    deadline = time.monotonic() + 60
+    while job["state"] not in ("succeeded", "failed", "canceled"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+        job = system["http"].get(f"/v1/jobs/{job['id']}", headers=ONE).json()
+    assert job["state"] == "succeeded", job["error"]
+    by_scene = {prompt: {image for p, image in seen if p == prompt} for prompt in ("a face", "a place")}
+    assert all(len(images) == 1 for images in by_scene.values()), seen  # every shot of a scene: the same image
+    (face_png,), (place_png,) = by_scene["a face"], by_scene["a place"]
+    assert face_png != place_png
+    for png in (face_png, place_png):
+        assert Image.open(io.BytesIO(png)).size == (64, 64)
+    wide = np.asarray(Image.open(io.BytesIO(face_png)).convert("RGB")).astype(int)
+    assert wide[:, :8, 0].mean() > 240  # the face image's red left half, center-cropped from 96 px wide
+    timeline = system["http"].get(f"/v1/jobs/{job['id']}/timeline", headers=ONE).json()
+    shots_per_scene = [sum(1 for shot in timeline["shots"] if shot["scene"] == index) for index in (0, 1)]
+    assert shots_per_scene == [sum(1 for p, _ in seen if p == prompt) for prompt in ("a face", "a place")]
+    assert job["provenance"]["uploads"] == [{"field": "image", "sha256": place["sha256"]},
+                                            {"field": "scenes.0.image", "sha256": face["sha256"]}]  # fmt: skip
+
+
+def test_a_scene_image_of_another_key_is_404_and_of_a_song_400(system):
+    theirs = upload(system, write_image(system["media"] / "theirs.png", 40, 40), headers=TWO,
+                    content_type="image/png").json()  # fmt: skip
+    request = {**SMALL, "genre": "pop", "duration": 1, "scenes": [{"prompt": "x"}, {"prompt": "y", "image": theirs["id"]}]}
+    reply = system["http"].post("/v1/jobs", headers=ONE, json=request)
+    assert reply.status_code == 404 and "scenes.1.image" in reply.text
+    assert system["http"].post("/v1/jobs", headers=TWO, json=request).status_code == 201  # the owner may
+    song = upload(system, write_song(system["media"] / "s3.flac", song_pcm(1.0, seed=12))).json()
+    request["scenes"][1]["image"] = song["id"]
+    reply = system["http"].post("/v1/jobs", headers=ONE, json=request)
+    assert reply.status_code == 400 and reply.json()["field"] == "scenes.1.image", reply.json()
