@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from tests.analysis_media import grid_song
 from tests.fake_backends import FakeMusic, FakeVideo, serve_fake
 from tests.media import decode_audio, probe_mp4
 from tests.songs import RATE, lying_wav, png_bomb, song_pcm, write_image, write_song
@@ -32,13 +33,18 @@ SONG_S = 3.0
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
+    yield from serve_system(tmp_path_factory, max_audio_seconds=10.0, max_upload_bytes=2_000_000)
+
+
+def serve_system(tmp_path_factory, max_audio_seconds: float, max_upload_bytes: int):
+    """The composer (fake music and video services) and the gateway, in-process, with these upload limits."""
     music, video = FakeMusic(), FakeVideo()
     music_server, video_server = serve_fake(music), serve_fake(video)
     data = tmp_path_factory.mktemp("data")
     composer = composer_server.serve(
         host="127.0.0.1", port=0, music_target=f"127.0.0.1:{music_server.port}",
         video_target=f"127.0.0.1:{video_server.port}", data_dir=data, api_keys=KEYS,
-        upload_settings=UploadSettings(data, max_audio_seconds=10.0, max_image_side=512),
+        upload_settings=UploadSettings(data, max_audio_seconds=max_audio_seconds, max_image_side=512),
     )  # fmt: skip
     channel = open_channel(f"127.0.0.1:{composer.port}")
     health = health_pb2_grpc.HealthStub(channel)
@@ -47,7 +53,7 @@ def system(tmp_path_factory):
         assert time.monotonic() < deadline, "composer never reported SERVING"
         time.sleep(0.05)
     app = create_app(GatewaySettings(composer_target=f"127.0.0.1:{composer.port}", api_keys=KEYS,
-                                     max_upload_bytes=2_000_000, request_timeout_s=60))  # fmt: skip
+                                     max_upload_bytes=max_upload_bytes, request_timeout_s=60))  # fmt: skip
     media = tmp_path_factory.mktemp("media")
     with TestClient(app) as client:
         yield {"music": music, "video": video, "composer": composer, "http": client, "data": data, "media": media}
@@ -341,3 +347,46 @@ def test_a_scene_image_of_another_key_is_404_and_of_a_song_400(system):
     request["scenes"][1]["image"] = song["id"]
     reply = system["http"].post("/v1/jobs", headers=ONE, json=request)
     assert reply.status_code == 400 and reply.json()["field"] == "scenes.1.image", reply.json()
+
+
+@pytest.fixture(scope="module")
+def roomy_system(tmp_path_factory):
+    """Uploads up to a minute and 20 MB: room for a whole song on the beat grid."""
+    yield from serve_system(tmp_path_factory, max_audio_seconds=60.0, max_upload_bytes=20_000_000)
+
+
+def wait_for(system, job: dict, timeout: float = 240.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while job["state"] not in ("succeeded", "failed", "canceled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+        job = system["http"].get(f"/v1/jobs/{job['id']}", headers=ONE).json()
+    return job
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".mp3", ".flac"])
+def test_your_own_song_is_cut_on_its_downbeats(roomy_system, suffix, tmp_path):
+    """A song on a known grid (a pickup, 100 bpm ramping to 130 bpm, a second section), stereo at 44.1 kHz, uploaded as
+    MP3 and as FLAC: the video lasts as long as the song and every cut of the timeline lands on a downbeat ± 1 frame."""
+    fps = 24
+    grid = grid_song(rate=RATE)
+    stereo = np.stack([grid.pcm, 0.8 * grid.pcm], axis=1)
+    path = write_song(roomy_system["media"] / f"grid{suffix}", stereo)
+    song = upload(roomy_system, path, content_type="audio/mpeg" if suffix == ".mp3" else "audio/flac").json()
+    assert (song["sample_rate"], song["channels"]) == (RATE, 2) and abs(song["duration"] - len(grid.pcm) / RATE) < 0.06
+    request = {**SMALL, "fps": fps, "song": song["id"], "scenes": ["first part", "second part"]}
+    job = wait_for(roomy_system, roomy_system["http"].post("/v1/jobs", headers=ONE, json=request).json())
+    assert job["state"] == "succeeded", job["error"]
+    out = tmp_path / "grid.mp4"
+    out.write_bytes(roomy_system["http"].get(f"/v1/jobs/{job['id']}/video", headers=ONE).content)
+    frames = probe_mp4(out)["frame_count"]
+    assert frames == round(song["duration"] * fps)  # the song's length, to the frame
+    timeline = roomy_system["http"].get(f"/v1/jobs/{job['id']}/timeline", headers=ONE).json()
+    shots = timeline["shots"]
+    assert shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == frames and len(shots) >= 4
+    downbeat_frames = grid.downbeats * fps
+    for shot in shots[1:]:  # every cut (the first shot starts at 0, before the pickup's downbeat)
+        assert np.min(np.abs(downbeat_frames - shot["start_frame"])) <= 1.0, (shot, grid.downbeats)
+    assert [shot["scene"] for shot in shots] == sorted(shot["scene"] for shot in shots) and shots[-1]["scene"] == 1
+    assert abs(timeline["tempo_bpm"] - 100.0) < 20  # median of 100 and 130 bpm stretches
