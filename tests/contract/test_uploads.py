@@ -390,3 +390,21 @@ def test_your_own_song_is_cut_on_its_downbeats(roomy_system, suffix, tmp_path):
         assert np.min(np.abs(downbeat_frames - shot["start_frame"])) <= 1.0, (shot, grid.downbeats)
     assert [shot["scene"] for shot in shots] == sorted(shot["scene"] for shot in shots) and shots[-1]["scene"] == 1
     assert abs(timeline["tempo_bpm"] - 100.0) < 20  # median of 100 and 130 bpm stretches
+
+
+def test_the_cli_sends_a_scenes_image_that_reaches_the_video_service(system, tmp_path):
+    from tunereel import cli
+
+    face = write_image(tmp_path / "cli-face.png", 128, 64)
+    args = cli.parse_args(["generate", "--genre", "pop", "--duration", "1", "--prompt", "unused", "--scene", "a face",
+                           "--image", str(face), "--cuts", "none", "--width", "64", "--height", "64", "--fps", "8",
+                           "-o", str(tmp_path / "scene.mp4"), "--no-progress"])  # fmt: skip
+    api = cli.Api("http://testserver", None)
+    api.http = system["http"]
+    api.http.headers["Authorization"] = ONE["Authorization"]
+    try:
+        assert cli.generate(api, args) == 0
+    finally:
+        del api.http.headers["Authorization"]  # the client is shared by the module's tests
+    sent = system["video"].last_request
+    assert sent.image and Image.open(io.BytesIO(sent.image)).size == (64, 64)  # the one take starts from the scene's
