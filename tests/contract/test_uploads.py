@@ -408,3 +408,27 @@ def test_the_cli_sends_a_scenes_image_that_reaches_the_video_service(system, tmp
         del api.http.headers["Authorization"]  # the client is shared by the module's tests
     sent = system["video"].last_request
     assert sent.image and Image.open(io.BytesIO(sent.image)).size == (64, 64)  # the one take starts from the scene's
+
+
+@pytest.mark.slow
+def test_the_analysis_of_a_dropped_song_before_generating(roomy_system):
+    """GET /v1/uploads/{id}/analysis: the tempo, bars and sections a job would find, for the owner only."""
+    grid = grid_song(rate=RATE)
+    path = write_song(roomy_system["media"] / "analysed.flac", np.stack([grid.pcm, grid.pcm], axis=1))
+    song = upload(roomy_system, path, content_type="audio/flac").json()
+    reply = roomy_system["http"].get(f"/v1/uploads/{song['id']}/analysis", headers=ONE)
+    assert reply.status_code == 200, reply.text
+    analysis = reply.json()
+    assert analysis["id"] == song["id"] and abs(analysis["duration"] - song["duration"]) < 0.05
+    assert 97.0 < analysis["tempo_bpm"] < 133.0  # the song runs at 100, ramps, then 130 bpm: a median inside that
+    assert abs(analysis["downbeats"] - len(grid.downbeats)) <= 1 and analysis["beats"] >= len(grid.beats) - 4
+    sections = analysis["sections"]
+    assert len(sections) >= 1 and sections[0]["start_s"] == 0 and abs(sections[-1]["end_s"] - song["duration"]) < 0.1
+    started = time.monotonic()
+    assert roomy_system["http"].get(f"/v1/uploads/{song['id']}/analysis", headers=ONE).json() == analysis
+    assert time.monotonic() - started < 1.0  # cached per content hash
+    reply = roomy_system["http"].get(f"/v1/uploads/{song['id']}/analysis", headers=TWO)
+    assert reply.status_code == 404
+    image = upload(roomy_system, write_image(roomy_system["media"] / "not-a-song.png", 32, 32), content_type="image/png")
+    reply = roomy_system["http"].get(f"/v1/uploads/{image.json()['id']}/analysis", headers=ONE)
+    assert reply.status_code == 400 and "not audio" in reply.text
