@@ -350,6 +350,7 @@ async function uploadFile(name) {
   delete state.uploads[name];
   clearError(name);
   if (name === "song") $("song-wave").hidden = true;
+  if (name === "song") $("song-analysis").hidden = true;
   if (name === "image") $("image-preview").hidden = true;
   if (!file) return;
   const hint = $(`${name}-hint`);
@@ -381,6 +382,7 @@ async function uploadFile(name) {
       form.elements.duration.placeholder = `${fmt(upload.duration)} (the song)`;
     }
     drawWaveform(file);
+    showAnalysis(upload);
   }
   if (name === "image") {
     const preview = $("image-preview");
@@ -388,6 +390,25 @@ async function uploadFile(name) {
     state.objectUrls.push(preview.src);
     preview.hidden = false;
   }
+}
+
+async function showAnalysis(upload) {
+  // What the composer hears in the song (GET /v1/uploads/{id}/analysis): its tempo, bars and sections, before any job.
+  const line = $("song-analysis");
+  line.textContent = "Listening for the tempo and sections…";
+  line.hidden = false;
+  let text;
+  try {
+    const response = await api(`/v1/uploads/${encodeURIComponent(upload.id)}/analysis`);
+    if (!response.ok) throw new Error((await problemOf(response)).message);
+    const analysis = await response.json();
+    const sections = analysis.sections.map((s) => `${fmt(s.start_s)}–${fmt(s.end_s)} s`).join(", ");
+    text = `≈ ${Math.round(analysis.tempo_bpm)} bpm, ${analysis.downbeats} bars, ${analysis.sections.length} ` +
+      `section(s): ${sections}`;
+  } catch (error) {
+    text = `No tempo shown: ${error.message}`;
+  }
+  if (state.uploads.song && state.uploads.song.id === upload.id) line.textContent = text; // still the chosen song
 }
 
 async function drawWaveform(file) {
@@ -490,6 +511,7 @@ form.addEventListener("reset", () => setTimeout(() => {
   clearErrors();
   state.uploads = {};
   $("song-wave").hidden = true;
+  $("song-analysis").hidden = true;
   $("image-preview").hidden = true;
 }));
 form.addEventListener("input", (event) => {

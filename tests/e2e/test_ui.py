@@ -291,6 +291,9 @@ def test_ui_drops_a_song_and_an_image_and_makes_the_video_for_them(page, stack, 
     page.set_input_files("#song", str(song))
     page.wait_for_function("/1\\.5 s, 44100 Hz, 2 channel/.test(document.getElementById('song-hint').textContent)")
     page.wait_for_selector("#song-wave:not([hidden])")
+    # the composer's analysis of the song, shown before any job (GET /v1/uploads/{id}/analysis)
+    page.wait_for_function("/bpm, \\d+ bars, [1-9]\\d* section/.test(document.getElementById('song-analysis').textContent)",
+                           timeout=60_000)  # fmt: skip
     page.set_input_files("#image", str(face))
     page.wait_for_function("/120×90 px/.test(document.getElementById('image-hint').textContent)")
     assert page.is_visible("#image-preview")
