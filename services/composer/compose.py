@@ -144,9 +144,8 @@ class Composer:
             raise ComposeError("this composer has no upload store; requests with song, melody or image need one")
         return {field: self.uploads(upload_id) for field, upload_id in request.uploads.items()}
 
-    def provenance(self, request: GenerationRequest, seed: int, music_model_id: str,
-                   video_model_id: str) -> common_pb2.Provenance:  # fmt: skip
-        """What made the result, with each upload by the field that named it and its content hash."""
+    def provenance(self, request: GenerationRequest, seed: int, music_model_id: str, video_model_id: str) -> common_pb2.Provenance:
+        """What made the video: the request, the seed, the models, and the uploads by content hash."""
         provenance = make_provenance(request, seed, music_model_id, video_model_id)
         provenance.uploads.extend(common_pb2.UploadUse(field=field, sha256=record.sha256)
                                   for field, record in self.uploads_of(request).items())  # fmt: skip
@@ -284,7 +283,7 @@ class Composer:
         try:
             with composer_errors():
                 # 2. The music, analysed and mastered as it arrives.
-                audio, track, analysis = self._receive_music(streams, on_progress, cancelled)
+                audio, track, analysis = self._receive_music(request, streams, on_progress, cancelled)
                 # 3. The shots.
                 shots = self._plan(request, seed, analysis)
                 # 4. Every shot in flight, up to shot_workers at once.
@@ -322,7 +321,7 @@ class Composer:
         timeline = timeline_dict(analysis, shots, fps=request.fps, total_frames=request.frame_count, replicas=replicas)
         return Composition(path=path, provenance=provenance, mux=result, sample_rate=audio.sample_rate, timeline=timeline)
 
-    def _receive_music(self, streams: EventStreams, on_progress: ProgressSink,
+    def _receive_music(self, request: GenerationRequest, streams: EventStreams, on_progress: ProgressSink,
                        cancelled: threading.Event) -> tuple[AudioHeader, AudioTrack, Timeline]:  # fmt: skip
         header: AudioHeader | None = None
         track: AudioTrack | None = None
@@ -333,7 +332,7 @@ class Composer:
             elif isinstance(event, AudioHeader):  # the source checks it comes first, once
                 header = event
                 spec = AudioSpec(sample_rate=event.sample_rate, channels=event.channels)
-                track = AudioTrack(StreamingMaster(spec, event.total_samples))
+                track = AudioTrack(self.master_for(request, spec, event.total_samples))
                 analysis = self.analyser.stream(event.sample_rate)
             elif isinstance(event, Pcm) and track is not None and analysis is not None:
                 track.check()
