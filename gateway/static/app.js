@@ -219,7 +219,8 @@ function readForm() {
   if (cuts) request.cuts = cuts;
   const scenes = scenePrompts();
   if (scenes.length) {
-    request.scenes = scenes;
+    const images = sceneImages();
+    request.scenes = scenes.map((prompt, i) => (images[i] ? { prompt, image: images[i] } : prompt));
     if (scenes.length > MAX_SCENES) errors.scenes = `at most ${MAX_SCENES} scenes (got ${scenes.length})`;
     else if (scenes.some((prompt) => !prompt)) errors.scenes = "every scene needs a prompt (or remove it)";
     else if (scenes.some((prompt) => prompt.length > 1000)) errors.scenes = "a scene prompt has at most 1000 characters";
@@ -243,11 +244,42 @@ function scenePrompts() {
   return [...$("scenes").querySelectorAll(".scene-prompt")].map((area) => area.value.trim());
 }
 
-function addScene(prompt = "") {
+function sceneImages() {
+  // Per scene, the id of its image upload ("" for none): each of its shots starts from that image.
+  return [...$("scenes").querySelectorAll(".scene")].map((item) => item.dataset.image || "");
+}
+
+async function uploadSceneImage(item) {
+  const input = item.querySelector(".scene-image");
+  const hint = item.querySelector(".scene-image-hint");
+  const file = input.files[0];
+  delete item.dataset.image;
+  hint.textContent = file ? `Uploading ${file.name}…` : "";
+  if (!file) return;
+  const body = new FormData();
+  body.append("file", file, file.name);
+  try {
+    const response = await api("/v1/uploads?kind=image", { method: "POST", body });
+    if (!response.ok) throw new Error((await problemOf(response)).message);
+    const upload = await response.json();
+    item.dataset.image = upload.id;
+    hint.textContent = `${file.name}: ${upload.width}×${upload.height} px`;
+  } catch (error) {
+    input.value = "";
+    hint.textContent = `Not used: ${error.message}`;
+  }
+}
+
+function addScene(prompt = "", image = "") {
   const list = $("scenes");
   if (list.children.length >= MAX_SCENES) return;
   const item = $("scene-item").content.firstElementChild.cloneNode(true);
   item.querySelector(".scene-prompt").value = prompt;
+  if (image) {
+    item.dataset.image = image;
+    item.querySelector(".scene-image-hint").textContent = `The job's image ${image.slice(0, 8)}…`;
+  }
+  item.querySelector(".scene-image").addEventListener("change", () => uploadSceneImage(item));
   item.querySelector(".up").addEventListener("click", () => item.previousElementSibling?.before(item));
   item.querySelector(".down").addEventListener("click", () => item.nextElementSibling?.after(item));
   item.querySelector(".remove").addEventListener("click", () => item.remove());
@@ -257,7 +289,10 @@ function addScene(prompt = "") {
 
 function fillScenes(scenes) {
   $("scenes").replaceChildren();
-  for (const scene of scenes || []) addScene(typeof scene === "string" ? scene : scene.prompt);
+  for (const scene of scenes || []) {
+    if (typeof scene === "string") addScene(scene);
+    else addScene(scene.prompt, scene.image || "");
+  }
 }
 
 $("scene-add").addEventListener("click", () => addScene());
