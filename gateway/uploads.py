@@ -225,6 +225,19 @@ async def get_upload(upload_id: str, request: Request, metadata: list = Depends(
     return upload_to_dict(upload)
 
 
+@router.get("/{upload_id}/analysis", summary="An audio upload's tempo, bars and sections, as a job would find them.")
+async def get_upload_analysis(upload_id: str, request: Request, metadata: list = Depends(caller_metadata)) -> dict:
+    analysis = await request.app.state.uploads.AnalyseUpload(
+        uploads_pb2.AnalyseUploadRequest(id=_upload_id(upload_id)), metadata=metadata, timeout=300
+    )
+    return {
+        "id": analysis.id, "duration": analysis.duration_seconds, "tempo_bpm": round(analysis.tempo_bpm, 2),
+        "beats": analysis.beat_count, "downbeats": analysis.downbeat_count,
+        "sections": [{"index": s.index, "start_s": round(s.start_seconds, 4), "end_s": round(s.end_seconds, 4),
+                      "first_bar": s.first_bar, "bars": s.bar_count} for s in analysis.sections],
+    }  # fmt: skip
+
+
 @router.delete("/{upload_id}", summary="Delete an upload (409 while an unfinished job uses it).")
 async def delete_upload(upload_id: str, request: Request, metadata: list = Depends(caller_metadata)) -> dict:
     try:

@@ -46,6 +46,30 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class SceneAction(argparse.Action):
+    """--scene PROMPT: a scene, {"prompt": PROMPT}, in the order given (an --image after it may add its image)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        scenes = list(getattr(namespace, self.dest, None) or [])
+        scenes.append({"prompt": values})
+        setattr(namespace, self.dest, scenes)
+
+
+class ImageAction(argparse.Action):
+    """--image FILE pairs with the --scene just before it; before any --scene it is the whole video's image."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        scenes = getattr(namespace, "scene", None)
+        if scenes:
+            if "image" in scenes[-1]:
+                parser.error(f"--image: scene {len(scenes)} ({scenes[-1]['prompt']!r}) already has an image")
+            scenes[-1]["image"] = values
+        elif getattr(namespace, self.dest, None) is not None:
+            parser.error("--image: the video already has an image; give a --scene before each scene's image")
+        else:
+            setattr(namespace, self.dest, values)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="tunereel", description="Genre + duration + video prompt → an MP4 music video.")
     parser.add_argument("--server", default=os.environ.get("TUNEREEL_SERVER", DEFAULT_SERVER), help="gateway URL (TUNEREEL_SERVER)")
@@ -69,13 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--start", type=float, help="with --song: where in the song the video starts, seconds")
     generate.add_argument("--normalize", action="store_true", help="with --song: bring it to -14 LUFS")
     generate.add_argument("--melody", type=Path, help="a clip whose melody the music follows (melody presets)")
-    generate.add_argument("--image", type=Path, help="an image (png, jpeg, webp) the video starts from")
+    generate.add_argument("--image", type=Path, action=ImageAction,
+                          help="an image (png, jpeg, webp): after a --scene, that scene's shots start from it; "
+                          "before any --scene, the whole video's (each scene without its own)")
     generate.add_argument("--lyrics", type=Path, metavar="FILE", help="song lyrics from a text file (singing music models)")
     generate.add_argument("--vocal-language", help="language code of the lyrics, e.g. en")
     generate.add_argument("--key", help="musical key, e.g. 'C major' (singing music models)")
     generate.add_argument("--time-signature", help="beats per bar, e.g. 4 (singing music models)")
-    generate.add_argument("--scene", action="append", metavar="PROMPT",
-                          help="a scene's prompt; repeat for several scenes, in song order (default: --prompt)")
+    generate.add_argument("--scene", action=SceneAction, metavar="PROMPT",
+                          help="a scene's prompt; repeat for several scenes, in song order (default: --prompt); "
+                          "an --image right after it is the scene's")
     generate.add_argument("--cuts", choices=["auto", "bar", "beat", "none"],
                           help="how the video cuts with the music (server default: auto)")
     generate.add_argument("-o", "--output", type=Path, default=None, help="where to write the MP4 (default tunereel-ID.mp4)")
@@ -232,7 +259,7 @@ def _body(args: argparse.Namespace) -> dict:
         "genre": args.genre, "duration": args.duration, "start": args.start, "normalize": args.normalize or None,
         "mood": args.mood, "tempo_bpm": args.tempo, "seed": args.seed, "width": args.width, "height": args.height,
         "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model, "cuts": args.cuts,
-        "scenes": args.scene,
+        "scenes": [scene["prompt"] for scene in args.scene] if args.scene else None,
         "instruments": [name.strip() for name in args.instruments.split(",") if name.strip()] if args.instruments else None,
         "vocal_language": args.vocal_language, "key": args.key, "time_signature": args.time_signature,
     }  # fmt: skip
@@ -246,7 +273,7 @@ def _body(args: argparse.Namespace) -> dict:
 
 
 def uploads(api: Api, args: argparse.Namespace) -> dict:
-    """Upload --song, --melody and --image first; the job names them by id."""
+    """Upload --song, --melody, --image and each scene's --image first; the job names them by id."""
     named = {}
     for field, kind in (("song", "audio"), ("melody", "audio"), ("image", "image")):
         path = getattr(args, field)
@@ -254,6 +281,14 @@ def uploads(api: Api, args: argparse.Namespace) -> dict:
             upload = api.upload(path, kind)
             named[field] = upload["id"]
             print(f"uploaded {path.name} ({upload['sha256'][:12]})", file=sys.stderr)
+    if any("image" in scene for scene in args.scene or []):
+        named["scenes"] = [{"prompt": scene["prompt"]} for scene in args.scene]
+        for scene, sent in zip(args.scene, named["scenes"], strict=True):
+            if "image" in scene:
+                upload = api.upload(scene["image"], "image")
+                sent["image"] = upload["id"]
+                print(f"uploaded {scene['image'].name} for scene {scene['prompt']!r} ({upload['sha256'][:12]})",
+                      file=sys.stderr)  # fmt: skip
     return named
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "parse_webhook_url",
     "UPLOAD_FIELDS",
     "is_upload_id",
+    "scene_image_field",
+    "scene_upload_ids",
 ]
 
 
@@ -65,11 +67,18 @@ class SceneRequest(BaseModel):
         default=None, description="Bars [first, last] (1-based, inclusive) the scene starts with; checked against the "
         "song once the music exists (a job fails naming scenes.N.bars if the song is shorter)."
     )
+    image: str | None = Field(default=None, description="Upload id of an image each shot of this scene starts from "
+                              "(frame 0); omitted: the request's image, if any.")  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod
     def _plain_prompt(cls, value: Any) -> Any:
         return {"prompt": value} if isinstance(value, str) else value  # "a beach" is {"prompt": "a beach"}
+
+    @field_validator("image")
+    @classmethod
+    def _image_id(cls, value: str | None) -> str | None:
+        return upload_id_or_none(value)
 
     @model_validator(mode="after")
     def _one_pin(self) -> SceneRequest:
@@ -167,11 +176,7 @@ class GenerationRequest(BaseModel):
     @field_validator("song", "melody", "image")
     @classmethod
     def _upload_id(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        if not is_upload_id(value):
-            raise ValueError("must be an upload id (a UUID, as POST /v1/uploads returns it)")
-        return value.lower()
+        return upload_id_or_none(value)
 
     @field_validator("start")
     @classmethod
@@ -229,11 +234,35 @@ class GenerationRequest(BaseModel):
 
     @property
     def uploads(self) -> dict[str, str]:
-        """The uploads this request names, by field: {"song": id, "melody": id, "image": id} (those given)."""
-        return {name: value for name in UPLOAD_FIELDS if (value := getattr(self, name))}
+        """The uploads this request names, by field: {"song": id, "melody": id, "image": id, "scenes.N.image": id}
+        (those given; N is the scene's index)."""
+        named = {name: value for name in UPLOAD_FIELDS if (value := getattr(self, name))}
+        for index, scene in enumerate(self.scenes or []):
+            if scene.image is not None:
+                named[scene_image_field(index)] = scene.image
+        return named
 
 
 UPLOAD_FIELDS = ("song", "melody", "image")
+
+
+def scene_image_field(index: int) -> str:
+    """The field path of scene `index`'s image, as errors and provenance name it."""
+    return f"scenes.{index}.image"
+
+
+def scene_upload_ids(request: dict) -> list[str]:
+    """The scene image ids of a stored request (its JSON as a dict), without validating it again."""
+    scenes = request.get("scenes") or []
+    return [scene["image"] for scene in scenes if isinstance(scene, dict) and scene.get("image")]
+
+
+def upload_id_or_none(value: str | None) -> str | None:
+    if not value:
+        return None
+    if not is_upload_id(value):
+        raise ValueError("must be an upload id (a UUID, as POST /v1/uploads returns it)")
+    return value.lower()
 
 
 def is_upload_id(value: str) -> bool:

@@ -107,6 +107,8 @@ def scene_to_proto(scene: SceneRequest) -> common_pb2.Scene:
         message.section = scene.section
     if scene.bars is not None:
         message.first_bar, message.last_bar = scene.bars
+    if scene.image is not None:
+        message.image = scene.image
     return message
 
 
@@ -116,6 +118,8 @@ def scene_from_proto(message: common_pb2.Scene) -> dict:
         data["section"] = message.section
     if message.HasField("first_bar") or message.HasField("last_bar"):
         data["bars"] = [message.first_bar, message.last_bar if message.HasField("last_bar") else message.first_bar]
+    if message.image:
+        data["image"] = message.image
     return data
 
 

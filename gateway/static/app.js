@@ -273,7 +273,8 @@ function readForm() {
   if (cuts) request.cuts = cuts;
   const scenes = scenePrompts();
   if (scenes.length) {
-    request.scenes = scenes;
+    const images = sceneImages();
+    request.scenes = scenes.map((prompt, i) => (images[i] ? { prompt, image: images[i] } : prompt));
     if (scenes.length > MAX_SCENES) errors.scenes = `at most ${MAX_SCENES} scenes (got ${scenes.length})`;
     else if (scenes.some((prompt) => !prompt)) errors.scenes = "every scene needs a prompt (or remove it)";
     else if (scenes.some((prompt) => prompt.length > 1000)) errors.scenes = "a scene prompt has at most 1000 characters";
@@ -297,11 +298,42 @@ function scenePrompts() {
   return [...$("scenes").querySelectorAll(".scene-prompt")].map((area) => area.value.trim());
 }
 
-function addScene(prompt = "") {
+function sceneImages() {
+  // Per scene, the id of its image upload ("" for none): each of its shots starts from that image.
+  return [...$("scenes").querySelectorAll(".scene")].map((item) => item.dataset.image || "");
+}
+
+async function uploadSceneImage(item) {
+  const input = item.querySelector(".scene-image");
+  const hint = item.querySelector(".scene-image-hint");
+  const file = input.files[0];
+  delete item.dataset.image;
+  hint.textContent = file ? `Uploading ${file.name}…` : "";
+  if (!file) return;
+  const body = new FormData();
+  body.append("file", file, file.name);
+  try {
+    const response = await api("/v1/uploads?kind=image", { method: "POST", body });
+    if (!response.ok) throw new Error((await problemOf(response)).message);
+    const upload = await response.json();
+    item.dataset.image = upload.id;
+    hint.textContent = `${file.name}: ${upload.width}×${upload.height} px`;
+  } catch (error) {
+    input.value = "";
+    hint.textContent = `Not used: ${error.message}`;
+  }
+}
+
+function addScene(prompt = "", image = "") {
   const list = $("scenes");
   if (list.children.length >= MAX_SCENES) return;
   const item = $("scene-item").content.firstElementChild.cloneNode(true);
   item.querySelector(".scene-prompt").value = prompt;
+  if (image) {
+    item.dataset.image = image;
+    item.querySelector(".scene-image-hint").textContent = `The job's image ${image.slice(0, 8)}…`;
+  }
+  item.querySelector(".scene-image").addEventListener("change", () => uploadSceneImage(item));
   item.querySelector(".up").addEventListener("click", () => item.previousElementSibling?.before(item));
   item.querySelector(".down").addEventListener("click", () => item.nextElementSibling?.after(item));
   item.querySelector(".remove").addEventListener("click", () => item.remove());
@@ -311,7 +343,10 @@ function addScene(prompt = "") {
 
 function fillScenes(scenes) {
   $("scenes").replaceChildren();
-  for (const scene of scenes || []) addScene(typeof scene === "string" ? scene : scene.prompt);
+  for (const scene of scenes || []) {
+    if (typeof scene === "string") addScene(scene);
+    else addScene(scene.prompt, scene.image || "");
+  }
 }
 
 $("scene-add").addEventListener("click", () => addScene());
@@ -404,6 +439,7 @@ async function uploadFile(name) {
   delete state.uploads[name];
   clearError(name);
   if (name === "song") $("song-wave").hidden = true;
+  if (name === "song") $("song-analysis").hidden = true;
   if (name === "image") $("image-preview").hidden = true;
   if (!file) return;
   const hint = $(`${name}-hint`);
@@ -435,6 +471,7 @@ async function uploadFile(name) {
       form.elements.duration.placeholder = `${fmt(upload.duration)} (the song)`;
     }
     drawWaveform(file);
+    showAnalysis(upload);
   }
   if (name === "image") {
     const preview = $("image-preview");
@@ -442,6 +479,25 @@ async function uploadFile(name) {
     state.objectUrls.push(preview.src);
     preview.hidden = false;
   }
+}
+
+async function showAnalysis(upload) {
+  // What the composer hears in the song (GET /v1/uploads/{id}/analysis): its tempo, bars and sections, before any job.
+  const line = $("song-analysis");
+  line.textContent = "Listening for the tempo and sections…";
+  line.hidden = false;
+  let text;
+  try {
+    const response = await api(`/v1/uploads/${encodeURIComponent(upload.id)}/analysis`);
+    if (!response.ok) throw new Error((await problemOf(response)).message);
+    const analysis = await response.json();
+    const sections = analysis.sections.map((s) => `${fmt(s.start_s)}–${fmt(s.end_s)} s`).join(", ");
+    text = `≈ ${Math.round(analysis.tempo_bpm)} bpm, ${analysis.downbeats} bars, ${analysis.sections.length} ` +
+      `section(s): ${sections}`;
+  } catch (error) {
+    text = `No tempo shown: ${error.message}`;
+  }
+  if (state.uploads.song && state.uploads.song.id === upload.id) line.textContent = text; // still the chosen song
 }
 
 async function drawWaveform(file) {
@@ -544,6 +600,7 @@ form.addEventListener("reset", () => setTimeout(() => {
   clearErrors();
   state.uploads = {};
   $("song-wave").hidden = true;
+  $("song-analysis").hidden = true;
   $("image-preview").hidden = true;
 }));
 form.addEventListener("input", (event) => {

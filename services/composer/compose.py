@@ -39,7 +39,7 @@ from pathlib import Path
 import tunereel
 from tunereel import wire
 from tunereel.analysis import AnalysisConfig, MusicAnalyser, Timeline
-from tunereel.request import GenerationRequest
+from tunereel.request import GenerationRequest, scene_image_field
 from tunereel.shots import PlanError, Scene, Shot, plan_shots, timeline_dict
 from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2
@@ -128,7 +128,7 @@ class Composer:
             music = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
                                  seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody,
                                  song=song)  # fmt: skip
-        image = frame_image(uploads["image"], request.width, request.height) if "image" in uploads else b""
+        image = self.scene_images(request, uploads)[0]  # one continuous take: one scene
         expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
         # A video preset that hears the music (LTX-2) gets the music of its span with its request (hearing.py).
         heard = listening_sources(self.backends, music, video_request(request.video_prompt, expected, seed,
@@ -150,6 +150,24 @@ class Composer:
         provenance.uploads.extend(common_pb2.UploadUse(field=field, sha256=record.sha256)
                                   for field, record in self.uploads_of(request).items())  # fmt: skip
         return provenance
+
+    @staticmethod
+    def scene_images(request: GenerationRequest, uploads: dict[str, UploadRecord]) -> list[bytes]:
+        """Per scene, the PNG its shots start from (fitted to the output size): its own image, else the request's,
+        else b"" (no image). Each distinct upload is fitted once."""
+        fitted: dict[str, bytes] = {}
+
+        def fit(record: UploadRecord) -> bytes:
+            if record.id not in fitted:
+                fitted[record.id] = frame_image(record, request.width, request.height)
+            return fitted[record.id]
+
+        fallback = uploads.get("image")
+        images = []
+        for index in range(len(request.scene_list)):
+            record = uploads.get(scene_image_field(index), fallback)
+            images.append(fit(record) if record is not None else b"")
+        return images
 
     @staticmethod
     def master_for(request: GenerationRequest, spec: AudioSpec, total_samples: int) -> StreamingMaster | SafetyLimiter:
@@ -343,12 +361,13 @@ class Composer:
 
     def _shot_source(self, request: GenerationRequest, deadline: float,
                      hearing: HearingVideoSource | None) -> Callable[[Shot], Source]:  # fmt: skip
-        """How one shot is made: a video request of its frames, prompt and seed; starting from the request's image (so
-        a character or a place stays recognisable across cuts); with the music of its span for a preset that hears."""
-        uploads = self.uploads_of(request)
-        image = frame_image(uploads["image"], request.width, request.height) if "image" in uploads else b""
+        """How one shot is made: a video request of its frames, prompt and seed; starting from its scene's image, or
+        the request's (so a character or a place stays recognisable across cuts); with the music of its span for a
+        preset that hears."""
+        images = self.scene_images(request, self.uploads_of(request))
 
         def make(shot: Shot) -> Source:
+            image = images[shot.scene]
             expected = ExpectedVideo(request.width, request.height, request.fps, shot.frames)
             if hearing is not None:
                 shot_request = video_request(shot.prompt, expected, shot.seed, request.video_model or "", image=image)

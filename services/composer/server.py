@@ -38,7 +38,7 @@ from .jobs import JobRunner, JobSettings
 from .store import JobStore, Quotas, sqlite_url
 from .webhooks import WebhookPolicy, WebhookSender, job_view
 from .uploads import SERVICE_NAME as UPLOAD_SERVICE_NAME
-from .uploads import UploadLibrary, UploadServicer, UploadSettings, prepare_or_abort
+from .uploads import UploadAnalyses, UploadLibrary, UploadServicer, UploadSettings, prepare_or_abort
 
 log = logging.getLogger("tunereel.composer")
 SERVICE_NAME = composer_pb2.DESCRIPTOR.services_by_name["ComposerService"].full_name
@@ -235,7 +235,7 @@ def serve(
     servicer = ComposerServicer(composer, max_concurrent=max_concurrent, uploads=library, keys=api_keys)
     jobs = JobServicer(store, api_keys, webhook_policy=webhook_policy if webhooks_enabled else None, workers=job_workers,
                        uploads=library)  # fmt: skip
-    uploads = UploadServicer(library, api_keys)
+    uploads = UploadServicer(library, api_keys, UploadAnalyses(lambda: composer.analyser))
 
     def register(server: grpc.Server) -> None:
         composer_pb2_grpc.add_ComposerServiceServicer_to_server(servicer, server)

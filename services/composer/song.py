@@ -22,7 +22,7 @@ from .errors import ComposeError, InvalidAudio
 from .media_in import BadMedia, decode_audio, fit_image, playback_layout, seconds_to_samples
 from .store import UploadRecord
 
-__all__ = ["SongSource", "song_request", "melody_pcm", "frame_image", "MELODY_RATE", "MELODY_MAX_S"]
+__all__ = ["SongSource", "song_request", "melody_pcm", "song_mono", "frame_image", "MELODY_RATE", "MELODY_MAX_S"]
 
 MELODY_RATE = 32_000  # MusicGen-melody's chroma is computed at 32 kHz (we resample; see melody_pcm)
 MELODY_MAX_S = 30.0  # one MusicGen window: the chroma conditioning covers at most this much
@@ -75,6 +75,17 @@ class SongSource:
         except (BadMedia, OSError) as error:
             raise InvalidAudio(f"song: the upload {self.song.id} cannot be read any more: {error}") from None
         yield Ended(self.name)
+
+
+def song_mono(song: UploadRecord) -> tuple[np.ndarray, int]:
+    """The whole song as float32 mono at the rate a job reads it at (what its music analysis hears), and that rate."""
+    rate, channels = playback_layout(song.sample_rate, song.channels)
+    try:
+        pieces = decode_audio(Path(song.path), sample_rate=rate, channels=channels,
+                              total_samples=seconds_to_samples(song.duration_seconds, rate))  # fmt: skip
+        return np.concatenate([piece.mean(axis=1) for piece in pieces]).astype(np.float32), rate
+    except (BadMedia, OSError) as error:
+        raise InvalidAudio(f"song: the upload {song.id} cannot be read any more: {error}") from None
 
 
 def melody_pcm(melody: UploadRecord) -> bytes:

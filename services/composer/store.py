@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from tunereel.request import UPLOAD_FIELDS, GenerationRequest, trusted_request
+from tunereel.request import UPLOAD_FIELDS, GenerationRequest, scene_upload_ids, trusted_request
 from tunereel.v1 import jobs_pb2
 from tunereel.wire import job_state_name
 
@@ -615,6 +615,8 @@ class JobStore:
             for name in UPLOAD_FIELDS:
                 if request.get(name):
                     used[request[name]] = job_id
+            for upload_id in scene_upload_ids(request):
+                used[upload_id] = job_id
         return used
 
     def delete_upload(self, upload_id: str, owner: str | None = None) -> UploadRecord | None:

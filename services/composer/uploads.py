@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +26,15 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from tunereel import rpc_errors, wire
+from tunereel.analysis import MusicAnalyser, Timeline
 from tunereel.auth import ApiKeys, metadata_value
 from tunereel.presets import MUSIC_PRESETS
 from tunereel.request import LIMITS, GenerationRequest, InvalidRequest, is_upload_id
-from tunereel.v1 import uploads_pb2, uploads_pb2_grpc
+from tunereel.v1 import common_pb2, uploads_pb2, uploads_pb2_grpc
 
 from .errors import ComposeError
 from .media_in import BadMedia, probe_audio, probe_image
-from .song import song_request
+from .song import song_mono, song_request
 from .store import JobStore, UploadInUse, UploadRecord
 
 log = logging.getLogger("tunereel.composer.uploads")
@@ -160,7 +163,7 @@ class UploadLibrary:
                 record = self.get(upload_id, owner)
             except UploadNotFound:
                 raise UploadNotFound(f"{field}: no upload {upload_id!r}") from None
-            wanted = "image" if field == "image" else "audio"
+            wanted = "image" if field.endswith("image") else "audio"
             if record.kind != wanted:
                 raise InvalidRequest(field, f"upload {upload_id} is {record.kind}, not {wanted}")
             found[field] = record
@@ -223,10 +226,45 @@ def upload_to_proto(record: UploadRecord) -> uploads_pb2.Upload:
     )  # fmt: skip
 
 
+class UploadAnalyses:
+    """Each audio upload's music analysis (the whole file, decoded as a job reads it), cached per content hash: the
+    tempo and sections a client shows under a dropped song before generating. `analyser` is called when needed (the
+    composer's, loaded once)."""
+
+    def __init__(self, analyser: Callable[[], MusicAnalyser], max_cached: int = 64):
+        self.analyser = analyser
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, Timeline] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, record: UploadRecord) -> Timeline:
+        with self._lock:
+            if record.sha256 in self._cache:
+                self._cache.move_to_end(record.sha256)
+                return self._cache[record.sha256]
+        mono, rate = song_mono(record)
+        timeline = self.analyser().analyse(mono, rate)
+        with self._lock:
+            self._cache[record.sha256] = timeline
+            while len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+        return timeline
+
+
+def analysis_to_proto(record: UploadRecord, timeline: Timeline) -> uploads_pb2.UploadAnalysis:
+    return uploads_pb2.UploadAnalysis(
+        id=record.id, duration_seconds=timeline.duration, tempo_bpm=timeline.tempo_bpm or 0.0,
+        beat_count=len(timeline.beats), downbeat_count=len(timeline.downbeats),
+        sections=[common_pb2.TimelineSection(index=s.index, start_seconds=s.start, end_seconds=s.end,
+                                             first_bar=s.first_bar, bar_count=s.bar_count) for s in timeline.sections],
+    )  # fmt: skip
+
+
 class UploadServicer(uploads_pb2_grpc.UploadServiceServicer):
-    def __init__(self, library: UploadLibrary, keys: ApiKeys):
+    def __init__(self, library: UploadLibrary, keys: ApiKeys, analyses: UploadAnalyses | None = None):
         self.library = library
         self.keys = keys
+        self.analyses = analyses
 
     def _owner(self, context: grpc.ServicerContext) -> str:
         owner = self.keys.owner_of(metadata_value(context, "authorization"))
@@ -271,6 +309,23 @@ class UploadServicer(uploads_pb2_grpc.UploadServiceServicer):
         except UploadInUse as error:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
         return uploads_pb2.DeleteUploadResponse(id=record.id)
+
+
+    def AnalyseUpload(self, request: uploads_pb2.AnalyseUploadRequest, context: grpc.ServicerContext):
+        owner = self._owner(context)
+        try:
+            record = self.library.get(request.id, owner)
+        except UploadNotFound as error:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        if record.kind != "audio":
+            rpc_errors.abort_invalid_field(context, "id", f"id: upload {record.id} is {record.kind}, not audio")
+        if self.analyses is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this composer does not analyse uploads")
+        try:
+            timeline = self.analyses.of(record)
+        except ComposeError as error:  # the stored file no longer decodes
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        return analysis_to_proto(record, timeline)
 
 
 class BadPiece(ValueError):

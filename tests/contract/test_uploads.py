@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from tests.analysis_media import grid_song
 from tests.fake_backends import FakeMusic, FakeVideo, serve_fake
 from tests.media import decode_audio, probe_mp4
 from tests.songs import RATE, lying_wav, png_bomb, song_pcm, write_image, write_song
@@ -32,13 +33,18 @@ SONG_S = 3.0
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
+    yield from serve_system(tmp_path_factory, max_audio_seconds=10.0, max_upload_bytes=2_000_000)
+
+
+def serve_system(tmp_path_factory, max_audio_seconds: float, max_upload_bytes: int):
+    """The composer (fake music and video services) and the gateway, in-process, with these upload limits."""
     music, video = FakeMusic(), FakeVideo()
     music_server, video_server = serve_fake(music), serve_fake(video)
     data = tmp_path_factory.mktemp("data")
     composer = composer_server.serve(
         host="127.0.0.1", port=0, music_target=f"127.0.0.1:{music_server.port}",
         video_target=f"127.0.0.1:{video_server.port}", data_dir=data, api_keys=KEYS,
-        upload_settings=UploadSettings(data, max_audio_seconds=10.0, max_image_side=512),
+        upload_settings=UploadSettings(data, max_audio_seconds=max_audio_seconds, max_image_side=512),
     )  # fmt: skip
     channel = open_channel(f"127.0.0.1:{composer.port}")
     health = health_pb2_grpc.HealthStub(channel)
@@ -47,7 +53,7 @@ def system(tmp_path_factory):
         assert time.monotonic() < deadline, "composer never reported SERVING"
         time.sleep(0.05)
     app = create_app(GatewaySettings(composer_target=f"127.0.0.1:{composer.port}", api_keys=KEYS,
-                                     max_upload_bytes=2_000_000, request_timeout_s=60))  # fmt: skip
+                                     max_upload_bytes=max_upload_bytes, request_timeout_s=60))  # fmt: skip
     media = tmp_path_factory.mktemp("media")
     with TestClient(app) as client:
         yield {"music": music, "video": video, "composer": composer, "http": client, "data": data, "media": media}
@@ -294,3 +300,135 @@ def test_cut_with_the_music_every_shot_starts_from_the_image(system, monkeypatch
                                                                        "cuts": "bar", "image": image["id"]})  # fmt: skip
     assert reply.status_code == 200, reply.text
     assert len(seen) >= 2 and all(seen) and len(set(seen)) == 1  # several shots, each with the same fitted image
+
+
+def test_each_scene_starts_from_its_own_image_else_the_requests(system, monkeypatch):
+    """A scene's image is the frame-0 condition of each of its shots; a scene without one gets the request's image;
+    the images are fitted to the output size; the provenance names each by field and content hash."""
+    face = upload(system, write_image(system["media"] / "scene-face.png", 96, 64), content_type="image/png").json()
+    place = upload(system, write_image(system["media"] / "scene-place.png", 64, 96), content_type="image/png").json()
+    assert face["sha256"] != place["sha256"]
+    seen: list[tuple[str, bytes]] = []
+    monkeypatch.setattr(type(system["video"]), "last_request",
+                        property(lambda self: None, lambda self, r: seen.append((r.prompt, bytes(r.image)))),
+                        raising=False)  # fmt: skip
+    scenes = [{"prompt": "a face", "image": face["id"]}, {"prompt": "a place"}]
+    job = system["http"].post("/v1/jobs", headers=ONE, json={**SMALL, "genre": "pop", "duration": 5, "cuts": "bar",
+                                                            "scenes": scenes, "image": place["id"]}).json()  # fmt: skip
+    deadline = time.monotonic() + 60
+    while job["state"] not in ("succeeded", "failed", "canceled"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+        job = system["http"].get(f"/v1/jobs/{job['id']}", headers=ONE).json()
+    assert job["state"] == "succeeded", job["error"]
+    by_scene = {prompt: {image for p, image in seen if p == prompt} for prompt in ("a face", "a place")}
+    assert all(len(images) == 1 for images in by_scene.values()), seen  # every shot of a scene: the same image
+    (face_png,), (place_png,) = by_scene["a face"], by_scene["a place"]
+    assert face_png != place_png
+    for png in (face_png, place_png):
+        assert Image.open(io.BytesIO(png)).size == (64, 64)
+    wide = np.asarray(Image.open(io.BytesIO(face_png)).convert("RGB")).astype(int)
+    assert wide[:, :8, 0].mean() > 240  # the face image's red left half, center-cropped from 96 px wide
+    timeline = system["http"].get(f"/v1/jobs/{job['id']}/timeline", headers=ONE).json()
+    shots_per_scene = [sum(1 for shot in timeline["shots"] if shot["scene"] == index) for index in (0, 1)]
+    assert shots_per_scene == [sum(1 for p, _ in seen if p == prompt) for prompt in ("a face", "a place")]
+    assert job["provenance"]["uploads"] == [{"field": "image", "sha256": place["sha256"]},
+                                            {"field": "scenes.0.image", "sha256": face["sha256"]}]  # fmt: skip
+
+
+def test_a_scene_image_of_another_key_is_404_and_of_a_song_400(system):
+    theirs = upload(system, write_image(system["media"] / "theirs.png", 40, 40), headers=TWO,
+                    content_type="image/png").json()  # fmt: skip
+    request = {**SMALL, "genre": "pop", "duration": 1, "scenes": [{"prompt": "x"}, {"prompt": "y", "image": theirs["id"]}]}
+    reply = system["http"].post("/v1/jobs", headers=ONE, json=request)
+    assert reply.status_code == 404 and "scenes.1.image" in reply.text
+    assert system["http"].post("/v1/jobs", headers=TWO, json=request).status_code == 201  # the owner may
+    song = upload(system, write_song(system["media"] / "s3.flac", song_pcm(1.0, seed=12))).json()
+    request["scenes"][1]["image"] = song["id"]
+    reply = system["http"].post("/v1/jobs", headers=ONE, json=request)
+    assert reply.status_code == 400 and reply.json()["field"] == "scenes.1.image", reply.json()
+
+
+@pytest.fixture(scope="module")
+def roomy_system(tmp_path_factory):
+    """Uploads up to a minute and 20 MB: room for a whole song on the beat grid."""
+    yield from serve_system(tmp_path_factory, max_audio_seconds=60.0, max_upload_bytes=20_000_000)
+
+
+def wait_for(system, job: dict, timeout: float = 240.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while job["state"] not in ("succeeded", "failed", "canceled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+        job = system["http"].get(f"/v1/jobs/{job['id']}", headers=ONE).json()
+    return job
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".mp3", ".flac"])
+def test_your_own_song_is_cut_on_its_downbeats(roomy_system, suffix, tmp_path):
+    """A song on a known grid (a pickup, 100 bpm ramping to 130 bpm, a second section), stereo at 44.1 kHz, uploaded as
+    MP3 and as FLAC: the video lasts as long as the song and every cut of the timeline lands on a downbeat ± 1 frame."""
+    fps = 24
+    grid = grid_song(rate=RATE)
+    stereo = np.stack([grid.pcm, 0.8 * grid.pcm], axis=1)
+    path = write_song(roomy_system["media"] / f"grid{suffix}", stereo)
+    song = upload(roomy_system, path, content_type="audio/mpeg" if suffix == ".mp3" else "audio/flac").json()
+    assert (song["sample_rate"], song["channels"]) == (RATE, 2) and abs(song["duration"] - len(grid.pcm) / RATE) < 0.06
+    request = {**SMALL, "fps": fps, "song": song["id"], "scenes": ["first part", "second part"]}
+    job = wait_for(roomy_system, roomy_system["http"].post("/v1/jobs", headers=ONE, json=request).json())
+    assert job["state"] == "succeeded", job["error"]
+    out = tmp_path / "grid.mp4"
+    out.write_bytes(roomy_system["http"].get(f"/v1/jobs/{job['id']}/video", headers=ONE).content)
+    frames = probe_mp4(out)["frame_count"]
+    assert frames == round(song["duration"] * fps)  # the song's length, to the frame
+    timeline = roomy_system["http"].get(f"/v1/jobs/{job['id']}/timeline", headers=ONE).json()
+    shots = timeline["shots"]
+    assert shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == frames and len(shots) >= 4
+    downbeat_frames = grid.downbeats * fps
+    for shot in shots[1:]:  # every cut (the first shot starts at 0, before the pickup's downbeat)
+        assert np.min(np.abs(downbeat_frames - shot["start_frame"])) <= 1.0, (shot, grid.downbeats)
+    assert [shot["scene"] for shot in shots] == sorted(shot["scene"] for shot in shots) and shots[-1]["scene"] == 1
+    assert abs(timeline["tempo_bpm"] - 100.0) < 20  # median of 100 and 130 bpm stretches
+
+
+def test_the_cli_sends_a_scenes_image_that_reaches_the_video_service(system, tmp_path):
+    from tunereel import cli
+
+    face = write_image(tmp_path / "cli-face.png", 128, 64)
+    args = cli.parse_args(["generate", "--genre", "pop", "--duration", "1", "--prompt", "unused", "--scene", "a face",
+                           "--image", str(face), "--cuts", "none", "--width", "64", "--height", "64", "--fps", "8",
+                           "-o", str(tmp_path / "scene.mp4"), "--no-progress"])  # fmt: skip
+    api = cli.Api("http://testserver", None)
+    api.http = system["http"]
+    api.http.headers["Authorization"] = ONE["Authorization"]
+    try:
+        assert cli.generate(api, args) == 0
+    finally:
+        del api.http.headers["Authorization"]  # the client is shared by the module's tests
+    sent = system["video"].last_request
+    assert sent.image and Image.open(io.BytesIO(sent.image)).size == (64, 64)  # the one take starts from the scene's
+
+
+@pytest.mark.slow
+def test_the_analysis_of_a_dropped_song_before_generating(roomy_system):
+    """GET /v1/uploads/{id}/analysis: the tempo, bars and sections a job would find, for the owner only."""
+    grid = grid_song(rate=RATE)
+    path = write_song(roomy_system["media"] / "analysed.flac", np.stack([grid.pcm, grid.pcm], axis=1))
+    song = upload(roomy_system, path, content_type="audio/flac").json()
+    reply = roomy_system["http"].get(f"/v1/uploads/{song['id']}/analysis", headers=ONE)
+    assert reply.status_code == 200, reply.text
+    analysis = reply.json()
+    assert analysis["id"] == song["id"] and abs(analysis["duration"] - song["duration"]) < 0.05
+    assert 97.0 < analysis["tempo_bpm"] < 133.0  # the song runs at 100, ramps, then 130 bpm: a median inside that
+    assert abs(analysis["downbeats"] - len(grid.downbeats)) <= 1 and analysis["beats"] >= len(grid.beats) - 4
+    sections = analysis["sections"]
+    assert len(sections) >= 1 and sections[0]["start_s"] == 0 and abs(sections[-1]["end_s"] - song["duration"]) < 0.1
+    started = time.monotonic()
+    assert roomy_system["http"].get(f"/v1/uploads/{song['id']}/analysis", headers=ONE).json() == analysis
+    assert time.monotonic() - started < 1.0  # cached per content hash
+    reply = roomy_system["http"].get(f"/v1/uploads/{song['id']}/analysis", headers=TWO)
+    assert reply.status_code == 404
+    image = upload(roomy_system, write_image(roomy_system["media"] / "not-a-song.png", 32, 32), content_type="image/png")
+    reply = roomy_system["http"].get(f"/v1/uploads/{image.json()['id']}/analysis", headers=ONE)
+    assert reply.status_code == 400 and "not audio" in reply.text

@@ -353,6 +353,9 @@ def test_ui_drops_a_song_and_an_image_and_makes_the_video_for_them(page, stack, 
     page.set_input_files("#song", str(song))
     page.wait_for_function("/1\\.5 s, 44100 Hz, 2 channel/.test(document.getElementById('song-hint').textContent)")
     page.wait_for_selector("#song-wave:not([hidden])")
+    # the composer's analysis of the song, shown before any job (GET /v1/uploads/{id}/analysis)
+    page.wait_for_function("/bpm, \\d+ bars, [1-9]\\d* section/.test(document.getElementById('song-analysis').textContent)",
+                           timeout=60_000)  # fmt: skip
     page.set_input_files("#image", str(face))
     page.wait_for_function("/120×90 px/.test(document.getElementById('image-hint').textContent)")
     assert page.is_visible("#image-preview")
@@ -364,14 +367,18 @@ def test_ui_drops_a_song_and_an_image_and_makes_the_video_for_them(page, stack, 
     assert [use["field"] for use in job["provenance"]["uploads"]] == ["song", "image"]
 
 
-def test_ui_scenes_and_the_timeline_strip_seek_to_a_shot(page, stack, client, artifacts):
-    """Scenes are added, reordered and removed in the form; the job cuts with its music; under the player the
-    timeline strip shows sections, shots and beats, and a click on a shot seeks the video there."""
+def test_ui_scenes_and_the_timeline_strip_seek_to_a_shot(page, stack, client, artifacts, tmp_path):
+    """Scenes are added, reordered and removed in the form, one with its own image; the job cuts with its music;
+    under the player the timeline strip shows sections, shots and beats, and a click on a shot seeks the video there."""
+    from tests.songs import write_image
+
     open_ui(page, stack)
     fill_small_request(page, duration=6, seed=99)
     for prompt in ("a blue sea", "a red room", "a green field"):
         page.click("#scene-add")
         page.locator("#scenes .scene-prompt").last.fill(prompt)
+    page.locator("#scenes .scene").first.locator(".scene-image").set_input_files(str(write_image(tmp_path / "sea.png", 64, 64)))
+    page.wait_for_function("/sea\\.png: 64×64 px/.test(document.querySelector('#scenes .scene-image-hint').textContent)")
     page.locator("#scenes .scene").nth(1).locator(".up").click()  # "a red room" first
     page.locator("#scenes .scene").nth(2).locator(".remove").click()  # no green field
     page.select_option("#cuts", "bar")
@@ -379,6 +386,8 @@ def test_ui_scenes_and_the_timeline_strip_seek_to_a_shot(page, stack, client, ar
     page.wait_for_selector("#job[data-state=succeeded]", timeout=180_000)
     job = client.get(f"/v1/jobs/{page.get_attribute('#job', 'data-job-id')}").json()
     assert [s["prompt"] for s in job["request"]["scenes"]] == ["a red room", "a blue sea"]
+    assert [bool(s.get("image")) for s in job["request"]["scenes"]] == [False, True]  # the sea's image moved with it
+    assert [use["field"] for use in job["provenance"]["uploads"]] == ["scenes.1.image"]
     assert job["request"]["cuts"] == "bar"
 
     page.wait_for_selector("#timeline:not([hidden]) #timeline-shots .block")

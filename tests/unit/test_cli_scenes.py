@@ -27,3 +27,36 @@ def test_an_unknown_cuts_value_is_one_line_and_exit_2(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "--cuts" in err and "often" in err and len(err.splitlines()) == 1
+
+
+def test_an_image_pairs_with_the_scene_before_it_and_is_uploaded_first(monkeypatch, capsys, tmp_path):
+    calls = []
+
+    def upload(self, path, kind):
+        calls.append(("upload", path.name, kind))
+        return {"id": f"id-of-{path.stem}", "sha256": "0" * 64}
+
+    def call(self, method, path, **kwargs):
+        calls.append((method, path, kwargs.get("json")))
+        raise cli.CliError("stop here")
+
+    monkeypatch.setattr(cli.Api, "upload", upload)
+    monkeypatch.setattr(cli.Api, "call", call)
+    code = cli.main(["generate", "--genre", "pop", "--duration", "8", "--prompt", "x", "--image", "all.png",
+                     "--scene", "a face", "--image", "face.png", "--scene", "a room", "--scene", "a sea",
+                     "--image", "sea.webp"])  # fmt: skip
+    assert code == 1 and "stop here" in capsys.readouterr().err
+    assert calls[:3] == [("upload", "all.png", "image"), ("upload", "face.png", "image"), ("upload", "sea.webp", "image")]
+    method, path, body = calls[3]
+    assert (method, path, body["image"]) == ("POST", "/v1/jobs", "id-of-all")
+    assert body["scenes"] == [{"prompt": "a face", "image": "id-of-face"}, {"prompt": "a room"},
+                              {"prompt": "a sea", "image": "id-of-sea"}]  # fmt: skip
+
+
+def test_two_images_for_one_scene_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["generate", "--genre", "pop", "--duration", "8", "--prompt", "x", "--scene", "a face",
+                  "--image", "a.png", "--image", "b.png"])  # fmt: skip
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--image" in err and "scene 1" in err and len(err.splitlines()) == 1

@@ -50,6 +50,20 @@ def test_unused_uploads_are_swept_after_the_retention_and_used_ones_kept(library
     assert sorted(p.name for p in library.settings.uploads_dir.iterdir()) == []
 
 
+def test_a_queued_jobs_scene_images_are_never_swept(library, tmp_path):
+    kept, _ = library.add("me", "image", "scene.png", pieces(write_image(tmp_path / "scene.png", 32, 32)))
+    other, _ = library.add("me", "image", "other.png", pieces(write_image(tmp_path / "other.png", 48, 32)))
+    scenes = [{"prompt": "a plain scene"}, {"prompt": "a face", "image": kept.id}]
+    job, _ = library.store.create(validate_request({"genre": "pop", "duration": 1, "video_prompt": "x", "scenes": scenes}), owner="me")
+    assert library.store.uploads_in_use() == {kept.id: job.id}
+    later = time.time() + 3600
+    assert library.sweep(now=later) == 1  # the image no job names goes; the scene's stays while the job is queued
+    assert library.store.get_upload(other.id) is None and library.store.get_upload(kept.id) is not None
+    assert os.path.exists(kept.path)
+    library.store.request_cancel(job.id)
+    assert library.sweep(now=later) == 1 and not os.path.exists(kept.path)
+
+
 def test_a_stale_temp_file_is_swept_and_a_fresh_one_kept(library):
     stale = library.settings.uploads_dir / ".incoming-dead"
     stale.write_bytes(b"an upload whose process died")

@@ -49,3 +49,16 @@ def test_assembler_rejects_out_of_order_chunks():
     assembler = wire.FrameAssembler(64, 64)
     with pytest.raises(ValueError, match="out of order"):
         assembler.add(1, 0, b"\0" * 100)
+
+
+def test_a_scene_image_goes_over_grpc_and_back():
+    from tunereel.request import validate_request
+
+    image = "0b0e4d0c-7a53-4b55-9c1e-3f3c1b8e2a10"
+    request = validate_request({"genre": "pop", "duration": 1, "video_prompt": "x",
+                                "scenes": [{"prompt": "a"}, {"prompt": "b", "image": image.upper()}]})  # fmt: skip
+    message = wire.request_to_proto(request)
+    assert [scene.image for scene in message.scenes] == ["", image]
+    again = validate_request(wire.request_from_proto(message))
+    assert [scene.image for scene in again.scenes] == [None, image]
+    assert again.uploads == {"scenes.1.image": image}
