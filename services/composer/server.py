@@ -243,7 +243,8 @@ class Composed:
 
     def stop(self, grace: float = 0.0) -> None:
         """Stop taking work, let running calls end within `grace`, then close every thread, channel and the store."""
-        self.runner.stop()
+        if not self.runner.stopping:  # after a signal the runner is already draining: its drain is not cut short
+            self.runner.stop()
         self.mirror.stop()
         self.server.stop(grace)
         self.runner.join()
@@ -305,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     log.info("ComposerService on %s:%d (music %s, video %s)", args.host, composed.port, args.music, args.video)
-    composed.server.wait_for_signals()
+    # On SIGTERM the runner stops claiming at once; jobs it cannot finish within the drain go back to the queue.
+    composed.server.wait_for_signals(on_signal=lambda grace: composed.runner.stop(drain_seconds=grace))
     composed.stop()
     return 0
 
