@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,6 +273,13 @@ class JobStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def now(self, db: sa.Connection) -> float:
+        """The database's clock in epoch seconds: leases, claims and retry times compare against one clock, not
+        each replica's (a replica whose clock is an hour off neither steals a live lease nor keeps a dead one)."""
+        if self.is_postgres:
+            return float(db.execute(sa.select(sa.extract("epoch", sa.func.now()))).scalar_one())
+        return float(db.execute(sa.select((sa.func.julianday("now") - 2440587.5) * 86400.0)).scalar_one())
+
     # --- creation and reading -----------------------------------------------------------------------------------
     def create(
         self,
@@ -286,8 +292,8 @@ class JobStore:
     ) -> tuple[JobRecord, bool]:
         """Queue a job; returns (job, created). `identity` is what idempotency compares (defaults to `request`)."""
         digest = request_hash(identity if identity is not None else request.model_dump())
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             if self.is_postgres:  # count-then-insert must be atomic for the queue bound
                 db.execute(sa.text("SELECT pg_advisory_xact_lock(727275)"))
             if idempotency_key:
@@ -404,8 +410,8 @@ class JobStore:
     # --- the worker's side --------------------------------------------------------------------------------------
     def claim(self, worker: str) -> JobRecord | None:
         """Take the oldest runnable job with a fresh lease; first returns expired leases to the queue."""
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             self._expire_leases(db, now)
             query = (
                 sa.select(jobs.c.id)
@@ -469,8 +475,7 @@ class JobStore:
         stage_progress: dict[str, float] | None = None,
     ) -> Heartbeat:
         """Renew the lease (and record progress); tells the worker whether it still owns the job and if it should stop."""
-        now = time.time()
-        values: dict[str, Any] = dict(lease_expires_at=now + self.lease_seconds, updated_at=now)
+        values: dict[str, Any] = {}
         if progress is not None:
             values["progress"] = progress
         if stage is not None:
@@ -478,6 +483,8 @@ class JobStore:
         if stage_progress is not None:
             values["stage_progress_json"] = json.dumps(stage_progress, sort_keys=True)
         with self.engine.begin() as db:
+            now = self.now(db)
+            values.update(lease_expires_at=now + self.lease_seconds, updated_at=now)
             renewed = db.execute(
                 jobs.update().where(*self._owned(job_id, worker)).values(**values)
             ).rowcount
@@ -498,8 +505,8 @@ class JobStore:
 
     def retry_later(self, job_id: str, worker: str, error: str, delay: float) -> str:
         """Put the job back in the queue after `delay` seconds, or fail it when its attempts are used up."""
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             row = db.execute(sa.select(jobs.c.attempts, jobs.c.max_attempts).where(*self._owned(job_id, worker))).first()
             if row is None:
                 return "lost"
@@ -519,8 +526,8 @@ class JobStore:
         return (jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.state == RUNNING)
 
     def _end(self, job_id: str, worker: str, *, state: str, **values: Any) -> bool:
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             return (
                 db.execute(
                     jobs.update()
@@ -533,9 +540,9 @@ class JobStore:
     # --- the owner's side ---------------------------------------------------------------------------------------
     def request_cancel(self, job_id: str, owner: str | None = None) -> JobRecord | None:
         """A queued job ends at once; a running one is flagged and its worker stops it at the next heartbeat."""
-        now = time.time()
         where = [jobs.c.id == job_id] + ([jobs.c.owner == owner] if owner is not None else [])
         with self.engine.begin() as db:
+            now = self.now(db)
             db.execute(
                 jobs.update()
                 .where(*where, jobs.c.state == QUEUED)
@@ -569,8 +576,8 @@ class JobStore:
     def add_upload(self, owner: str, values: dict[str, Any], *, expires_at: float) -> tuple[UploadRecord, bool]:
         """Record a stored file; returns (upload, created). The same bytes from the same owner give the upload
         recorded before (its expiry pushed to `expires_at`), and the caller removes its own copy of the file."""
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             existing = db.execute(
                 sa.select(uploads).where(uploads.c.owner == owner, uploads.c.sha256 == values["sha256"])
             ).first()
@@ -641,8 +648,8 @@ class JobStore:
     # --- webhooks -----------------------------------------------------------------------------------------------
     def claim_webhook(self, hold_seconds: float = 60.0) -> JobRecord | None:
         """An ended job whose webhook is due; held for `hold_seconds` so no other replica sends it meanwhile."""
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             job_id = db.execute(
                 sa.select(jobs.c.id)
                 .where(jobs.c.webhook_state == "pending", jobs.c.state.in_(list(TERMINAL)), jobs.c.webhook_next_at <= now)
@@ -660,14 +667,13 @@ class JobStore:
             return JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
 
     def webhook_result(self, job_id: str, *, delivered: bool, retry_in: float | None) -> None:
-        now = time.time()
         if delivered:
             values: dict[str, Any] = dict(webhook_state="delivered")
         elif retry_in is None:
             values = dict(webhook_state="failed")
-        else:
-            values = dict(webhook_next_at=now + retry_in)
         with self.engine.begin() as db:
+            if not delivered and retry_in is not None:
+                values = dict(webhook_next_at=self.now(db) + retry_in)
             db.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
 
     def webhook_attempts(self, job_id: str) -> int:

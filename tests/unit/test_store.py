@@ -223,3 +223,30 @@ def test_stored_bytes_are_limited_per_key(make_store):
     with pytest.raises(QuotaExceeded, match="stored videos take 1000 bytes"):
         store.create(REQUEST, owner="big")
     store.create(REQUEST, owner="small")
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+def test_a_worker_with_a_skewed_clock_neither_steals_a_live_lease_nor_keeps_a_dead_one(make_store, monkeypatch, skew):
+    """Leases compare against the database's clock: a replica whose clock is an hour off behaves as the others."""
+    true_time = time.time
+    store = make_store(lease_seconds=1.0)
+
+    def skewed(action):
+        with monkeypatch.context() as patch:
+            patch.setattr(time, "time", lambda: true_time() + skew)
+            return action()
+
+    live, _ = store.create(REQUEST)
+    assert store.claim("honest").id == live.id
+    assert skewed(lambda: store.claim("skewed")) is None, "a live lease was taken by a worker whose clock is ahead"
+    assert store.get(live.id).lease_owner == "honest"
+
+    mine, _ = store.create(REQUEST)
+    assert skewed(lambda: store.claim("skewed")).id == mine.id
+    assert store.claim("honest-2") is None, "the skewed worker's live lease was taken"
+    assert skewed(lambda: store.heartbeat(mine.id, "skewed")).alive
+
+    time.sleep(1.3)  # neither worker renews: both leases are dead now, by the database's clock
+    reclaimed = {skewed(lambda: store.claim("skewed-2")).id, skewed(lambda: store.claim("skewed-3")).id}
+    assert reclaimed == {live.id, mine.id}, "a dead lease was kept by a worker whose clock is behind"
+    assert store.get(live.id).attempts == 2 and "stopped responding" in store.get(live.id).error
