@@ -241,6 +241,9 @@ def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+READ_ONLY = "tunereel_read_only"  # an execution option: this connection only reads
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'jobs.db').resolve()}"
 
@@ -254,6 +257,8 @@ class JobStore:
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
         self.engine = _engine(url)
+        # Reads take no write lock: on SQLite they open a deferred transaction (WAL lets them run beside a writer).
+        self.reader = self.engine.execution_options(**{READ_ONLY: True})
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
     # --- schema -------------------------------------------------------------------------------------------------
@@ -355,7 +360,7 @@ class JobStore:
         query = sa.select(jobs).where(jobs.c.id == job_id)
         if owner is not None:
             query = query.where(jobs.c.owner == owner)
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             row = db.execute(query).first()
         return JobRecord.from_row(row) if row is not None else None
 
@@ -363,7 +368,7 @@ class JobStore:
         """Several jobs in one query (the job watchers' poll); missing ids are simply absent."""
         if not job_ids:
             return {}
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             rows = db.execute(sa.select(jobs).where(jobs.c.id.in_(job_ids))).all()
         return {row._mapping["id"]: JobRecord.from_row(row) for row in rows}
 
@@ -377,13 +382,13 @@ class JobStore:
             query = query.where(
                 sa.or_(jobs.c.created_at < created, sa.and_(jobs.c.created_at == created, jobs.c.id < last_id))
             )
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return [JobRecord.from_row(row) for row in db.execute(query)]
 
     def queue_position(self, record: JobRecord) -> int:
         if record.state != QUEUED:
             return 0
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return db.execute(
                 sa.select(sa.func.count())
                 .select_from(jobs)
@@ -398,7 +403,7 @@ class JobStore:
 
     def recent_durations(self, limit: int = 20) -> list[float]:
         """Run times of the latest succeeded jobs, for ETAs."""
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             rows = db.execute(
                 sa.select(jobs.c.ended_at - jobs.c.started_at)
                 .where(jobs.c.state == SUCCEEDED, jobs.c.started_at.is_not(None))
@@ -569,7 +574,7 @@ class JobStore:
         return [row[1] for row in rows if row[1]]
 
     def result_paths(self) -> set[str]:
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return {row[0] for row in db.execute(sa.select(jobs.c.result_path).where(jobs.c.result_path.is_not(None)))}
 
     # --- uploads ------------------------------------------------------------------------------------------------
@@ -595,7 +600,7 @@ class JobStore:
         query = sa.select(uploads).where(uploads.c.id == upload_id)
         if owner is not None:
             query = query.where(uploads.c.owner == owner)
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             row = db.execute(query).first()
         return UploadRecord.from_row(row) if row is not None else None
 
@@ -609,7 +614,7 @@ class JobStore:
 
     def uploads_in_use(self) -> dict[str, str]:
         """{upload id: job id} for every upload a queued or running job names."""
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             rows = db.execute(sa.select(jobs.c.id, jobs.c.request_json).where(jobs.c.state.in_([QUEUED, RUNNING]))).all()
         used: dict[str, str] = {}
         for job_id, request_json in rows:
@@ -642,7 +647,7 @@ class JobStore:
         return [row[1] for row in rows]
 
     def upload_paths(self) -> set[str]:
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return {row[0] for row in db.execute(sa.select(uploads.c.path))}
 
     # --- webhooks -----------------------------------------------------------------------------------------------
@@ -677,7 +682,7 @@ class JobStore:
             db.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
 
     def webhook_attempts(self, job_id: str) -> int:
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return db.execute(sa.select(jobs.c.webhook_attempts).where(jobs.c.id == job_id)).scalar_one()
 
 
@@ -698,7 +703,8 @@ def _engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):

@@ -250,3 +250,29 @@ def test_a_worker_with_a_skewed_clock_neither_steals_a_live_lease_nor_keeps_a_de
     reclaimed = {skewed(lambda: store.claim("skewed-2")).id, skewed(lambda: store.claim("skewed-3")).id}
     assert reclaimed == {live.id, mine.id}, "a dead lease was kept by a worker whose clock is behind"
     assert store.get(live.id).attempts == 2 and "stopped responding" in store.get(live.id).error
+
+
+def test_sqlite_reads_do_not_wait_for_a_long_write_transaction(tmp_path):
+    """A writer holding its transaction open (e.g. a slow claim) must not stall job views: reads take no write lock."""
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.migrate()
+    job, _ = store.create(REQUEST)
+    seen: list = []
+
+    def read_views() -> None:
+        started = time.monotonic()
+        record = store.get(job.id)
+        seen.append((record.state, len(store.list(None)), store.queue_position(record), time.monotonic() - started))
+
+    try:
+        with store.engine.begin() as writer:  # BEGIN IMMEDIATE: the write lock, held for the whole block
+            writer.execute(sa.update(store_module.jobs).where(store_module.jobs.c.id == job.id).values(state=RUNNING))
+            reader = threading.Thread(target=read_views, daemon=True)
+            reader.start()
+            reader.join(3.0)
+            assert seen, "a read of job views waited for the writer's transaction"
+        state, listed, position, took = seen[0]
+        assert (state, listed, position) == (QUEUED, 1, 0) and took < 2.0  # the last committed state, at once
+        assert store.get(job.id).state == RUNNING
+    finally:
+        store.close()
