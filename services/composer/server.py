@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 
 from tunereel import rpc_errors, wire
-from tunereel.auth import ApiKeys, InsecureBinding, metadata_value
+from tunereel.auth import ApiKeys, InsecureBinding, metadata_value, service_key_from_env
 from tunereel.request import InvalidRequest, validate_request
 from tunereel.serving import GrpcServer, start_async_server
 from tunereel.streaming import Cancelled, events_from_thread
@@ -173,6 +173,7 @@ def serve(
     api_keys: ApiKeys | None = None,
     quotas: Quotas | None = None,
     upload_settings: UploadSettings | None = None,
+    service_key: str | None = None,
 ) -> Composed:
     """Composer, job service and job workers on one port; health mirrors the backends."""
     api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
@@ -205,7 +206,8 @@ def serve(
         ),
     )
     store.migrate()
-    backends = Backends(music_target, video_target, api_key=api_keys.any_key)
+    # Its own service key, never a tenant's: music and video accept only service keys.
+    backends = Backends(music_target, video_target, api_key=service_key if service_key is not None else service_key_from_env())
     library = UploadLibrary(store, upload_settings or UploadSettings(data_dir))
     composer = Composer(backends, settings.work_dir, uploads=library.record)
     servicer = ComposerServicer(composer, max_concurrent=max_concurrent, uploads=library, keys=api_keys)
