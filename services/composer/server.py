@@ -35,7 +35,7 @@ from .job_service import SERVICE_NAME as JOB_SERVICE_NAME
 from .job_service import JobServicer
 from .jobs import JobRunner, JobSettings
 from .store import JobStore, Quotas, sqlite_url
-from .webhooks import WebhookPolicy, WebhookSender, job_view
+from .webhooks import WebhookPolicy, WebhookSender, job_view, unsigned_webhooks_refusal
 from .uploads import SERVICE_NAME as UPLOAD_SERVICE_NAME
 from .uploads import UploadLibrary, UploadServicer, UploadSettings, prepare_or_abort
 
@@ -181,6 +181,9 @@ def serve(
     # Without keys there is no per-key secret; without the server's secret too, a webhook would go out signed with
     # b"": such a server takes no webhooks at all.
     webhooks_enabled = api_keys.enabled or bool(webhook_secret)
+    refusal = unsigned_webhooks_refusal(webhook_policy, has_secret=webhooks_enabled)
+    if refusal is not None:  # main() prints it on one line and exits 2
+        raise InsecureBinding(refusal)
 
     def signing_key(owner: str) -> bytes:
         # Per key when keys are on (each tenant verifies with its own secret); the server's secret otherwise.

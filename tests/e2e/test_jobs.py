@@ -264,6 +264,19 @@ def test_api_keys(models_dir, tmp_path):
         assert first.HasField("header")
 
 
+def test_a_composer_with_unsigned_webhooks_beyond_loopback_refuses_to_start(tmp_path):
+    env = {**__import__("os").environ, "TUNEREEL_API_KEYS": "", "TUNEREEL_WEBHOOK_SECRET": "",
+           "TUNEREEL_WEBHOOK_ALLOW": "hooks.example.com"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "tunereel.composer.server", "--port", str(free_port()), "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "TUNEREEL_WEBHOOK_SECRET" in line and "empty secret" in line
+
+
 def test_a_model_service_beyond_loopback_refuses_to_start_with_only_tenant_keys(tmp_path):
     env = {**__import__("os").environ, "TUNEREEL_API_KEYS": "tenant-key", "TUNEREEL_SERVICE_KEYS": ""}
     result = subprocess.run(
