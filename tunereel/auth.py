@@ -1,5 +1,8 @@
 """API keys: `TUNEREEL_API_KEYS` (comma-separated) turns authentication on for the /v1 HTTP routes and the gRPC
-services. A key's jobs are visible to that key only; the owner id stored with a job is a hash, never the key."""
+services. A key's jobs are visible to that key only; the owner id stored with a job is a hash, never the key.
+
+Tenant keys never reach music and video: those take only service keys (`TUNEREEL_SERVICE_KEYS`), and the composer
+calls them with its own (`TUNEREEL_SERVICE_KEY`), so a tenant cannot drive the GPUs directly past the job queue."""
 
 from __future__ import annotations
 
@@ -11,10 +14,16 @@ from collections.abc import Callable, Iterable
 
 import grpc
 
-__all__ = ["webhook_secret_for_key", "ApiKeys", "ApiKeyInterceptor", "AsyncApiKeyInterceptor", "InsecureBinding", "refuse_open_binding", "bearer_metadata"]
+__all__ = ["API_KEYS_SETTING", "SERVICE_KEYS_SETTING", "SERVICE_KEY_SETTING", "service_key_from_env",
+           "webhook_secret_for_key", "ApiKeys", "ApiKeyInterceptor", "AsyncApiKeyInterceptor", "InsecureBinding", "refuse_open_binding", "bearer_metadata"]
 
 # Probes and tooling must work without a key.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+
+
+API_KEYS_SETTING = "TUNEREEL_API_KEYS"  # tenants' keys: the gateway and the composer
+SERVICE_KEYS_SETTING = "TUNEREEL_SERVICE_KEYS"  # what music and video accept (comma-separated, for key rotation)
+SERVICE_KEY_SETTING = "TUNEREEL_SERVICE_KEY"  # what the composer sends to music and video
 
 
 class InsecureBinding(RuntimeError):
@@ -22,21 +31,17 @@ class InsecureBinding(RuntimeError):
 
 
 class ApiKeys:
-    def __init__(self, keys: Iterable[str] = ()):
+    def __init__(self, keys: Iterable[str] = (), *, setting: str = API_KEYS_SETTING):
         self._keys = [key.strip() for key in keys if key.strip()]
+        self.setting = setting  # the environment variable these keys come from, for messages
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ApiKeys:
-        return cls((environ if environ is not None else os.environ).get("TUNEREEL_API_KEYS", "").split(","))
+    def from_env(cls, environ: dict[str, str] | None = None, *, setting: str = API_KEYS_SETTING) -> ApiKeys:
+        return cls((environ if environ is not None else os.environ).get(setting, "").split(","), setting=setting)
 
     @property
     def enabled(self) -> bool:
         return bool(self._keys)
-
-    @property
-    def any_key(self) -> str | None:
-        """A key for this process's own calls to other tunereel services."""
-        return self._keys[0] if self._keys else None
 
     def owner_of(self, authorization: str | None) -> str | None:
         """The owner id for a valid `Bearer KEY` header; "" when keys are off; None when the header is not valid."""
@@ -68,6 +73,11 @@ def webhook_secret_for_key(key: str) -> bytes:
     """Each API key's own webhook signing secret: derived from the key, so its holder computes it and no other
     tenant can (the key itself never leaves the client's side of the signature)."""
     return hmac.new(key.encode(), b"tunereel webhook signing v1", hashlib.sha256).hexdigest().encode()
+
+
+def service_key_from_env(environ: dict[str, str] | None = None) -> str | None:
+    """The key the composer presents to music and video (None: it sends none)."""
+    return (environ if environ is not None else os.environ).get(SERVICE_KEY_SETTING, "").strip() or None
 
 
 def bearer_metadata(key: str | None) -> list[tuple[str, str]]:
@@ -150,7 +160,7 @@ def refuse_open_binding(host: str, keys: ApiKeys, what: str) -> None:
     if keys.enabled or _is_loopback(host):
         return
     raise InsecureBinding(
-        f"{what} refuses to listen on {host} without API keys: set TUNEREEL_API_KEYS, or bind to 127.0.0.1"
+        f"{what} refuses to listen on {host} without API keys: set {keys.setting}, or bind to 127.0.0.1"
     )
 
 

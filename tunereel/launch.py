@@ -13,6 +13,7 @@ import argparse
 import ipaddress
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from tunereel.auth import API_KEYS_SETTING, SERVICE_KEY_SETTING, SERVICE_KEYS_SETTING
 from tunereel.envoy import envoy_command, render_local_config
 from tunereel.healthcheck import grpc_status
 
@@ -54,6 +56,7 @@ class LocalStack:
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    service_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))  # composer → music/video, this run only
 
     def __post_init__(self) -> None:
         for kind in BACKENDS:
@@ -118,6 +121,12 @@ class LocalStack:
     def start_service(self, name: str) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child's lifetime
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **self.env}
+        if env.get(API_KEYS_SETTING, "").strip():  # tenants' keys on: music and video take only the composer's key
+            replica = _REPLICA.match(name)
+            if (replica.group(1) if replica else name) in BACKENDS:
+                env.setdefault(SERVICE_KEYS_SETTING, self.service_key)
+            elif name == "composer":
+                env.setdefault(SERVICE_KEY_SETTING, self.service_key)
         process = subprocess.Popen(self.command(name), stdout=log, stderr=subprocess.STDOUT, env=env)
         self.processes[name] = process
         return process

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ import grpc
 import torch
 
 from tunereel import rpc_errors
+from tunereel.auth import SERVICE_KEYS_SETTING, ApiKeys, InsecureBinding
 from tunereel.loading import ModelMissing
 from tunereel.request import LIMITS
 from tunereel.presets import UnknownPreset, default_models_dir
@@ -224,7 +226,10 @@ def serve_model(
     models_dir: Path | None,
 ) -> GrpcServer:
     """Start the server at once (health NOT_SERVING, so probes answer while weights load), load, then SERVING."""
-    server = start_server(lambda s: add_to_server(servicer, s), [service_name], host=host, port=port)
+    # Only the composer calls a model service, with a service key: a tenant's key is refused here.
+    service_keys = ApiKeys.from_env(setting=SERVICE_KEYS_SETTING)
+    server = start_server(lambda s: add_to_server(servicer, s), [service_name], host=host, port=port,
+                          api_keys=service_keys)  # fmt: skip
     server.servicer = servicer
     servicer.host.load(models_dir)
     server.set_serving(servicer.host.pipeline is not None)
@@ -244,9 +249,14 @@ def model_main(
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {kind} %(levelname)s %(message)s")
-    server = serve(
-        args.preset, host=args.host, port=args.port, models_dir=args.models_dir or default_models_dir(), weights=args.weights
-    )
+    try:
+        server = serve(
+            args.preset, host=args.host, port=args.port, models_dir=args.models_dir or default_models_dir(),
+            weights=args.weights,
+        )
+    except InsecureBinding as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     logging.getLogger(f"tunereel.{kind}").info("%s on %s:%d (preset %s)", description, args.host, server.port, args.preset)
     server.wait_for_signals()
     return 0

@@ -49,17 +49,21 @@ class GrpcServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
 
-    def wait_for_signals(self, grace: float | None = None) -> None:
-        """Serve until SIGTERM/SIGINT, then drain for `grace` seconds (default: TUNEREEL_DRAIN_SECONDS, else 10)."""
+    def wait_for_signals(self, grace: float | None = None, *, on_signal: Callable[[float], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT, then drain for `grace` seconds (default: TUNEREEL_DRAIN_SECONDS, else 10).
+        `on_signal(grace)` runs at once when the signal comes (e.g. a job runner that must stop claiming now)."""
         grace = float(os.environ.get("TUNEREEL_DRAIN_SECONDS", "10")) if grace is None else grace
         stopped = threading.Event()
+        first_signal = on_signal
 
-        def on_signal(signum, frame):  # noqa: ARG001
+        def on_signal_received(signum, frame):  # noqa: ARG001
             logging.getLogger(__name__).info("signal %s: draining for up to %.0f s", signum, grace)
+            if first_signal is not None:
+                first_signal(grace)
             threading.Thread(target=lambda: (self.stop(grace), stopped.set()), daemon=True).start()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal_received)
+        signal.signal(signal.SIGINT, on_signal_received)
         while not stopped.wait(0.5):
             pass
 

@@ -89,7 +89,9 @@ class JobRunner:
         self.extra_sweeps = extra_sweeps  # e.g. the uploads' sweep, on the same schedule
         # lease_owner holds 64 characters: a long host name (up to 253) must not make every claim fail.
         self.worker_prefix = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # running jobs hand their leases back; webhooks and sweeps end
+        self._stop_claiming = threading.Event()  # set first: no new job is taken while running ones drain
+        self._drain_ends = 0.0
         self._threads: list[threading.Thread] = []
         settings.results_dir.mkdir(parents=True, exist_ok=True)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -101,14 +103,27 @@ class JobRunner:
             self._spawn(lambda _name: self.webhooks.run(self._stop), "webhooks")
         self._spawn(self._sweep_loop, "sweeper")
 
-    def stop(self) -> None:
-        """Stop claiming; running jobs go back to the queue at their next heartbeat."""
-        self._stop.set()
+    def stop(self, drain_seconds: float = 0.0) -> None:
+        """Stop claiming now; jobs still running after `drain_seconds` go back to the queue at their next heartbeat
+        (within a second), so another replica takes them without waiting for the lease to run out."""
+        self._stop_claiming.set()
+        self._drain_ends = time.monotonic() + max(0.0, drain_seconds)
+        if drain_seconds <= 0:
+            self._stop.set()
+            return
+        timer = threading.Timer(drain_seconds, self._stop.set)
+        timer.daemon = True
+        timer.start()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_claiming.is_set()
 
     def join(self, timeout: float = 10.0) -> None:
+        """Wait for the threads: a drain's remaining time, then `timeout` for the hand-back."""
         for thread in self._threads:
             if thread.is_alive():
-                thread.join(timeout)
+                thread.join(max(0.0, self._drain_ends - time.monotonic()) + timeout)
 
     def _spawn(self, target, name: str) -> None:
         thread = threading.Thread(target=target, args=(name,), name=name, daemon=True)
@@ -117,14 +132,14 @@ class JobRunner:
 
     # --- running jobs -------------------------------------------------------------------------------------------
     def _work_loop(self, worker: str) -> None:
-        while not self._stop.is_set():
+        while not self._stop_claiming.is_set():
             try:
                 job = self.store.claim(worker)
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
                 log.exception("claim failed")
                 job = None
             if job is None:
-                self._stop.wait(self.settings.poll_seconds)
+                self._stop_claiming.wait(self.settings.poll_seconds)
                 continue
             try:
                 self.run_one(job, worker)

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 
 from tunereel import rpc_errors, wire
-from tunereel.auth import ApiKeys, InsecureBinding, metadata_value
+from tunereel.auth import ApiKeys, InsecureBinding, metadata_value, service_key_from_env
 from tunereel.request import InvalidRequest, validate_request
 from tunereel.serving import GrpcServer, start_async_server
 from tunereel.streaming import Cancelled, events_from_thread
@@ -36,7 +36,7 @@ from .job_service import SERVICE_NAME as JOB_SERVICE_NAME
 from .job_service import JobServicer
 from .jobs import JobRunner, JobSettings
 from .store import JobStore, Quotas, sqlite_url
-from .webhooks import WebhookPolicy, WebhookSender, job_view
+from .webhooks import WebhookPolicy, WebhookSender, job_view, unsigned_webhooks_refusal
 from .uploads import SERVICE_NAME as UPLOAD_SERVICE_NAME
 from .uploads import UploadAnalyses, UploadLibrary, UploadServicer, UploadSettings, prepare_or_abort
 
@@ -195,6 +195,7 @@ def serve(
     quotas: Quotas | None = None,
     upload_settings: UploadSettings | None = None,
     shot_workers: int = 2,
+    service_key: str | None = None,
 ) -> Composed:
     """Composer, job service and job workers on one port; health mirrors the backends."""
     api_keys = api_keys if api_keys is not None else ApiKeys.from_env()
@@ -202,6 +203,9 @@ def serve(
     # Without keys there is no per-key secret; without the server's secret too, a webhook would go out signed with
     # b"": such a server takes no webhooks at all.
     webhooks_enabled = api_keys.enabled or bool(webhook_secret)
+    refusal = unsigned_webhooks_refusal(webhook_policy, has_secret=webhooks_enabled)
+    if refusal is not None:  # main() prints it on one line and exits 2
+        raise InsecureBinding(refusal)
 
     def signing_key(owner: str) -> bytes:
         # Per key when keys are on (each tenant verifies with its own secret); the server's secret otherwise.
@@ -227,7 +231,8 @@ def serve(
         ),
     )
     store.migrate()
-    backends = Backends(music_target, video_target, api_key=api_keys.any_key)
+    # Its own service key, never a tenant's: music and video accept only service keys.
+    backends = Backends(music_target, video_target, api_key=service_key if service_key is not None else service_key_from_env())
     library = UploadLibrary(store, upload_settings or UploadSettings(data_dir))
     composer = Composer(backends, settings.work_dir, shot_workers=shot_workers, uploads=library.record)
     # the beat networks load now, beside the first requests, not when the first cut video needs them (~1 s)
@@ -267,7 +272,8 @@ class Composed:
 
     def stop(self, grace: float = 0.0) -> None:
         """Stop taking work, let running calls end within `grace`, then close every thread, channel and the store."""
-        self.runner.stop()
+        if not self.runner.stopping:  # after a signal the runner is already draining: its drain is not cut short
+            self.runner.stop()
         self.mirror.stop()
         self.server.stop(grace)
         self.runner.join()
@@ -332,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     log.info("ComposerService on %s:%d (music %s, video %s)", args.host, composed.port, args.music, args.video)
-    composed.server.wait_for_signals()
+    # On SIGTERM the runner stops claiming at once; jobs it cannot finish within the drain go back to the queue.
+    composed.server.wait_for_signals(on_signal=lambda grace: composed.runner.stop(drain_seconds=grace))
     composed.stop()
     return 0
 

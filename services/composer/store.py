@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +244,9 @@ def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+READ_ONLY = "tunereel_read_only"  # an execution option: this connection only reads
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'jobs.db').resolve()}"
 
@@ -258,6 +260,8 @@ class JobStore:
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
         self.engine = _engine(url)
+        # Reads take no write lock: on SQLite they open a deferred transaction (WAL lets them run beside a writer).
+        self.reader = self.engine.execution_options(**{READ_ONLY: True})
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
     # --- schema -------------------------------------------------------------------------------------------------
@@ -277,6 +281,13 @@ class JobStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def now(self, db: sa.Connection) -> float:
+        """The database's clock in epoch seconds: leases, claims and retry times compare against one clock, not
+        each replica's (a replica whose clock is an hour off neither steals a live lease nor keeps a dead one)."""
+        if self.is_postgres:
+            return float(db.execute(sa.select(sa.extract("epoch", sa.func.now()))).scalar_one())
+        return float(db.execute(sa.select((sa.func.julianday("now") - 2440587.5) * 86400.0)).scalar_one())
+
     # --- creation and reading -----------------------------------------------------------------------------------
     def create(
         self,
@@ -289,8 +300,8 @@ class JobStore:
     ) -> tuple[JobRecord, bool]:
         """Queue a job; returns (job, created). `identity` is what idempotency compares (defaults to `request`)."""
         digest = request_hash(identity if identity is not None else request.model_dump())
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             if self.is_postgres:  # count-then-insert must be atomic for the queue bound
                 db.execute(sa.text("SELECT pg_advisory_xact_lock(727275)"))
             if idempotency_key:
@@ -352,7 +363,7 @@ class JobStore:
         query = sa.select(jobs).where(jobs.c.id == job_id)
         if owner is not None:
             query = query.where(jobs.c.owner == owner)
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             row = db.execute(query).first()
         return JobRecord.from_row(row) if row is not None else None
 
@@ -360,7 +371,7 @@ class JobStore:
         """Several jobs in one query (the job watchers' poll); missing ids are simply absent."""
         if not job_ids:
             return {}
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             rows = db.execute(sa.select(jobs).where(jobs.c.id.in_(job_ids))).all()
         return {row._mapping["id"]: JobRecord.from_row(row) for row in rows}
 
@@ -374,13 +385,13 @@ class JobStore:
             query = query.where(
                 sa.or_(jobs.c.created_at < created, sa.and_(jobs.c.created_at == created, jobs.c.id < last_id))
             )
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return [JobRecord.from_row(row) for row in db.execute(query)]
 
     def queue_position(self, record: JobRecord) -> int:
         if record.state != QUEUED:
             return 0
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return db.execute(
                 sa.select(sa.func.count())
                 .select_from(jobs)
@@ -395,7 +406,7 @@ class JobStore:
 
     def recent_durations(self, limit: int = 20) -> list[float]:
         """Run times of the latest succeeded jobs, for ETAs."""
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             rows = db.execute(
                 sa.select(jobs.c.ended_at - jobs.c.started_at)
                 .where(jobs.c.state == SUCCEEDED, jobs.c.started_at.is_not(None))
@@ -407,8 +418,8 @@ class JobStore:
     # --- the worker's side --------------------------------------------------------------------------------------
     def claim(self, worker: str) -> JobRecord | None:
         """Take the oldest runnable job with a fresh lease; first returns expired leases to the queue."""
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             self._expire_leases(db, now)
             query = (
                 sa.select(jobs.c.id)
@@ -472,8 +483,7 @@ class JobStore:
         stage_progress: dict[str, float] | None = None,
     ) -> Heartbeat:
         """Renew the lease (and record progress); tells the worker whether it still owns the job and if it should stop."""
-        now = time.time()
-        values: dict[str, Any] = dict(lease_expires_at=now + self.lease_seconds, updated_at=now)
+        values: dict[str, Any] = {}
         if progress is not None:
             values["progress"] = progress
         if stage is not None:
@@ -481,6 +491,8 @@ class JobStore:
         if stage_progress is not None:
             values["stage_progress_json"] = json.dumps(stage_progress, sort_keys=True)
         with self.engine.begin() as db:
+            now = self.now(db)
+            values.update(lease_expires_at=now + self.lease_seconds, updated_at=now)
             renewed = db.execute(
                 jobs.update().where(*self._owned(job_id, worker)).values(**values)
             ).rowcount
@@ -503,8 +515,8 @@ class JobStore:
 
     def retry_later(self, job_id: str, worker: str, error: str, delay: float) -> str:
         """Put the job back in the queue after `delay` seconds, or fail it when its attempts are used up."""
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             row = db.execute(sa.select(jobs.c.attempts, jobs.c.max_attempts).where(*self._owned(job_id, worker))).first()
             if row is None:
                 return "lost"
@@ -524,8 +536,8 @@ class JobStore:
         return (jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.state == RUNNING)
 
     def _end(self, job_id: str, worker: str, *, state: str, **values: Any) -> bool:
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             return (
                 db.execute(
                     jobs.update()
@@ -538,9 +550,9 @@ class JobStore:
     # --- the owner's side ---------------------------------------------------------------------------------------
     def request_cancel(self, job_id: str, owner: str | None = None) -> JobRecord | None:
         """A queued job ends at once; a running one is flagged and its worker stops it at the next heartbeat."""
-        now = time.time()
         where = [jobs.c.id == job_id] + ([jobs.c.owner == owner] if owner is not None else [])
         with self.engine.begin() as db:
+            now = self.now(db)
             db.execute(
                 jobs.update()
                 .where(*where, jobs.c.state == QUEUED)
@@ -567,15 +579,15 @@ class JobStore:
         return [row[1] for row in rows if row[1]]
 
     def result_paths(self) -> set[str]:
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return {row[0] for row in db.execute(sa.select(jobs.c.result_path).where(jobs.c.result_path.is_not(None)))}
 
     # --- uploads ------------------------------------------------------------------------------------------------
     def add_upload(self, owner: str, values: dict[str, Any], *, expires_at: float) -> tuple[UploadRecord, bool]:
         """Record a stored file; returns (upload, created). The same bytes from the same owner give the upload
         recorded before (its expiry pushed to `expires_at`), and the caller removes its own copy of the file."""
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             existing = db.execute(
                 sa.select(uploads).where(uploads.c.owner == owner, uploads.c.sha256 == values["sha256"])
             ).first()
@@ -593,7 +605,7 @@ class JobStore:
         query = sa.select(uploads).where(uploads.c.id == upload_id)
         if owner is not None:
             query = query.where(uploads.c.owner == owner)
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             row = db.execute(query).first()
         return UploadRecord.from_row(row) if row is not None else None
 
@@ -607,7 +619,7 @@ class JobStore:
 
     def uploads_in_use(self) -> dict[str, str]:
         """{upload id: job id} for every upload a queued or running job names."""
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             rows = db.execute(sa.select(jobs.c.id, jobs.c.request_json).where(jobs.c.state.in_([QUEUED, RUNNING]))).all()
         used: dict[str, str] = {}
         for job_id, request_json in rows:
@@ -642,14 +654,14 @@ class JobStore:
         return [row[1] for row in rows]
 
     def upload_paths(self) -> set[str]:
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return {row[0] for row in db.execute(sa.select(uploads.c.path))}
 
     # --- webhooks -----------------------------------------------------------------------------------------------
     def claim_webhook(self, hold_seconds: float = 60.0) -> JobRecord | None:
         """An ended job whose webhook is due; held for `hold_seconds` so no other replica sends it meanwhile."""
-        now = time.time()
         with self.engine.begin() as db:
+            now = self.now(db)
             job_id = db.execute(
                 sa.select(jobs.c.id)
                 .where(jobs.c.webhook_state == "pending", jobs.c.state.in_(list(TERMINAL)), jobs.c.webhook_next_at <= now)
@@ -667,18 +679,17 @@ class JobStore:
             return JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
 
     def webhook_result(self, job_id: str, *, delivered: bool, retry_in: float | None) -> None:
-        now = time.time()
         if delivered:
             values: dict[str, Any] = dict(webhook_state="delivered")
         elif retry_in is None:
             values = dict(webhook_state="failed")
-        else:
-            values = dict(webhook_next_at=now + retry_in)
         with self.engine.begin() as db:
+            if not delivered and retry_in is not None:
+                values = dict(webhook_next_at=self.now(db) + retry_in)
             db.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
 
     def webhook_attempts(self, job_id: str) -> int:
-        with self.engine.connect() as db:
+        with self.reader.connect() as db:
             return db.execute(sa.select(jobs.c.webhook_attempts).where(jobs.c.id == job_id)).scalar_one()
 
 
@@ -699,7 +710,8 @@ def _engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):

@@ -27,7 +27,8 @@ from tunereel.request import MAX_WEBHOOK_URL_CHARS, InvalidRequest, parse_webhoo
 
 from .store import JobRecord, JobStore
 
-__all__ = ["WebhookPolicy", "WebhookSender", "UnsafeDestination", "check_webhook_url", "parse_webhook_url", "sign"]
+__all__ = ["WebhookPolicy", "WebhookSender", "UnsafeDestination", "check_webhook_url", "parse_webhook_url", "sign",
+           "unsigned_webhooks_refusal"]
 
 log = logging.getLogger("tunereel.composer.webhooks")
 
@@ -59,6 +60,23 @@ def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_global and not address.is_multicast
+
+
+def unsigned_webhooks_refusal(policy: WebhookPolicy, *, has_secret: bool) -> str | None:
+    """Why the composer must not start (None: it may): webhooks configured to leave loopback (an allow-list naming
+    another host, or private addresses allowed) with no signing secret would go out signed with b"", forgeable by
+    anyone. Without such settings a server with no secret simply refuses webhooks at submit time."""
+    if has_secret or not (policy.allowed_hosts or policy.allow_private):
+        return None
+    if policy.allowed_hosts and all(_is_loopback_name(host) for host in policy.allowed_hosts):
+        return None
+    return ("webhooks are configured beyond loopback (TUNEREEL_WEBHOOK_ALLOW / TUNEREEL_WEBHOOK_ALLOW_PRIVATE) but "
+            "would be signed with an empty secret: set TUNEREEL_WEBHOOK_SECRET, or TUNEREEL_API_KEYS for per-key secrets")
+
+
+def _is_loopback_name(host: str) -> bool:
+    address = _address(host)
+    return host == "localhost" if address is None else address.is_loopback
 
 
 def check_webhook_url(url: str, policy: WebhookPolicy) -> httpx.URL:

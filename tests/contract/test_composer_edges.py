@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tunereel import wire
-from tunereel.auth import ApiKeys
+from tunereel.auth import ApiKeys, InsecureBinding
 from tunereel.channels import open_channel
 from tunereel.composer import server as composer_server
 from tunereel.composer.store import Quotas
@@ -81,6 +81,29 @@ def test_open_watches_hold_no_server_thread(composer):
         assert states[-1] == jobs_pb2.JOB_STATE_CANCELED
     pool_threads = [t for t in threading.enumerate() if t.name.startswith("grpc")]
     assert len(pool_threads) <= 20  # the aio loop and a small pool, not one thread per watch
+
+
+@pytest.mark.parametrize(("hosts", "allow_private"), [({"hooks.example.com"}, False), (set(), True),
+                                                      ({"127.0.0.1", "10.0.0.5"}, True)])  # fmt: skip
+def test_webhooks_configured_beyond_loopback_without_a_secret_refuse_to_start(tmp_path, hosts, allow_private):
+    dead = f"127.0.0.1:{free_port()}"
+    with pytest.raises(InsecureBinding, match="TUNEREEL_WEBHOOK_SECRET"):
+        composer_server.serve(host="127.0.0.1", port=0, music_target=dead, video_target=dead, data_dir=tmp_path,
+                              api_keys=ApiKeys([]), webhook_secret="", webhook_hosts=frozenset(hosts),
+                              webhook_allow_private=allow_private)  # fmt: skip
+    assert not (tmp_path / "jobs.db").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("settings", [
+    dict(webhook_hosts=frozenset({"127.0.0.1", "localhost"}), webhook_allow_private=True),  # loopback only
+    dict(webhook_hosts=frozenset({"hooks.example.com"}), webhook_secret="s3cret"),
+    dict(webhook_hosts=frozenset({"hooks.example.com"}), api_keys=ApiKeys(["tenant"])),  # per-key secrets
+])  # fmt: skip
+def test_webhooks_with_a_secret_or_only_loopback_start(tmp_path, settings):
+    dead = f"127.0.0.1:{free_port()}"
+    composed = composer_server.serve(host="127.0.0.1", port=0, music_target=dead, video_target=dead,
+                                     data_dir=tmp_path, **{"api_keys": ApiKeys([]), **settings})  # fmt: skip
+    composed.stop(0)
 
 
 def test_without_keys_or_a_secret_no_webhook_is_taken(tmp_path):

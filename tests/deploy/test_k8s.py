@@ -251,7 +251,7 @@ def test_secrets_hold_the_database_url_and_api_keys(rendered, overlay):
         assert "postgres" in objects(docs, "StatefulSet")
     else:  # created by the operator before applying (deploy/README.md), never committed
         assert not secrets
-        assert referenced == {"tunereel-api-keys", "tunereel-database"}
+        assert referenced == {"tunereel-api-keys", "tunereel-service-key", "tunereel-database"}
         readme = (DEPLOY / "README.md").read_text()
         assert all(name in readme for name in referenced)
 
@@ -356,6 +356,30 @@ def test_network_policies_let_each_pod_talk_only_to_what_it_needs(rendered, over
 def test_no_pod_mounts_a_service_account_token(rendered, overlay):
     for workload in workloads(rendered[overlay]):
         assert pod_spec(workload).get("automountServiceAccountToken") is False, workload["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tenant_keys_never_reach_music_or_video(rendered, overlay):
+    """Music and video take only the service key; the composer presents it; tenants' keys stay at the front."""
+    deployments = objects(rendered[overlay], "Deployment")
+    composer = env_of(pod_spec(deployments["composer"])["containers"][0])
+    service_key = composer["TUNEREEL_SERVICE_KEY"]["valueFrom"]["secretKeyRef"]
+    assert service_key["name"].startswith("tunereel-service-key") and service_key["key"] == "key"
+    assert composer["TUNEREEL_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] != service_key["name"]
+    for name in ("music", "video"):
+        env = env_of(pod_spec(deployments[name])["containers"][0])
+        assert "TUNEREEL_API_KEYS" not in env, f"{name} would accept tenants' keys"
+        assert env["TUNEREEL_SERVICE_KEYS"]["valueFrom"]["secretKeyRef"] == service_key
+
+
+def test_the_cpu_tiny_ingress_has_a_host_and_tls(rendered):
+    ingress = objects(rendered["cpu-tiny"], "Ingress")["tunereel"]["spec"]
+    hosts = [rule.get("host") for rule in ingress["rules"]]
+    assert hosts and all(hosts), "a rule without a host answers every name"
+    (tls,) = ingress["tls"]
+    assert set(hosts) <= set(tls["hosts"]) and tls["secretName"]
+    readme = (DEPLOY / "README.md").read_text()
+    assert all(host in readme for host in hosts) and tls["secretName"] in readme  # how to set them is documented
 
 
 def test_the_cpu_tiny_overlay_commits_no_secret_values():

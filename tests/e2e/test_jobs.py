@@ -20,9 +20,10 @@ import pytest
 
 from tests.e2e.jobs_helpers import SLOW, TINY, count_in_logs, wait_state
 from tests.media import probe_mp4
+from tunereel.auth import bearer_metadata
 from tunereel.channels import open_channel
 from tunereel.launch import LocalStack, free_port
-from tunereel.v1 import jobs_pb2, jobs_pb2_grpc
+from tunereel.v1 import jobs_pb2, jobs_pb2_grpc, music_pb2, music_pb2_grpc
 
 pytestmark = pytest.mark.slow
 SECRET = "test-webhook-secret"
@@ -250,7 +251,40 @@ def test_api_keys(models_dir, tmp_path):
         mine = stub.GetJob(jobs_pb2.GetJobRequest(id=job["id"]), metadata=[("authorization", "Bearer key-one")], timeout=10)
         assert mine.id == job["id"]
         channel.close()
-        wait_state(httpx.Client(base_url=url, headers=one), job["id"], {"succeeded"})
+        wait_state(httpx.Client(base_url=url, headers=one), job["id"], {"succeeded"})  # the composer's own key works
+
+        # A tenant's key does not open music (or video) directly: only the composer's service key does.
+        music = music_pb2_grpc.MusicServiceStub(open_channel(secured.target("music")))
+        request = music_pb2.GenerateMusicRequest(prompt="pop", duration_seconds=1.0, seed=1)
+        for key in ("key-one", "key-two", None):
+            with pytest.raises(grpc.RpcError) as refused:
+                next(music.GenerateMusic(request, metadata=bearer_metadata(key), timeout=30))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, key
+        first = next(music.GenerateMusic(request, metadata=bearer_metadata(secured.service_key), timeout=60))
+        assert first.HasField("header")
+
+
+def test_a_composer_with_unsigned_webhooks_beyond_loopback_refuses_to_start(tmp_path):
+    env = {**__import__("os").environ, "TUNEREEL_API_KEYS": "", "TUNEREEL_WEBHOOK_SECRET": "",
+           "TUNEREEL_WEBHOOK_ALLOW": "hooks.example.com"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "tunereel.composer.server", "--port", str(free_port()), "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "TUNEREEL_WEBHOOK_SECRET" in line and "empty secret" in line
+
+
+def test_a_model_service_beyond_loopback_refuses_to_start_with_only_tenant_keys(tmp_path):
+    env = {**__import__("os").environ, "TUNEREEL_API_KEYS": "tenant-key", "TUNEREEL_SERVICE_KEYS": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "tunereel.music.server", "--host", "0.0.0.0", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "TUNEREEL_SERVICE_KEYS" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("module", ["tunereel.gateway", "tunereel.composer.server"])

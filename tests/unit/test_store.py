@@ -223,3 +223,56 @@ def test_stored_bytes_are_limited_per_key(make_store):
     with pytest.raises(QuotaExceeded, match="stored videos take 1000 bytes"):
         store.create(REQUEST, owner="big")
     store.create(REQUEST, owner="small")
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+def test_a_worker_with_a_skewed_clock_neither_steals_a_live_lease_nor_keeps_a_dead_one(make_store, monkeypatch, skew):
+    """Leases compare against the database's clock: a replica whose clock is an hour off behaves as the others."""
+    true_time = time.time
+    store = make_store(lease_seconds=1.0)
+
+    def skewed(action):
+        with monkeypatch.context() as patch:
+            patch.setattr(time, "time", lambda: true_time() + skew)
+            return action()
+
+    live, _ = store.create(REQUEST)
+    assert store.claim("honest").id == live.id
+    assert skewed(lambda: store.claim("skewed")) is None, "a live lease was taken by a worker whose clock is ahead"
+    assert store.get(live.id).lease_owner == "honest"
+
+    mine, _ = store.create(REQUEST)
+    assert skewed(lambda: store.claim("skewed")).id == mine.id
+    assert store.claim("honest-2") is None, "the skewed worker's live lease was taken"
+    assert skewed(lambda: store.heartbeat(mine.id, "skewed")).alive
+
+    time.sleep(1.3)  # neither worker renews: both leases are dead now, by the database's clock
+    reclaimed = {skewed(lambda: store.claim("skewed-2")).id, skewed(lambda: store.claim("skewed-3")).id}
+    assert reclaimed == {live.id, mine.id}, "a dead lease was kept by a worker whose clock is behind"
+    assert store.get(live.id).attempts == 2 and "stopped responding" in store.get(live.id).error
+
+
+def test_sqlite_reads_do_not_wait_for_a_long_write_transaction(tmp_path):
+    """A writer holding its transaction open (e.g. a slow claim) must not stall job views: reads take no write lock."""
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.migrate()
+    job, _ = store.create(REQUEST)
+    seen: list = []
+
+    def read_views() -> None:
+        started = time.monotonic()
+        record = store.get(job.id)
+        seen.append((record.state, len(store.list(None)), store.queue_position(record), time.monotonic() - started))
+
+    try:
+        with store.engine.begin() as writer:  # BEGIN IMMEDIATE: the write lock, held for the whole block
+            writer.execute(sa.update(store_module.jobs).where(store_module.jobs.c.id == job.id).values(state=RUNNING))
+            reader = threading.Thread(target=read_views, daemon=True)
+            reader.start()
+            reader.join(3.0)
+            assert seen, "a read of job views waited for the writer's transaction"
+        state, listed, position, took = seen[0]
+        assert (state, listed, position) == (QUEUED, 1, 0) and took < 2.0  # the last committed state, at once
+        assert store.get(job.id).state == RUNNING
+    finally:
+        store.close()
