@@ -3,6 +3,7 @@ so the real music presets (hub ids) load offline through the real from_pretraine
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tunereel.presets import MUSIC_PRESETS, MusicPreset
@@ -30,15 +31,26 @@ def shape_of(preset: MusicPreset) -> tuple[int, bool, str]:
     return preset.channels, preset.model_class.startswith("MusicgenMelody"), weights
 
 
-def fill_cache(cache_dir: Path, variants: dict, names=REAL_MUSIC, *, decoys: bool = True) -> None:
-    """Every named preset's repository, at its pinned revision. With `decoys`, a pinned repository's `main` points at
-    a second snapshot of the wrong shape (other channel count), so loading `main` instead of the pin fails."""
-    for name in names:
-        preset = MUSIC_PRESETS[name]
+# A commit id nobody published: the table pins nothing it could not verify, so tests pin presets themselves.
+FAKE_PIN = "5eed" * 10
+DECOY = "d" * 40
+
+
+def pinned(name: str, revision: str = FAKE_PIN) -> MusicPreset:
+    """The table's preset `name`, pinned to `revision` (what a verified pin in tunereel/presets.py looks like)."""
+    return replace(MUSIC_PRESETS[name], revision=revision)
+
+
+def fill_cache(cache_dir: Path, variants: dict, presets=REAL_MUSIC, *, decoys: bool = True) -> None:
+    """Every preset's repository (a table name or a MusicPreset, e.g. `pinned(name)`), at its revision (a fake one
+    for the main branch). With `decoys`, a pinned repository's `main` points at a second snapshot of the wrong shape
+    (other channel count), so loading `main` instead of the pin fails."""
+    for preset in presets:
+        preset = MUSIC_PRESETS[preset] if isinstance(preset, str) else preset
         channels, melody, weights = shape_of(preset)
         write_fake_hub_repo(cache_dir, preset.source, variants[channels, melody, weights], preset.revision)
         if decoys and preset.revision:
-            write_fake_hub_repo(cache_dir, preset.source, variants[3 - channels, melody, "safetensors"], "d" * 40)
+            write_fake_hub_repo(cache_dir, preset.source, variants[3 - channels, melody, "safetensors"], DECOY)
 
 
 def use_offline_hub(monkeypatch, cache_dir: Path) -> None:

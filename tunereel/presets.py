@@ -227,20 +227,21 @@ MUSIC_PRESETS: dict[str, MusicPreset] = {
         # Random weights, real classes, built offline (`make models`); float32 everywhere.
         MusicPreset("tiny", "local:tiny-musicgen", allow_patterns=(), license="none (random weights)",
                     docs="tunereel/tiny.py", dtype="float32"),  # fmt: skip
-        # Revisions: main-branch commits whose file lists (Hub "Files" page at that commit) hold every file the
-        # preset loads; None (the main branch) where no such commit was confirmed.
-        _musicgen("small", "facebook/musicgen-small", "e5d0b04e30c5f420c3eae5519aa3d1d9b53c4923"),
-        _musicgen("medium", "facebook/musicgen-medium", "f910df651fc7fb070ae3d4ecb8edb8a74c932807",
-                  allow_patterns=MUSICGEN_BIN_FILES),
-        _musicgen("large", "facebook/musicgen-large", "cc3b291ccc9166a9a6694be052741112693ff910",
-                  allow_patterns=MUSICGEN_BIN_FILES),
+        # Revisions: all None (each repository's main branch). Commits written here before were never checked
+        # against the Hub, and a pin to a commit that does not exist fails `hf download --revision` (so the gpu
+        # overlay's load-weights Job never writes its marker and the services never start). To pin a preset, run
+        # its `hf download` command once without --revision: the folder it prints, `snapshots/<commit>`, is named
+        # by the commit it fetched; put that 40-hex id here and regenerate (`python -m tunereel.catalog --write`).
+        _musicgen("small", "facebook/musicgen-small"),
+        _musicgen("medium", "facebook/musicgen-medium", allow_patterns=MUSICGEN_BIN_FILES),
+        _musicgen("large", "facebook/musicgen-large", allow_patterns=MUSICGEN_BIN_FILES),
         _musicgen("melody", "facebook/musicgen-melody"),
         _musicgen("melody-large", "facebook/musicgen-melody-large"),
-        _musicgen("stereo-small", "facebook/musicgen-stereo-small", "9520631640f24f25ae1dc16e42de5c6b83c32843"),
+        _musicgen("stereo-small", "facebook/musicgen-stereo-small"),
         _musicgen("stereo-medium", "facebook/musicgen-stereo-medium"),
         _musicgen("stereo-large", "facebook/musicgen-stereo-large"),
         _musicgen("stereo-melody", "facebook/musicgen-stereo-melody"),
-        _musicgen("stereo-melody-large", "facebook/musicgen-stereo-melody-large", "695b0f6bbdd736edea7dc0fbafcf2fdd4d6cc9d2"),
+        _musicgen("stereo-melody-large", "facebook/musicgen-stereo-melody-large"),
         # --- ACE-Step 1.5 (diffusers AceStepPipeline) -------------------------------------------------------------
         # Random weights, the classes and layout of the published repository (tunereel/tiny.py); float32.
         MusicPreset("tiny-ace-step", "local:tiny-ace-step", allow_patterns=(), license="none (random weights)",

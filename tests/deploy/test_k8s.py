@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from dataclasses import replace
 
 import kubernetes_validate
 import pytest
@@ -316,6 +317,31 @@ def test_gpu_presets_and_their_downloads_come_from_the_preset_table(rendered):
         if path.is_file() and path.suffix in (".yaml", ".md", "") and path.name != "load-weights.yaml":
             text = path.read_text(errors="replace")
             assert not [hub_id for hub_id in hub_ids if hub_id in text], f"{path}: a hub id outside the table"
+
+
+def test_the_job_fetches_a_pinned_gpu_preset_at_its_commit_and_marks_ready_last(monkeypatch):
+    """The Job runs its downloads under `sh -e` and writes the ready marker after the last one (a failed download, e.g.
+    of a commit the Hub does not have, leaves the deployments waiting); a preset pinned in the table is fetched at
+    exactly its commit, one that is not pinned at its main branch."""
+    from tests.fake_hub import FAKE_PIN, pinned
+    from tunereel import catalog
+    from tunereel.presets import MUSIC_PRESETS
+
+    path = DEPLOY / "k8s" / "overlays" / "gpu" / "load-weights.yaml"
+    job_doc = next(doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc["kind"] == "Job")
+    container = pod_spec(job_doc)["containers"][0]
+    assert container["command"][:2] == ["sh", "-ec"]
+    script = [line for line in container["command"][-1].splitlines() if line.strip() and not line.startswith("#")]
+    assert script[-1].startswith("touch ") and all(line.startswith("hf download ") for line in script[:-1])
+
+    name = catalog.GPU_PRESETS["music"]
+    repo = MUSIC_PRESETS[name].source
+    unpinned = catalog.download_command(replace(MUSIC_PRESETS[name], revision=None))
+    assert unpinned.startswith(f"hf download {repo} --include ")
+    monkeypatch.setitem(MUSIC_PRESETS, name, pinned(name))
+    job = catalog.generated_job(path.read_text())
+    lines = [line.strip() for line in job.splitlines() if line.strip().startswith(f"hf download {repo} ")]
+    assert lines == [unpinned.replace(f"hf download {repo} ", f"hf download {repo} --revision {FAKE_PIN} ", 1)]
 
 
 # --- issue 13: network policies, no API tokens in pods, no committed secrets, Envoy's limits ----------------------------

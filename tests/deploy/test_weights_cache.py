@@ -10,11 +10,19 @@ import os
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 
+import pytest
+
+from tests.fake_hub import FAKE_PIN
 from tunereel.presets import music_preset, video_preset
 from tunereel.tiny import write_fake_hub_cache, write_fake_hub_repo
 
+# `pin`: the music preset as the table would have it with that commit pinned (None: its main branch)
 LOAD = """
+from dataclasses import replace
+from tunereel.presets import MUSIC_PRESETS
+MUSIC_PRESETS[{music!r}] = replace(MUSIC_PRESETS[{music!r}], revision={pin!r})
 from tunereel.music import server as music
 from tunereel.video import server as video
 for module, preset in ((music, {music!r}), (video, {video!r})):
@@ -38,10 +46,13 @@ def _read_only(path) -> None:
     os.chmod(path, stat.S_IRUSR | stat.S_IXUSR)
 
 
-def test_real_presets_load_from_a_read_only_cache_without_network(models_dir, tmp_path):
+@pytest.mark.parametrize("pin", [None, FAKE_PIN], ids=["main", "pinned"])
+def test_real_presets_load_from_a_read_only_cache_without_network(models_dir, tmp_path, pin):
     hf_home = tmp_path / "hf"
     music, video = "small", "ltx-2b-distilled"  # the gpu overlay's presets
-    _cache_entry(hf_home, music_preset(music), models_dir / "tiny-musicgen")
+    _cache_entry(hf_home, replace(music_preset(music), revision=pin), models_dir / "tiny-musicgen")
+    if pin:  # `hf download --revision <commit>` writes snapshots/<commit> and no refs/main: only the pin loads
+        (hf_home / "hub" / "models--facebook--musicgen-small" / "refs" / "main").unlink()
     write_fake_hub_cache(hf_home / "hub", [video_preset(video)])  # single file + its config repo, as published
     before = _listing(hf_home)
     _read_only(hf_home)  # (root ignores modes: the listing below checks that nothing was written either way)
@@ -53,7 +64,7 @@ def test_real_presets_load_from_a_read_only_cache_without_network(models_dir, tm
     }  # fmt: skip
     try:
         result = subprocess.run(
-            [sys.executable, "-c", LOAD.format(music=music, video=video)],
+            [sys.executable, "-c", LOAD.format(music=music, video=video, pin=pin)],
             capture_output=True, text=True, timeout=180, env=env, check=False,
         )  # fmt: skip
     finally:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tests.fake_hub import build_variants, fill_cache
+from tests.fake_hub import FAKE_PIN, build_variants, fill_cache, pinned
 from tunereel import catalog
 from tunereel.presets import MUSIC_PRESETS, VIDEO_PRESETS
 from tunereel.tiny import build_tiny_musicgen, write_fake_hub_repo
@@ -23,7 +25,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def hf_home(tmp_path_factory):
-    """A Hugging Face home whose hub cache holds `small` and `melody` (at their pinned revisions), nothing else."""
+    """A Hugging Face home whose hub cache holds `small` and `melody` (their main branches), nothing else."""
     home = tmp_path_factory.mktemp("hf-home")
     variants = build_variants(tmp_path_factory.mktemp("variants"))
     fill_cache(home / "hub", variants, ["small", "melody"], decoys=False)
@@ -53,7 +55,7 @@ def test_tunereel_models_lists_present_and_missing_weights(hf_home, models_dir):
     assert result.returncode == 1, result.stderr  # something is missing
     small = _row(result.stdout, "music", "small")
     assert small[0].split()[2] == "complete" and "CC-BY-NC-4.0" in small[0]
-    revision = MUSIC_PRESETS["small"].revision
+    revision = (hf_home / "hub" / "models--facebook--musicgen-small" / "refs" / "main").read_text()
     assert str(hf_home / "hub" / "models--facebook--musicgen-small" / "snapshots" / revision) in small[0]
     assert " KB" in small[0] or " MB" in small[0]
     assert len(small) == 1, "nothing to fetch for a complete preset"
@@ -88,16 +90,18 @@ def test_the_download_command_is_valid_for_hf(hf_home, tmp_path):
         assert "Ignoring" not in result.stderr, result.stderr
         if cached:
             assert result.returncode == 0, result.stderr
-            assert result.stdout.strip().endswith(f"snapshots/{MUSIC_PRESETS[name].revision}")
+            main = (hf_home / "hub" / "models--facebook--musicgen-small" / "refs" / "main").read_text()
+            assert result.stdout.strip().endswith(f"snapshots/{main}")
         else:
             assert result.returncode != 0 and "offline" in result.stderr.lower()
 
 
 def test_download_commands_fetch_only_what_the_preset_loads():
-    command = catalog.download_command(MUSIC_PRESETS["stereo-small"])
-    assert command == (
-        f"hf download facebook/musicgen-stereo-small --revision {MUSIC_PRESETS['stereo-small'].revision} "
-        '--include "*.json" --include model.safetensors --include "model-*-of-*.safetensors" --include spiece.model'
+    command = catalog.download_command(replace(MUSIC_PRESETS["stereo-small"], revision=None))
+    files = '--include "*.json" --include model.safetensors --include "model-*-of-*.safetensors" --include spiece.model'
+    assert command == f"hf download facebook/musicgen-stereo-small {files}"  # the main branch: no --revision
+    assert catalog.download_command(pinned("stereo-small")) == (
+        f"hf download facebook/musicgen-stereo-small --revision {FAKE_PIN} {files}"
     )
     assert ".bin" not in command and "fp32" not in command  # no pickles, no float32 copy of the stereo weights
     # musicgen-medium/-large publish no safetensors on main: their pickled weights, and nothing else heavy
@@ -137,10 +141,22 @@ def test_completeness_sees_missing_shards_and_blobs(tmp_path):
     state = catalog.status("music", preset, cache_dir=cache)
     assert state.problems == ("1 of 2 shard(s) named by model.safetensors.index.json are missing: model-00002-of-00002.safetensors",)
 
-    other = MUSIC_PRESETS["small"]  # pinned: a snapshot of another revision is not it
+    other = pinned("small")  # pinned: a snapshot of another revision (even main's) is not it
     write_fake_hub_repo(cache, other.source, folder, "e" * 40)
     state = catalog.status("music", other, cache_dir=cache)
-    assert state.state == "missing" and f"revision {other.revision} not in the cache" in state.problems[0]
+    assert state.state == "missing" and f"revision {FAKE_PIN} not in the cache (it has {'e' * 12})" in state.problems[0]
+    assert state.command == catalog.download_command(other) and f"--revision {FAKE_PIN}" in state.command
+    assert catalog.status("music", replace(other, revision=None), cache_dir=cache).complete  # main: that snapshot
+    write_fake_hub_repo(cache, other.source, folder, FAKE_PIN)
+    state = catalog.status("music", other, cache_dir=cache)
+    assert state.complete and state.location.endswith(f"snapshots/{FAKE_PIN}")
+
+
+def test_every_pin_in_the_table_is_a_full_commit_id():
+    """`hf download --revision` takes a branch, tag or commit; the table pins only full commits (or nothing)."""
+    for _, preset in catalog.all_presets():
+        for source, revision, _ in [] if catalog.is_local(preset) else catalog.repositories(preset):
+            assert revision is None or re.fullmatch(r"[0-9a-f]{40}", revision), f"{preset.name}: {source}@{revision}"
 
 
 def test_the_missing_weights_message_is_the_tables_command():

@@ -1,4 +1,4 @@
-"""Conformance of every music preset: the real preset (hub id, pinned revision) loads offline from a fake Hugging Face
+"""Conformance of every music preset: the real preset (hub id, its revision) loads offline from a fake Hugging Face
 cache laid out as its published repository, and what reaches transformers is what the authors document.
 
 Documented settings (the preset table cites them): each facebook/musicgen-* generation_config.json says do_sample,
@@ -10,6 +10,7 @@ codebook k delayed by k); 32 kHz; stereo: 2 channels from 8 interleaved codebook
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from fnmatch import fnmatch
 
 import grpc
@@ -22,8 +23,8 @@ from tunereel.music import memory as memory_module
 from tunereel.music import pipeline as pipeline_module
 from tunereel.music.acceleration import applied
 from tunereel.music.pipeline import MusicLoadError, MusicPipeline
-from tests.fake_hub import REAL_MUSIC, build_variants, fill_cache, shape_of, use_offline_hub
-from tunereel import wire
+from tests.fake_hub import FAKE_PIN, REAL_MUSIC, build_variants, fill_cache, pinned, shape_of, use_offline_hub
+from tunereel import catalog, wire
 from tunereel.channels import open_channel
 from tunereel.music import server as music_server
 from tunereel.presets import MUSIC_PRESETS
@@ -106,13 +107,18 @@ def test_music_preset_conformance(name, hub, monkeypatch):
         assert not np.allclose(out.audio[:, 0], out.audio[:, 1]), "left and right decode their own codebooks"
 
 
-def test_pinned_revision_is_what_loads(hub):
-    # `main` of a pinned repository is a decoy of the other channel count (tests/fake_hub.py)
-    preset = MUSIC_PRESETS["stereo-small"]
-    assert preset.revision
-    assert MusicPipeline.from_preset(preset).channels == 2
-    with pytest.raises(MusicLoadError, match="expects 2-channel weights"):
-        MusicPipeline.from_preset(preset.__class__(**{**preset.__dict__, "revision": None}))
+def test_pinned_revision_is_what_loads(tmp_path, variants, monkeypatch):
+    # `main` of the pinned repository is a decoy of the other channel count (tests/fake_hub.py)
+    preset = pinned("small")
+    cache = tmp_path / "hub"
+    fill_cache(cache, variants, [preset])
+    repo = cache / "models--facebook--musicgen-small"
+    assert (repo / "refs" / "main").read_text() != FAKE_PIN and (repo / "snapshots" / FAKE_PIN).is_dir()
+    use_offline_hub(monkeypatch, cache)
+    pipe = MusicPipeline.from_preset(preset)
+    assert pipe.channels == 1 and pipe.model.decoder.config.audio_channels == 1
+    with pytest.raises(MusicLoadError, match="expects 1-channel weights, facebook/musicgen-small has 2"):
+        MusicPipeline.from_preset(replace(preset, revision=None))  # main: the decoy
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(hub):
@@ -223,10 +229,15 @@ def test_melody_without_torchaudio_is_not_serving_with_a_message(hub, monkeypatc
 
 def test_missing_weights_name_the_presets_download_command(tmp_path, monkeypatch):
     use_offline_hub(monkeypatch, tmp_path / "empty-hub")
-    pipeline, error = _load_error("stereo-small")
-    preset = MUSIC_PRESETS["stereo-small"]
+    monkeypatch.setitem(MUSIC_PRESETS, "stereo-small", replace(MUSIC_PRESETS["stereo-small"], revision=None))
+    pipeline, error = _load_error("stereo-small")  # the main branch
     assert pipeline is None
-    assert f"hf download {preset.source} --revision {preset.revision}" in error and "huggingface-cli" not in error
+    assert f"`{catalog.download_command(MUSIC_PRESETS['stereo-small'])}`" in error and "huggingface-cli" not in error
+    assert "hf download facebook/musicgen-stereo-small --include" in error and "--revision" not in error
+    monkeypatch.setitem(MUSIC_PRESETS, "stereo-small", pinned("stereo-small"))  # as a verified pin in the table
+    pipeline, error = _load_error("stereo-small")
+    assert pipeline is None
+    assert f"hf download facebook/musicgen-stereo-small --revision {FAKE_PIN} --include" in error
 
 
 def test_stereo_streams_interleaved_pcm(hub):
