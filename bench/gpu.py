@@ -257,15 +257,84 @@ def ltx2_stages(args, mode: str) -> dict:
 
 
 def music_stages(args, mode: str) -> dict | None:
+    """The music half: MusicGen presets window by window (musicgen_stages), ACE-Step presets in one pass
+    (ace_step_stages)."""
+    from tunereel.presets import music_preset
+
+    if music_preset(args.music_preset).family == "musicgen":
+        return musicgen_stages(args, mode)
+    return ace_step_stages(args, mode)
+
+
+# MusicGen decoders as published (each repository's config.json: decoder hidden_size, num_hidden_layers,
+# num_attention_heads, ffn_dim); the text encoder (t5-base) and the 32 kHz EnCodec are the same in all of them.
+MUSICGEN_DECODERS = {"small": (1024, 24, 16, 4096), "medium": (1536, 48, 24, 6144), "large": (2048, 48, 32, 8192)}
+
+
+def musicgen_folder(preset, tiny_sizes: bool) -> Path:
+    """A random-weight MusicGen of the preset's architecture, saved once and loaded like the real one."""
+    if tiny_sizes:
+        from tunereel.presets import default_models_dir
+
+        return tiny.ensure_tiny_models(default_models_dir())["musicgen"]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("musicgen_small_random", Path(__file__).with_name("musicgen_small_random.py"))
+    small = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(small)
+    size = preset.name.removeprefix("stereo-")
+    if size not in MUSICGEN_DECODERS:
+        raise ValueError(f"no full-size configuration here for music preset {preset.name!r} (melody presets: another class)")
+    hidden, layers, heads, ffn = MUSICGEN_DECODERS[size]
+    small.DECODER.update(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, ffn_dim=ffn,
+                         num_codebooks=4 * preset.channels, audio_channels=preset.channels)  # fmt: skip
+    small.AUDIO_ENCODER.update(audio_channels=1)  # stereo MusicGen decodes each channel with the mono codec
+    return small.build(small.DEFAULT_DIR.with_name(f"musicgen-{preset.name}-random"))
+
+
+def musicgen_stages(args, mode: str) -> dict:
+    """A MusicGen preset through the music service's own MusicPipeline (its windows, guidance, sampling, dtype and
+    memory mode) over random weights: text encode, decoder steps, codec decode, seconds per window, real-time
+    factor, peak GPU memory."""
+    from tunereel.music.pipeline import MusicPipeline
+    from tunereel.presets import music_preset
+
+    preset = music_preset(args.music_preset)
+    music_mode = "model-offload" if mode in ("model-offload", "fp8", "group-offload") else "full"
+    try:
+        folder = musicgen_folder(preset, args.tiny)
+    except ValueError as error:
+        return dict(kind="music", preset=preset.name, mode=music_mode, error=str(error))
+    music = MusicPipeline.from_preset(dataclasses.replace(preset, source=str(folder), revision=None), memory=music_mode)
+    device = music.model.device if music_mode == "full" else torch.device(args.device)
+    clock = StageClock(device)
+    clock.attach(music.model.text_encoder, "text_encode")
+    clock.attach(music.model.decoder, "denoise")  # the decoder's steps: the autoregressive part
+    clock.wrap_decode(music.model.audio_encoder)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    windows, samples = [], 0
+    start = last = time.perf_counter()
+    for piece in music.stream("pop, upbeat, piano", args.music_seconds, seed=0):
+        now = time.perf_counter()
+        windows.append(round(now - last, 3))
+        last, samples = now, samples + piece.audio.shape[0]
+    total = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / GiB if device.type == "cuda" else None
+    return dict(kind="music", preset=preset.name, mode=music_mode, seconds=round(samples / music.sample_rate, 3),
+                windows_s=windows, tiny=args.tiny, device=str(device),
+                **{f"{k}_s": round(v, 3) for k, v in clock.seconds.items()}, total_s=round(total, 3),
+                realtime_factor=round(samples / music.sample_rate / total, 2),
+                peak_gpu_gib=None if peak is None else round(peak, 2))  # fmt: skip
+
+
+def ace_step_stages(args, mode: str) -> dict:
     """The music half for an ACE-Step preset: one song of `args.music_seconds` in one pass through AceStepMusic over
-    random weights: seconds per stage, real-time factor, peak GPU memory. None for MusicGen presets (not measured
-    here)."""
+    random weights: seconds per stage, real-time factor, peak GPU memory."""
     from tunereel.music.ace_step import AceStepMusic
     from tunereel.presets import music_preset
 
     preset = music_preset(args.music_preset)
-    if preset.family != "ace-step":
-        return None
     device = torch.device(args.device)
     dtype = torch.float32 if device.type == "cpu" else getattr(torch, preset.dtype)
     pipe = random_from_configs(config_folder(preset.source, tiny.build_tiny_ace_step, args.tiny), dtype)

@@ -55,3 +55,23 @@ def test_tiny_run_covers_ltx2_and_ace_step(bench):
     assert 0 < video["denoise_s"] <= video["total_s"]
     assert music["kind"] == "music" and music["seconds"] == 2.0 and music["steps"] == 8
     assert 0 < music["denoise_s"] <= music["total_s"] and music["realtime_factor"] > 0
+
+
+def test_tiny_run_covers_musicgen_windows(bench):
+    """A MusicGen preset through the music service's own MusicPipeline: stages, windows, real-time factor, in both
+    of the music service's memory modes (the video modes that offload map to its model offload)."""
+    rows = bench.main(["--tiny", "--device", "cpu", "--preset", "ltx-2b-distilled", "--width", "64", "--height", "64",
+                       "--frames", "9", "--modes", "full,fp8", "--music-preset", "small", "--music-seconds", "2"])  # fmt: skip
+    music = [r for r in rows if r["kind"] == "music"]
+    assert [r["mode"] for r in music] == ["full", "model-offload"]
+    for row in music:
+        assert "error" not in row, row
+        assert row["seconds"] == 2.0 and len(row["windows_s"]) == 1  # 2 s is one window
+        for stage in ("text_encode_s", "denoise_s", "decode_s"):
+            assert 0 < row[stage] <= row["total_s"]
+        assert row["realtime_factor"] == pytest.approx(2.0 / row["total_s"], rel=0.02)
+
+
+def test_full_size_musicgen_decoders_are_the_published_sizes(bench):
+    assert bench.MUSICGEN_DECODERS["small"] == (1024, 24, 16, 4096)  # musicgen-small's decoder (~300M with T5-base)
+    assert bench.MUSICGEN_DECODERS["large"][:3] == (2048, 48, 32)
