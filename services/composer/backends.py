@@ -360,6 +360,10 @@ class Backends:
         )  # fmt: skip
         self.music_stub = music_pb2_grpc.MusicServiceStub(self.music.channel)
         self.video_stub = video_pb2_grpc.VideoServiceStub(self.video.channel)
+        # Short questions (DescribeModel) go over the other channel: on the streams' channel each one would take a
+        # turn of the round robin, and a describe before every generation sent all the generations to one replica.
+        self.music_control = music_pb2_grpc.MusicServiceStub(self.music.health_channel or self.music.channel)
+        self.video_control = video_pb2_grpc.VideoServiceStub(self.video.health_channel or self.video.channel)
 
     def close(self) -> None:
         for backend in (self.music, self.video):

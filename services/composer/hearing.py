@@ -203,7 +203,7 @@ def describe_video(backends: Backends) -> video_pb2.VideoModelInfo | None:
     """What the video service serves; None when it cannot say (an older service: UNIMPLEMENTED, or unreachable now —
     the generation call then reports the real problem)."""
     try:
-        return backends.video_stub.DescribeModel(video_pb2.DescribeModelRequest(), timeout=DESCRIBE_TIMEOUT_S,
+        return backends.video_control.DescribeModel(video_pb2.DescribeModelRequest(), timeout=DESCRIBE_TIMEOUT_S,
                                                  metadata=backends.metadata)  # fmt: skip
     except grpc.RpcError as error:
         log.info("video service does not describe its model (%s): not sending it the music", error.code())

@@ -84,8 +84,8 @@ class ComposerServicer(composer_pb2_grpc.ComposerServiceServicer):
     def DescribeModels(self, request: composer_pb2.DescribeModelsRequest,
                        context: grpc.ServicerContext) -> composer_pb2.DescribeModelsResponse:  # fmt: skip
         backends = self.composer.backends
-        asks = (("music", backends.music_stub, music_pb2.MusicServiceDescribeModelRequest()),
-                ("video", backends.video_stub, video_pb2.DescribeModelRequest()))  # fmt: skip
+        asks = (("music", backends.music_control, music_pb2.MusicServiceDescribeModelRequest()),
+                ("video", backends.video_control, video_pb2.DescribeModelRequest()))  # fmt: skip
         described = {}
         for label, stub, ask in asks:
             try:
