@@ -280,6 +280,7 @@ def test_shots_of_one_job_are_made_on_both_video_replicas_at_once(stack, client)
     """A video cut into shots: both video replicas make shots of the one job, their generations overlap in time, and
     the timeline (HTTP) says which replica made each shot. The tiny MusicGen makes noise, so the beats are whatever
     the tracker finds: this tests the structure, not the positions (tests/contract/test_shots.py tests those)."""
+    _until_both_video_replicas_take_streams(stack, client)
     since = time.time() - 1.0  # the logs' clock has millisecond steps
     body = {**TINY, "duration": 8, "cuts": "bar", "scenes": ["a red room", "a blue sea"]}
     reply = client.post("/v1/jobs", json=body)
@@ -298,6 +299,17 @@ def test_shots_of_one_job_are_made_on_both_video_replicas_at_once(stack, client)
     assert video.status_code == 200
     chapters = _chapters(video.content)
     assert [c["metadata"]["title"] for c in chapters] == ["a red room", "a blue sea"]
+
+
+def _until_both_video_replicas_take_streams(stack: LocalStack, client: httpx.Client, timeout: float = 60.0) -> None:
+    """A replica restarted by an earlier test (kill -9) is back in the composer's round robin only once its channel
+    has reconnected (after a backoff): small single takes until each video replica has taken one."""
+    before = _counts(stack, "video")
+    deadline = time.monotonic() + timeout
+    while not all(_delta(_counts(stack, "video"), before).values()):
+        assert time.monotonic() < deadline, f"a video replica takes no streams: {_delta(_counts(stack, 'video'), before)}"
+        assert client.post("/generate_content", json=TINY).status_code == 200
+        time.sleep(0.2)
 
 
 def _chapters(mp4: bytes) -> list[dict]:
