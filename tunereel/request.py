@@ -48,6 +48,7 @@ class Limits(BaseModel):
     max_instruments: int = 10
     max_backend_prompt_chars: int = 2000  # music/video prompts over gRPC (the composer's are far shorter)
     max_scenes: int = 32
+    max_cut_every_beats: int = 32  # cuts "beat": a cut every N beats, N in 1..this
 
 
 LIMITS = Limits()
@@ -141,7 +142,12 @@ class GenerationRequest(BaseModel):
         "one scene, video_prompt. Unpinned scenes are spread over the song's sections.",
     )  # fmt: skip
     cuts: Cuts = Field(default="auto", description="auto: shots of whole bars, shorter when loud, cut on downbeats; "
-                       "bar / beat: a shot per bar / beat; none: one continuous take.")  # fmt: skip
+                       "bar: a shot per bar; beat: a shot every cut_every_beats beats; none: one continuous take.")  # fmt: skip
+    cut_every_beats: int | None = Field(
+        default=None, ge=1, le=LIMITS.max_cut_every_beats,
+        description=f"With cuts 'beat' only: a cut every N beats (1 to {LIMITS.max_cut_every_beats}), counted from each "
+        "scene's first downbeat; omitted means 1 (every beat).",
+    )  # fmt: skip
 
     @field_validator("duration")
     @classmethod
@@ -154,7 +160,7 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"must be at most {LIMITS.max_duration_seconds:g} s (got {value:g})")
         return value
 
-    @field_validator("duration", "seed", "tempo_bpm", "width", "height", "fps", mode="before")
+    @field_validator("duration", "seed", "tempo_bpm", "width", "height", "fps", "cut_every_beats", mode="before")
     @classmethod
     def _not_a_boolean(cls, value: Any) -> Any:
         if isinstance(value, bool):  # JSON true is not the number 1
@@ -206,6 +212,17 @@ class GenerationRequest(BaseModel):
     def _scenes_need_cuts(self) -> GenerationRequest:
         if self.cuts == "none" and self.scenes is not None and len(self.scenes) > 1:
             raise ValueError("cuts: 'none' makes one continuous take; it cannot show several scenes")
+        return self
+
+    @model_validator(mode="after")
+    def _beats_per_cut_with_beat_cuts(self) -> GenerationRequest:
+        # Only "beat" counts beats; elsewhere a value would be silently ignored, so it is refused instead. With
+        # "beat" the default is written in, so the job and its provenance show the N the video was cut with.
+        if self.cuts != "beat":
+            if self.cut_every_beats is not None:
+                raise ValueError(f"cut_every_beats: only with cuts 'beat' (cuts is '{self.cuts}')")
+        elif self.cut_every_beats is None:
+            self.cut_every_beats = 1
         return self
 
     @property

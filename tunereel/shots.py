@@ -15,9 +15,14 @@ sections each; more: the bars split evenly). A new scene always starts with a cu
 Cuts:
 - "auto": shots of whole bars, shorter where the energy is high, longer where calm (2, 4 or 8 bars by the bar's energy
   against the bars heard before it), never across a scene boundary;
-- "bar": one bar a shot; "beat": one beat a shot (cut on beats, not downbeats);
+- "bar": one bar a shot;
+- "beat": a shot every `cut_every_beats` (N) beats, cut on beats' frames: every N-th beat counted from the scene's
+  first downbeat (beats before it, a pickup, counted back from it), so the cuts keep step with the bars when N divides
+  or is a multiple of the bar; a scene's start is a cut, and a scene's last shot may be shorter. N beats longer than
+  one pass are split on the beats between them (as many whole beats as one pass holds). Music without beats: its
+  bars stand in for beats;
 - "none": no plan here; the composer makes today's one continuous take.
-A bar longer than one pass (slow music, a high fps) is split into equal parts.
+A bar (or a beat) longer than one pass (slow music, a high fps) is split into equal parts.
 
 Plans are made while the music arrives (`ShotPlanner`): a shot is planned once the music up to just after its end has
 settled, and every plan made early is the start of the plan made on the whole song.
@@ -123,23 +128,29 @@ def plan_shots(
     total_frames: int,
     seed: int,
     max_frames: int = 257,
+    cut_every_beats: int = 1,
 ) -> list[Shot]:
     """The shots of a song (see the module's docstring). Raises PlanError when a scene's pin does not fit."""
     if cuts not in CUTS or cuts == "none":
         raise PlanError("cuts", f"must be one of {', '.join(c for c in CUTS if c != 'none')} to plan shots")
+    if cut_every_beats < 1 or (cut_every_beats != 1 and cuts != "beat"):
+        raise PlanError("cut_every_beats", f"must be >= 1 and only with cuts 'beat' (got {cut_every_beats}, cuts '{cuts}')")
     if not scenes:
         raise PlanError("scenes", "at least one scene is needed")
     bars = bar_frames(timeline, fps, total_frames)
     starts = scene_starts(timeline, scenes, bars, fps)
-    groups = _bar_groups(timeline, bars, fps, cuts)
+    groups = _bar_groups(timeline, bars, fps, cuts) if cuts != "beat" else []
+    beats = sorted({int(round(t * fps)) for t in timeline.beats}) or bars  # music without beats: bars stand in
+    downbeats = {int(round(t * fps)) for t in timeline.downbeats}
     boundaries: list[tuple[int, int]] = []  # (start frame, scene)
-    for scene_index, first_bar in enumerate(starts):
-        last_bar = starts[scene_index + 1] if scene_index + 1 < len(starts) else len(bars) - 1
-        edges = sorted({first_bar, *(b for b in groups if first_bar <= b < last_bar)})
-        for a, b in zip(edges, [*edges[1:], last_bar]):
-            boundaries += [(bars[e], scene_index) for e in _fit_in_passes(bars, a, b, max_frames)]
-    if cuts == "beat":
-        boundaries = _beat_boundaries(timeline, boundaries, fps, total_frames)
+    for scene, (first, last) in enumerate(zip(starts, [*starts[1:], len(bars) - 1])):  # the scene's bars [first, last)
+        if cuts == "beat":
+            start, end = bars[first], bars[last]
+            frames = _beat_cuts([start, *(f for f in beats if start < f < end), end], downbeats, cut_every_beats, max_frames)
+        else:
+            edges = sorted({first, *(b for b in groups if first <= b < last)})
+            frames = [bars[e] for a, b in zip(edges, [*edges[1:], last]) for e in _fit_in_passes(bars, a, b, max_frames)]
+        boundaries += [(frame, scene) for frame in frames]
     ends = [frame for frame, _ in boundaries[1:]] + [total_frames]
     pieces: list[tuple[int, int, int]] = []
     for (start, scene), end in zip(boundaries, ends):
@@ -156,16 +167,18 @@ class ShotPlanner:
     `settled_until` never change) and returns the shots newly known for certain: the shots of `plan_shots` on the
     settled music that end at least one settled bar before its end (a shot's end can depend on the bar after it). Every
     choice `plan_shots` makes for such a shot depends only on the music up to there: its cuts are settled downbeats (or
-    beats), `auto` judges a bar against the bars before it (`_bar_groups`), and the scenes before it are known (one
+    beats: every N-th counted forward from a settled downbeat, a pass split decided by the next beat), `auto` judges a
+    bar against the bars before it (`_bar_groups`), and the scenes before it are known (one
     scene, or scenes pinned to bars). Scenes spread over the song's sections, or pinned to a section, need the whole
     song's sections: those plans wait for the end. `finish(timeline)` takes the final analysis and returns the rest; the
     shots handed out before are its first shots, unchanged (checked: PlanError on a mismatch would be a bug here).
     """
 
     def __init__(self, scenes: Sequence[Scene], *, cuts: str, fps: int, total_frames: int, seed: int,
-                 max_frames: int = 257, min_bars: int = AUTO_REFERENCE_BARS):  # fmt: skip
+                 max_frames: int = 257, min_bars: int = AUTO_REFERENCE_BARS, cut_every_beats: int = 1):  # fmt: skip
         self.scenes = list(scenes)
-        self.options = dict(cuts=cuts, fps=fps, total_frames=total_frames, seed=seed, max_frames=max_frames)
+        self.options = dict(cuts=cuts, fps=fps, total_frames=total_frames, seed=seed, max_frames=max_frames,
+                            cut_every_beats=cut_every_beats)  # fmt: skip
         self.min_bars = min_bars if cuts == "auto" else 2  # settled bars needed before `auto` judges any
         self.causal = all(scene.section is None for scene in self.scenes) and (
             len(self.scenes) == 1 or all(scene.bars is not None for scene in self.scenes[1:])
@@ -215,7 +228,8 @@ def settled_part(timeline: Timeline) -> Timeline:
 
 
 def _fit_in_passes(bars: list[int], first: int, end: int, max_frames: int) -> list[int]:
-    """Start bars of shots over bars [first, end), each as many whole bars as one pass holds (at least one bar)."""
+    """Start bars of shots over bars [first, end), each as many whole bars as one pass holds (at least one bar).
+    `bars` is any increasing list of boundary frames (bars, or beats with cuts "beat")."""
     starts = [first]
     for bar in range(first + 1, end):
         if bars[bar + 1] - bars[starts[-1]] > max_frames:
@@ -274,7 +288,7 @@ def _bar_groups(timeline: Timeline, bars: list[int], fps: int, cuts: str) -> lis
     against the whole song: so the shots of the song's start can be planned and made while the rest of it is still
     being generated (ShotPlanner), and a plan made early is the plan made at the end."""
     n_bars = len(bars) - 1
-    if cuts in ("bar", "beat"):
+    if cuts == "bar":
         return list(range(n_bars))
     levels = np.array([timeline.energy_between(bars[b] / fps, bars[b + 1] / fps) for b in range(n_bars)])
     starts, bar = [], 0
@@ -298,14 +312,16 @@ def _loudness_class(level: float, heard: np.ndarray) -> int:
     return 1
 
 
-def _beat_boundaries(timeline: Timeline, boundaries: list[tuple[int, int]], fps: int, total: int) -> list[tuple[int, int]]:
-    beat_frames = sorted({int(round(t * fps)) for t in timeline.beats} - {0})
-    extra = [(f, -1) for f in beat_frames if 0 < f < total and f not in {b for b, _ in boundaries}]
-    merged = sorted(boundaries + extra)
-    out: list[tuple[int, int]] = []
-    for frame, scene in merged:
-        out.append((frame, scene if scene >= 0 else out[-1][1]))
-    return out
+def _beat_cuts(grid: list[int], downbeats: set[int], every: int, max_frames: int) -> list[int]:
+    """Cut frames of one scene with cuts "beat". `grid`: the scene's start frame, the beat frames inside it, its end
+    frame. Every `every`-th beat counted from the scene's first downbeat (and back from it, over a pickup), the start
+    always; N beats longer than one pass split on the beats between them."""
+    anchor = next((i for i, frame in enumerate(grid[:-1]) if frame in downbeats), 0)  # no downbeat: the start
+    marks = sorted({0, *range(anchor % every, len(grid) - 1, every)})
+    cuts: list[int] = []
+    for a, b in zip(marks, [*marks[1:], len(grid) - 1]):
+        cuts += _fit_in_passes(grid, a, b, max_frames)
+    return [grid[i] for i in cuts]
 
 
 def timeline_dict(timeline: Timeline, shots: Sequence[Shot], *, fps: int, total_frames: int, replicas: dict[int, str] | None = None) -> dict:

@@ -70,6 +70,8 @@ def request_to_proto(request: GenerationRequest) -> common_pb2.GenerationRequest
         message.tempo_bpm = request.tempo_bpm
     if request.seed is not None:
         message.seed = request.seed
+    if request.cut_every_beats is not None:
+        message.cut_every_beats = request.cut_every_beats
     return message
 
 
@@ -85,12 +87,13 @@ def request_from_proto(message: common_pb2.GenerationRequest) -> dict:
         "video_model": message.video_model or None,
     }
     # Zero / empty means "not given" for these: the request model's defaults apply (sizes, fps, singing fields,
-    # upload ids); tempo and seed are proto3 `optional`, where 0 is a value.
+    # upload ids); tempo, seed and cut_every_beats are proto3 `optional`, where 0 is a value (refused for the last).
     unset_when_empty = ("lyrics", "vocal_language", "key", "time_signature", "width", "height", "fps", "song", "melody",
                         "image", "song_start_seconds", "normalize")  # fmt: skip
     data.update({REQUEST_FIELD_NAMES.get(name, name): getattr(message, name)
                  for name in unset_when_empty if getattr(message, name)})  # fmt: skip
-    data.update({name: getattr(message, name) for name in ("tempo_bpm", "seed") if message.HasField(name)})
+    data.update({name: getattr(message, name) for name in ("tempo_bpm", "seed", "cut_every_beats")
+                 if message.HasField(name)})  # fmt: skip
     if message.song:  # a song makes genre and duration optional: empty and 0 mean "not given"
         data["genre"] = message.genre or None
         data["duration"] = message.duration_seconds or None

@@ -355,13 +355,15 @@ class Composer:
             if track is not None:
                 track.abort()
             raise
-        log.info("%d shots of %d scene(s), cuts %s", len(runner.shots), len(request.scene_list), request.cuts)
+        log.info("%d shots of %d scene(s), cuts %s%s", len(runner.shots), len(request.scene_list), request.cuts,
+                 f" every {request.cut_every_beats} beat(s)" if request.cuts == "beat" else "")  # fmt: skip
         return header, track, timeline
 
     def _planner(self, request: GenerationRequest, seed: int) -> ShotPlanner:
         scenes = [Scene(s.prompt, s.section, s.bars) for s in request.scene_list]
+        # a request stored before cut_every_beats existed has none: 1, every beat, as it was made then
         return ShotPlanner(scenes, cuts=request.cuts, fps=request.fps, total_frames=request.frame_count, seed=seed,
-                           max_frames=self.max_shot_frames)  # fmt: skip
+                           max_frames=self.max_shot_frames, cut_every_beats=request.cut_every_beats or 1)  # fmt: skip
 
     def _shot_source(self, request: GenerationRequest, deadline: float,
                      hearing: HearingVideoSource | None) -> Callable[[Shot], Source]:  # fmt: skip

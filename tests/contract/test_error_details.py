@@ -108,6 +108,17 @@ def test_create_job_names_the_request_field_and_the_webhook(composer):
     assert violations(call) == [("webhook_url", "host 'evil.example' is not in the server's webhook allow-list")]
 
 
+def test_cut_every_beats_out_of_range_or_without_beat_cuts_is_named(composer):
+    stub = jobs_pb2_grpc.JobServiceStub(composer["idle"])
+    for cuts, every in ((common_pb2.CUTS_BEAT, 0), (common_pb2.CUTS_BEAT, 33), (common_pb2.CUTS_BAR, 2),
+                        (common_pb2.CUTS_UNSPECIFIED, 4)):  # fmt: skip
+        bad = common_pb2.GenerationRequest(genre="pop", duration_seconds=1, video_prompt="x", cuts=cuts,
+                                           cut_every_beats=every)  # fmt: skip
+        call = failed_call(stub.CreateJob, jobs_pb2.CreateJobRequest(request=bad))
+        assert [field for field, _ in violations(call)] == ["request.cut_every_beats"], (cuts, every)
+        assert call.details().startswith("cut_every_beats: ")
+
+
 def test_job_ids_and_page_tokens_are_named(composer):
     stub = jobs_pb2_grpc.JobServiceStub(composer["idle"])
     assert [f for f, _ in violations(failed_call(stub.GetJob, jobs_pb2.GetJobRequest(id="../etc")))] == ["id"]

@@ -25,6 +25,8 @@ from tunereel.request import LIMITS, InvalidRequest, validate_request
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = {"genre": "pop", "duration": 3, "video_prompt": "a red ball"}
+# Fields that are valid only beside another field's value: each is probed with that value.
+NEEDS = {"cut_every_beats": {"cuts": "beat"}}
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,7 @@ def test_every_request_field_states_the_same_limits_in_the_protos_and_the_openap
         assert stated == limits_in_schema(schema), f"{name}: the proto says {comment!r}"
     assert limits_in_schema(fields["width"]) == {"minimum": 64, "maximum": 1280, "multipleOf": 32}
     assert limits_in_schema(fields["duration"]) == {"exclusiveMinimum": 0, "maximum": 300}
+    assert limits_in_schema(fields["cut_every_beats"]) == {"minimum": 1, "maximum": LIMITS.max_cut_every_beats}
 
 
 def test_the_video_service_accepts_what_the_request_model_allows(proto_comments):
@@ -163,7 +166,7 @@ def test_the_request_model_enforces_exactly_the_published_limits(openapi):
     for name, schema in fields.items():
         for value, valid in probes(name, limits_in_schema(schema)):
             probed += 1
-            body = {**VALID, name: value}
+            body = {**VALID, **NEEDS.get(name, {}), name: value}
             if valid:
                 validate_request(body)
                 continue

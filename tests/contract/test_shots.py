@@ -233,6 +233,21 @@ def test_cuts_none_is_one_continuous_take(stack):
     assert sum(v.calls for v in videos) == 1 and len(decoded_frames(result.path)) == request.frame_count
 
 
+def test_beat_cuts_every_two_beats_through_the_composer(stack):
+    """cut_every_beats reaches the planner: cuts on the grid's beats, two beats apart, from the first downbeat."""
+    composer, *_ = stack
+    request, result, _ = compose(composer, duration=8, cuts="beat", cut_every_beats=2)
+    assert request.cut_every_beats == 2 and result.mux.frame_count == request.frame_count
+    shots = result.timeline["shots"]
+    assert shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == request.frame_count
+    cuts = np.array([s["start_frame"] for s in shots[1:]])
+    nearest = np.abs(SONG.beats[:, None] * FPS - cuts[None, :]).argmin(axis=0)  # the grid beat of each cut
+    assert np.abs(SONG.beats[nearest] * FPS - cuts).max() <= 1.0  # every cut on a beat of the grid, ± 1 frame
+    assert SONG.positions[nearest[0]] == 1  # the first cut: the first downbeat (the pickup is the first shot)
+    settled = nearest[SONG.beats[nearest] < request.duration - 1]  # the analysis may still move the last second's
+    assert len(settled) >= 4 and set(np.diff(settled)) == {2}
+
+
 def test_a_bar_range_past_the_song_fails_naming_the_field(stack):
     composer, *_ = stack
     with pytest.raises(InvalidScenes) as error:

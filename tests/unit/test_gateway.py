@@ -36,6 +36,29 @@ def test_validation_happens_before_any_rpc(client):
     assert reply.status_code == 422 and reply.json()["field"] == "duration"
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cuts": "beat", "cut_every_beats": 0},
+        {"cuts": "beat", "cut_every_beats": 33},
+        {"cuts": "beat", "cut_every_beats": 1.5},
+        {"cuts": "beat", "cut_every_beats": "two"},
+        {"cuts": "auto", "cut_every_beats": 2},
+        {"cut_every_beats": 4},  # cuts omitted: auto
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/jobs", "/generate_content"])
+def test_cut_every_beats_out_of_range_or_without_beat_cuts_is_4xx_naming_it(client, path, change):
+    reply = client.post(path, json={**PROTOTYPE, **change})
+    assert 400 <= reply.status_code < 500 and reply.json()["field"] == "cut_every_beats", reply.text
+    assert reply.json()["error"].startswith("cut_every_beats: ")
+
+
+def test_cut_every_beats_with_beat_cuts_passes_validation(client):
+    reply = client.post("/v1/jobs", json={**PROTOTYPE, "cuts": "beat", "cut_every_beats": 4})
+    assert reply.status_code == 503  # validated, then the (absent) composer was asked
+
+
 def test_openapi_documents_the_prototype_contract(client):
     schema = client.get("/openapi.json").json()
     operation = schema["paths"]["/generate_content"]["post"]

@@ -85,9 +85,55 @@ def test_proto_zero_means_default():
     assert back.seed is None and back.tempo_bpm is None and back.width == 768
 
 
-@pytest.mark.parametrize("field", ["duration", "seed", "tempo_bpm", "width", "height", "fps"])
+@pytest.mark.parametrize("field", ["duration", "seed", "tempo_bpm", "width", "height", "fps", "cut_every_beats"])
 def test_booleans_are_not_numbers(field):
     body = {"genre": "pop", "duration": 3, "video_prompt": "a sunset", field: True}
     with pytest.raises(InvalidRequest) as caught:
         validate_request(body)
     assert caught.value.field == field and "true or false" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"cuts": "beat", "cut_every_beats": 0}, "greater than or equal to 1"),
+        ({"cuts": "beat", "cut_every_beats": LIMITS.max_cut_every_beats + 1}, "less than or equal to 32"),
+        ({"cuts": "beat", "cut_every_beats": 2.5}, "integer"),
+        ({"cuts": "beat", "cut_every_beats": "often"}, "integer"),
+        ({"cuts": "auto", "cut_every_beats": 4}, "only with cuts 'beat' (cuts is 'auto')"),
+        ({"cuts": "bar", "cut_every_beats": 1}, "only with cuts 'beat' (cuts is 'bar')"),
+        ({"cut_every_beats": 2}, "only with cuts 'beat' (cuts is 'auto')"),  # cuts omitted: auto
+    ],
+)
+def test_cut_every_beats_is_named_when_bad(change, words):
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request({**PROTOTYPE, **change})
+    assert caught.value.field == "cut_every_beats"
+    assert words in caught.value.reason
+
+
+def test_cut_every_beats_defaults_to_every_beat_only_with_beat_cuts():
+    assert validate_request({**PROTOTYPE, "cuts": "beat"}).cut_every_beats == 1  # written in: the job shows its N
+    assert validate_request({**PROTOTYPE, "cuts": "beat", "cut_every_beats": 32}).cut_every_beats == 32
+    for cuts in ("auto", "bar", "none"):
+        assert validate_request({**PROTOTYPE, "cuts": cuts}).cut_every_beats is None
+
+
+@pytest.mark.parametrize(("cuts", "every"), [("beat", 4), ("beat", None), ("bar", None)])
+def test_cut_every_beats_proto_round_trip(cuts, every):
+    body = {**PROTOTYPE, "cuts": cuts} | ({"cut_every_beats": every} if every else {})
+    request = validate_request(body)
+    message = wire.request_to_proto(request)
+    assert message.HasField("cut_every_beats") == (cuts == "beat")
+    assert message.cut_every_beats == (every or (1 if cuts == "beat" else 0))
+    again = validate_request(wire.request_from_proto(message))
+    assert again == request and again.cut_every_beats == request.cut_every_beats
+
+
+def test_cut_every_beats_zero_over_the_wire_is_refused_not_taken_for_unset():
+    message = wire.request_to_proto(validate_request({**PROTOTYPE, "cuts": "beat"}))
+    message.cut_every_beats = 0  # proto3 `optional`: a 0 that was sent is a value
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request(wire.request_from_proto(message))
+    assert caught.value.field == "cut_every_beats"
+    assert wire.request_field_path(caught.value.violations[0].path) == "request.cut_every_beats"

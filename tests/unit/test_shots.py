@@ -147,17 +147,20 @@ def partial(timeline: Timeline, settled_until: float, heard_until: float, rng: n
 
 
 @pytest.mark.parametrize(
-    ("cuts", "scenes"),
+    ("cuts", "scenes", "every"),
     [
-        ("auto", [Scene("one")]),
-        ("bar", [Scene("one")]),
-        ("beat", [Scene("one")]),
-        ("auto", [Scene("a"), Scene("b", bars=(5, 6)), Scene("c", bars=(12, 12))]),
-        ("bar", [Scene("a"), Scene("b", bars=(9, 20))]),
+        ("auto", [Scene("one")], 1),
+        ("bar", [Scene("one")], 1),
+        ("beat", [Scene("one")], 1),
+        ("beat", [Scene("one")], 4),
+        ("beat", [Scene("one")], 32),  # longer than one pass: split on beats
+        ("beat", [Scene("a"), Scene("b", bars=(5, 6)), Scene("c", bars=(12, 12))], 3),
+        ("auto", [Scene("a"), Scene("b", bars=(5, 6)), Scene("c", bars=(12, 12))], 1),
+        ("bar", [Scene("a"), Scene("b", bars=(9, 20))], 1),
     ],
 )
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_shots_planned_while_the_music_arrives_are_the_start_of_the_final_plan(cuts, scenes, seed):
+def test_shots_planned_while_the_music_arrives_are_the_start_of_the_final_plan(cuts, scenes, every, seed):
     rng = np.random.default_rng(seed)
     tempi = list(rng.uniform(70, 170, size=20))  # every bar its own tempo
     timeline = grid_timeline(tempi, pickup=float(rng.uniform(0.0, 1.2)), beats_per_bar=int(rng.choice([3, 4])))
@@ -167,7 +170,7 @@ def test_shots_planned_while_the_music_arrives_are_the_start_of_the_final_plan(c
                         timeline.duration, True)  # fmt: skip
     fps = 24
     total = round(timeline.duration * fps)
-    planner = ShotPlanner(scenes, cuts=cuts, fps=fps, total_frames=total, seed=9)
+    planner = ShotPlanner(scenes, cuts=cuts, fps=fps, total_frames=total, seed=9, cut_every_beats=every)
     early: list = []
     for heard in np.arange(4.0, timeline.duration, 3.0):
         settled = max(heard - 10.0, 0.0)
@@ -176,7 +179,7 @@ def test_shots_planned_while_the_music_arrives_are_the_start_of_the_final_plan(c
         early += new
     assert early, "no shot was planned before the song's end"
     rest = planner.finish(timeline)
-    final = plan_shots(timeline, scenes, cuts=cuts, fps=fps, total_frames=total, seed=9)
+    final = plan_shots(timeline, scenes, cuts=cuts, fps=fps, total_frames=total, seed=9, cut_every_beats=every)
     assert early + rest == final
     check_exact(final, total)
 
@@ -213,3 +216,80 @@ def test_grid_song_planned_while_it_streams():
     check_exact(shots, total)
     cuts_at = np.array([s.start_frame for s in shots[1:] if s.start_s < song.beats[-1] + 0.5])
     assert np.abs(song.downbeats[:, None] * fps - cuts_at[None, :]).min(axis=0).max() <= 1.0
+
+
+def beat_index(timeline: Timeline, fps: int) -> dict[int, int]:
+    """{a beat's frame: the beat's index}: the frames a cut may fall on with cuts "beat"."""
+    return {int(round(t * fps)): i for i, t in enumerate(timeline.beats)}
+
+
+@pytest.mark.parametrize(("every", "beats_per_bar"), [(2, 4), (4, 4), (2, 3), (4, 3)])
+def test_beat_cuts_every_n_beats_from_each_scenes_first_downbeat(every, beats_per_bar):
+    tempi = [100.0] * 4 + [110.0, 120.0, 125.0] + [130.0] * 6  # uneven, after a pickup beat at 0.6 s
+    timeline = grid_timeline(tempi, beats_per_bar=beats_per_bar, sections=[0, 7])
+    fps = 24
+    total = round(timeline.duration * fps)
+    shots = plan_shots(timeline, [Scene("a"), Scene("b")], cuts="beat", fps=fps, total_frames=total, seed=7,
+                       cut_every_beats=every)  # fmt: skip
+    check_exact(shots, total)
+    assert all(s.pass_frames % 8 == 1 and s.frames <= s.pass_frames <= 257 for s in shots)
+    on_beat = beat_index(timeline, fps)
+    for shot in shots[1:]:  # every cut on a beat's frame, ± half a frame of the beat
+        assert shot.start_frame in on_beat
+        assert abs(timeline.beats[on_beat[shot.start_frame]] * fps - shot.start_frame) <= 0.5
+    first_downbeat = round(timeline.downbeats[0] * fps)
+    second_scene = round(timeline.sections[1].start * fps)
+    assert {first_downbeat, second_scene} <= {s.start_frame for s in shots}  # the counts start there
+    assert [s.scene for s in shots] == sorted(s.scene for s in shots) and shots[-1].scene == 1
+    for a, b in zip(shots[1:], shots[2:]):
+        apart = on_beat[b.start_frame] - on_beat[a.start_frame]
+        if b.start_frame == second_scene:  # a scene starts with a cut; its last shot may be shorter
+            assert 1 <= apart <= every
+        else:
+            assert apart == every, (a, b)
+    assert shots[0].end_frame == first_downbeat  # the pickup is counted back from the first downbeat (1 beat < N)
+    downbeats = {round(t * fps) for t in timeline.downbeats}
+    off_the_bar = [s for s in shots[1:] if s.start_frame not in downbeats]
+    assert bool(off_the_bar) == (every != beats_per_bar)  # N beats, not bars: the cuts cross bar lines
+
+
+def test_beat_cuts_longer_than_one_pass_split_on_beats_and_keep_the_count():
+    timeline = grid_timeline([120.0] * 16, beats_per_bar=4)  # 0.5 s beats: 32 beats = 384 frames > one pass
+    fps = 24
+    total = round(timeline.duration * fps)
+    shots = plan_shots(timeline, [Scene("a")], cuts="beat", fps=fps, total_frames=total, seed=1, cut_every_beats=32)
+    check_exact(shots, total)
+    on_beat = beat_index(timeline, fps)
+    assert all(s.start_frame in on_beat for s in shots[1:])
+    assert all(s.frames <= 257 and s.pass_frames <= 257 for s in shots)
+    cut_beats = [on_beat[s.start_frame] for s in shots[1:]]
+    assert {1, 33} <= set(cut_beats)  # every 32nd beat from the first downbeat (beat 1) is still a cut
+    assert cut_beats == [1, 22, 33, 54]  # …and each 32 beats is split into as many whole beats as one pass holds
+
+
+def test_beat_cuts_every_n_beats_with_one_beat_as_today():
+    timeline = grid_timeline([120.0] * 4, pickup=0.0)
+    total = round(timeline.duration * 24)
+    default = plan_shots(timeline, [Scene("a")], cuts="beat", fps=24, total_frames=total, seed=5)
+    assert default == plan_shots(timeline, [Scene("a")], cuts="beat", fps=24, total_frames=total, seed=5,
+                                 cut_every_beats=1)  # fmt: skip
+    fours = plan_shots(timeline, [Scene("a")], cuts="beat", fps=24, total_frames=total, seed=5, cut_every_beats=4)
+    check_exact(fours, total)
+    assert [s.frames for s in fours] == [12, 48, 48, 48, 48]  # the pickup beat, then 4 beats of 12 frames
+
+
+def test_beat_cuts_on_music_without_beats_count_bars():
+    duration = 12.0
+    timeline = Timeline(duration, np.zeros(0), np.zeros(0, int), (), np.full(121, -60.0, np.float32), 10.0, duration, True)
+    total = round(duration * 24)
+    shots = plan_shots(timeline, [Scene("a")], cuts="beat", fps=24, total_frames=total, seed=1, cut_every_beats=2)
+    check_exact(shots, total)
+    assert [s.frames for s in shots] == [96, 96, 96]  # 2-second bars stand in for beats: every 2nd one
+
+
+@pytest.mark.parametrize(("cuts", "every"), [("bar", 2), ("auto", 4), ("beat", 0)])
+def test_cut_every_beats_only_with_beat_cuts(cuts, every):
+    timeline = grid_timeline([120.0] * 4)
+    with pytest.raises(PlanError) as error:
+        plan_shots(timeline, [Scene("a")], cuts=cuts, fps=24, total_frames=200, seed=0, cut_every_beats=every)
+    assert error.value.field == "cut_every_beats"
