@@ -23,6 +23,7 @@ from typing import NoReturn
 
 import httpx
 
+from tunereel.request import LIMITS
 from tunereel.wire import enum_names
 
 __all__ = ["main"]
@@ -105,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                           "an --image right after it is the scene's")
     generate.add_argument("--cuts", choices=["auto", "bar", "beat", "none"],
                           help="how the video cuts with the music (server default: auto)")
+    generate.add_argument("--cut-every-beats", type=_beats_per_cut, metavar="N",
+                          help=f"with --cuts beat: a cut every N beats, 1-{LIMITS.max_cut_every_beats} (default 1)")
     generate.add_argument("-o", "--output", type=Path, default=None, help="where to write the MP4 (default tunereel-ID.mp4)")
     generate.add_argument("--no-progress", action="store_true", help="print one line per state instead of bars")
 
@@ -259,6 +262,7 @@ def _body(args: argparse.Namespace) -> dict:
         "genre": args.genre, "duration": args.duration, "start": args.start, "normalize": args.normalize or None,
         "mood": args.mood, "tempo_bpm": args.tempo, "seed": args.seed, "width": args.width, "height": args.height,
         "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model, "cuts": args.cuts,
+        "cut_every_beats": args.cut_every_beats,
         "scenes": [scene["prompt"] for scene in args.scene] if args.scene else None,
         "instruments": [name.strip() for name in args.instruments.split(",") if name.strip()] if args.instruments else None,
         "vocal_language": args.vocal_language, "key": args.key, "time_signature": args.time_signature,
@@ -366,8 +370,22 @@ def jobs_command(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
+def _beats_per_cut(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of beats, got {text!r}") from None
+    if not 1 <= value <= LIMITS.max_cut_every_beats:
+        raise argparse.ArgumentTypeError(f"1 to {LIMITS.max_cut_every_beats} beats, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "cut_every_beats", None) is not None and args.cuts != "beat":  # the server would refuse it
+        parser.error(f"--cut-every-beats: only with --cuts beat (--cuts is {args.cuts or 'auto'})")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""`tunereel generate --scene … --cuts …`: what reaches the job API, and a bad value as one line and exit 2."""
+"""`tunereel generate --scene … --cuts … --cut-every-beats …`: what reaches the job API, and a bad value as one line
+and exit 2."""
 
 from __future__ import annotations
 
@@ -27,6 +28,43 @@ def test_an_unknown_cuts_value_is_one_line_and_exit_2(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "--cuts" in err and "often" in err and len(err.splitlines()) == 1
+
+
+def sent_body(monkeypatch, capsys, argv: list[str]) -> dict:
+    sent = {}
+
+    def call(self, method, path, **kwargs):
+        sent.update(kwargs.get("json") or {})
+        raise cli.CliError("stop here")
+
+    monkeypatch.setattr(cli.Api, "call", call)
+    assert cli.main(["generate", "--genre", "pop", "--duration", "8", "--prompt", "x", *argv]) == 1
+    assert "stop here" in capsys.readouterr().err
+    return sent
+
+
+def test_cut_every_beats_reaches_the_request_with_beat_cuts(monkeypatch, capsys):
+    sent = sent_body(monkeypatch, capsys, ["--cuts", "beat", "--cut-every-beats", "4"])
+    assert sent["cuts"] == "beat" and sent["cut_every_beats"] == 4
+    assert "cut_every_beats" not in sent_body(monkeypatch, capsys, ["--cuts", "beat"])  # the server's default, 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--cuts", "beat", "--cut-every-beats", "0"], "1 to 32 beats, got 0"),
+        (["--cuts", "beat", "--cut-every-beats", "33"], "1 to 32 beats, got 33"),
+        (["--cuts", "beat", "--cut-every-beats", "2.5"], "whole number of beats, got '2.5'"),
+        (["--cuts", "bar", "--cut-every-beats", "2"], "only with --cuts beat (--cuts is bar)"),
+        (["--cut-every-beats", "2"], "only with --cuts beat (--cuts is auto)"),
+    ],
+)
+def test_a_bad_cut_every_beats_is_one_line_and_exit_2(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["generate", "--genre", "pop", "--duration", "8", "--prompt", "x", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--cut-every-beats" in err and words in err and len(err.splitlines()) == 1, err
 
 
 def test_an_image_pairs_with_the_scene_before_it_and_is_uploaded_first(monkeypatch, capsys, tmp_path):
