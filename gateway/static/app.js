@@ -6,8 +6,8 @@
 const $ = (id) => document.getElementById(id);
 const form = $("form");
 const FIELDS = ["genre", "duration", "video_prompt", "mood", "tempo_bpm", "instruments", "width", "height", "fps",
-  "seed", "music_model", "video_model", "song", "melody", "image", "cuts", "lyrics", "vocal_language", "key",
-  "time_signature"];
+  "seed", "music_model", "video_model", "song", "melody", "image", "cuts", "cut_every_beats", "lyrics",
+  "vocal_language", "key", "time_signature"];
 const UPLOAD_FIELDS = ["song", "melody", "image"];
 const SONG_FIELDS = ["lyrics", "vocal_language", "key", "time_signature"]; // singing music models only
 const MAX_SCENES = 32;
@@ -22,7 +22,7 @@ const PRESET = /^[a-z0-9][a-z0-9._-]*$/;
 // What the server says when /v1/limits cannot be read; replaced at load by the server's own values.
 let limits = {
   max_duration_seconds: 10, min_size: 64, max_size: 1280, size_multiple: 32, min_fps: 8, max_fps: 60,
-  min_tempo_bpm: 40, max_tempo_bpm: 240, max_seed: 4294967295, max_instruments: 10,
+  min_tempo_bpm: 40, max_tempo_bpm: 240, max_seed: 4294967295, max_instruments: 10, max_cut_every_beats: 32,
 };
 
 const EXAMPLES = [
@@ -89,6 +89,7 @@ async function loadLimits() {
   for (const id of ["width", "height"]) set(id, { min: limits.min_size, max: limits.max_size, step: limits.size_multiple });
   set("fps", { min: limits.min_fps, max: limits.max_fps });
   set("seed", { max: limits.max_seed });
+  set("cut_every_beats", { max: limits.max_cut_every_beats });
   $("duration-hint").textContent = `Up to ${fmt(limits.max_duration_seconds)} s.`;
   $("tempo_bpm-hint").textContent = `${limits.min_tempo_bpm}–${limits.max_tempo_bpm}; empty: any.`;
   $("instruments-hint").textContent = `Comma-separated, up to ${limits.max_instruments}.`;
@@ -96,6 +97,8 @@ async function loadLimits() {
   $("size-hint").textContent =
     `Width and height: ${limits.min_size}–${limits.max_size} px, multiples of ${limits.size_multiple}.`;
   $("seed-hint").textContent = `0–${limits.max_seed}; empty: a random seed.`;
+  $("cut_every_beats-hint").textContent =
+    `1–${limits.max_cut_every_beats}, counted from each scene's first downbeat; empty: every beat.`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -182,7 +185,15 @@ function fillForm(values, { keep = false } = {}) {
     form.elements[name].value = value === null || value === undefined ? "" : String(value);
   }
   if (!keep || "scenes" in values) fillScenes(values.scenes);
+  offerBeatCount();
   clearErrors();
+}
+
+// "Cut every N beats" belongs to cuts "beat" only: shown and sent with it, hidden and disabled otherwise.
+function offerBeatCount() {
+  const beat = form.elements.cuts.value === "beat";
+  $("cut_every_beats-field").hidden = !beat;
+  form.elements.cut_every_beats.disabled = !beat;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -271,6 +282,11 @@ function readForm() {
 
   const cuts = value("cuts");
   if (cuts) request.cuts = cuts;
+  if (cuts === "beat") {
+    const every = number("cut_every_beats", { integer: true, optional: true });
+    if (every !== undefined) request.cut_every_beats = every;
+    range("cut_every_beats", every, 1, limits.max_cut_every_beats, " beats");
+  }
   const scenes = scenePrompts();
   if (scenes.length) {
     const images = sceneImages();
@@ -596,7 +612,9 @@ form.addEventListener("submit", (event) => {
   submitRequest(request);
 });
 
+form.elements.cuts.addEventListener("change", offerBeatCount);
 form.addEventListener("reset", () => setTimeout(() => {
+  offerBeatCount();
   clearErrors();
   state.uploads = {};
   $("song-wave").hidden = true;
@@ -1031,6 +1049,7 @@ keyInput.addEventListener("change", () => {
 
 // ---------------------------------------------------------------------------------------------------------------
 renderExamples();
+offerBeatCount(); // a restored form may come back with cuts "beat"
 FIELDS.forEach(clearError); // links each field to its hint
 await loadLimits();
 await loadModels();

@@ -411,3 +411,43 @@ def test_ui_scenes_and_the_timeline_strip_seek_to_a_shot(page, stack, client, ar
     assert last["start_s"] - 0.05 <= at <= last["end_s"], (at, last)
     page.screenshot(path=str(artifacts / "ui-timeline.png"), full_page=True)
     assert page.console.errors == []
+
+
+def test_ui_cut_every_n_beats_is_offered_with_beat_cuts_only(page, stack, client):
+    """The "cut every N beats" box appears (enabled) only with cuts "beat"; the client checks its range, the server's
+    refusal lands next to it, and the job and "Reuse settings" carry it."""
+    real = client.get("/v1/limits").json()
+    stale = {**real, "max_cut_every_beats": real["max_cut_every_beats"] * 2}  # a page with stale limits
+    page.route("**/v1/limits", lambda route: route.fulfill(json=stale))
+    posts = []
+    page.on("request", lambda request: request.method == "POST" and posts.append(request.url))
+    open_ui(page, stack)
+    fill_small_request(page, duration=2, seed=5)
+    box = "#cut_every_beats"
+    assert not page.is_visible(box) and page.is_disabled(box)
+    page.select_option("#cuts", "beat")
+    assert page.is_visible(box) and page.is_enabled(box)
+    page.select_option("#cuts", "bar")
+    assert not page.is_visible(box) and page.is_disabled(box)
+
+    page.select_option("#cuts", "beat")
+    page.fill(box, "2.5")
+    page.click("#submit")
+    assert page.text_content("#cut_every_beats-error") == "must be a whole number (got 2.5)"
+    too_many = real["max_cut_every_beats"] + 1  # the stale page lets it through; the server names the field
+    page.fill(box, str(too_many))
+    page.click("#submit")
+    page.wait_for_selector("#cut_every_beats-error:not(:empty)")
+    assert page.text_content("#cut_every_beats-error") == f"Input should be less than or equal to {real['max_cut_every_beats']}"
+    assert page.evaluate("document.activeElement.id") == "cut_every_beats" and len(posts) == 1
+
+    page.fill(box, "2")
+    page.click("#submit")
+    page.wait_for_selector("#job[data-state=succeeded]", timeout=120_000)
+    job = client.get(f"/v1/jobs/{page.get_attribute('#job', 'data-job-id')}").json()
+    assert (job["request"]["cuts"], job["request"]["cut_every_beats"]) == ("beat", 2)
+    page.select_option("#cuts", "")  # back to auto: the box goes away…
+    assert not page.is_visible(box)
+    page.locator(f"#history [data-job-id='{job['id']}'] .reuse").click()  # …and comes back with the job's settings
+    assert page.input_value("#cuts") == "beat" and page.input_value(box) == "2" and page.is_visible(box)
+    assert [e for e in page.console.errors if "422" not in e] == []  # the browser's own note about the 422 only

@@ -112,3 +112,22 @@ def test_the_ui_compares_only_names_the_enums_define():
     stages = set(re.findall(r'stage [!=]==? "(\w+)"', source))
     assert states and states <= set(names["job_states"]), states - set(names["job_states"])
     assert stages and stages <= set(names["stages"]), stages - set(names["stages"])
+
+
+def test_the_ui_offers_and_compares_only_the_request_models_cuts():
+    """The UI's cuts values (the select's options, the literals app.js compares `cuts` with) are the request model's,
+    so a renamed or new value cannot drift between the page and the API."""
+    import re
+    from typing import get_args
+
+    from tunereel.request import GenerationRequest
+
+    allowed = set(get_args(GenerationRequest.model_fields["cuts"].annotation))
+    page = (ROOT / "gateway" / "static" / "index.html").read_text()
+    select = re.search(r'<select id="cuts".*?</select>', page, re.S)
+    assert select, "no cuts select in the page"
+    options = set(re.findall(r'<option value="(\w*)"', select[0]))
+    assert options - {""} == allowed - {"auto"}  # "" is the select's default option: the server's default, auto
+    source = (ROOT / "gateway" / "static" / "app.js").read_text()
+    compared = set(re.findall(r'cuts(?:\.value)? [!=]==? "(\w+)"', source))
+    assert compared and compared <= allowed, compared - allowed
