@@ -149,8 +149,10 @@ class Api:
         if not path.is_file():
             raise CliError(f"{path}: no such file")
         with path.open("rb") as file:
+            # (connect, read, write, pool) as a tuple, not httpx.Timeout: the tests hand this client starlette's
+            # TestClient, which is built on httpx2 since starlette 1.10 and accepts only its own Timeout or a tuple.
             return self.call("POST", "/v1/uploads", params={"kind": kind}, files={"file": (path.name, file)},
-                             timeout=httpx.Timeout(30.0, write=None, read=None))  # fmt: skip
+                             timeout=(30.0, None, None, 30.0))  # fmt: skip
 
     def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[ServerEvent]:
         """One connection to the job's event stream; ends when the server ends it (or it breaks: httpx.HTTPError)."""
