@@ -21,7 +21,7 @@ from tunereel.launch import free_port
 from tunereel.request import validate_request
 from tunereel.v1 import jobs_pb2, jobs_pb2_grpc
 
-TINY = {"genre": "pop", "duration": 1, "video_prompt": "a sunset", "width": 64, "height": 64}
+TINY = {"genre": "pop", "duration": 1, "video_prompt": "a sunset", "width": 64, "height": 64, "cuts": "none"}
 ONE = [("authorization", "Bearer key-one")]
 TWO = [("authorization", "Bearer key-two")]
 

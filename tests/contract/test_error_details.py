@@ -27,7 +27,7 @@ from tunereel.launch import free_port
 from tunereel.serving import start_server
 from tunereel.v1 import common_pb2, composer_pb2, composer_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
-GOOD = {"genre": "pop", "duration": 1, "video_prompt": "a red ball"}
+GOOD = {"genre": "pop", "duration": 1, "video_prompt": "a red ball", "cuts": "none"}
 
 
 def unpack(status, kind):

@@ -8,7 +8,7 @@ import httpx
 
 # One continuous take (cuts: none): these tests count one video stream per job. Cut videos: test_replicas.py, test_shots.py.
 TINY = {"genre": "pop", "duration": 1, "video_prompt": "a sunset", "width": 64, "height": 64, "cuts": "none"}
-SLOW = {"genre": "pop", "duration": 10, "video_prompt": "a long sunset", "width": 768, "height": 512}
+SLOW = {"genre": "pop", "duration": 10, "video_prompt": "a long sunset", "width": 768, "height": 512, "cuts": "none"}
 
 
 def wait_state(client: httpx.Client, job_id: str, states: set[str], timeout: float = 120.0) -> dict:

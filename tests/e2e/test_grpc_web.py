@@ -88,7 +88,8 @@ def test_create_and_watch_a_job_over_grpc_web(models_dir, tmp_path):
                            headers={"Content-Type": "application/grpc-web+proto", "X-Grpc-Web": "1"})  # fmt: skip
         assert huge.status_code == 413
 
-        request = validate_request({"genre": "pop", "duration": 1, "video_prompt": "x", "width": 64, "height": 64, "seed": 9})
+        request = validate_request({"genre": "pop", "duration": 1, "video_prompt": "x", "width": 64, "height": 64, "seed": 9,
+                                    "cuts": "none"})
         messages, trailers, reply = grpc_web(
             client, "tunereel.v1.JobService/CreateJob", jobs_pb2.CreateJobRequest(request=wire.request_to_proto(request))
         )

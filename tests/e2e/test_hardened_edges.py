@@ -22,7 +22,7 @@ from tunereel.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 pytestmark = pytest.mark.slow
 
 STREAMS = 200
-LONG = {"genre": "pop", "duration": 300, "video_prompt": "a long sunset", "width": 64, "height": 64, "fps": 8}
+LONG = {"genre": "pop", "duration": 300, "video_prompt": "a long sunset", "width": 64, "height": 64, "fps": 8, "cuts": "none"}
 
 
 async def _open_event_streams(url: str, job_id: str, count: int, opened: list, finished: list, stop: asyncio.Event):

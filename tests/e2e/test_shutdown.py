@@ -19,9 +19,9 @@ from tunereel.v1 import jobs_pb2, jobs_pb2_grpc
 
 # 10 s at 24 fps with the "slow" video fault (50 ms a frame): about 12 s of work, far past the 3 s drain.
 LONG = validate_request({"genre": "pop", "duration": 10, "video_prompt": "a long test card", "width": 64, "height": 64,
-                         "fps": 24, "seed": 1})  # fmt: skip
+                         "fps": 24, "seed": 1, "cuts": "none"})  # fmt: skip
 SHORT = validate_request({"genre": "pop", "duration": 1, "video_prompt": "queued after the signal", "width": 64,
-                          "height": 64, "seed": 2})  # fmt: skip
+                          "height": 64, "seed": 2, "cuts": "none"})  # fmt: skip
 
 
 def _wait(predicate, timeout: float, what: str):
