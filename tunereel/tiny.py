@@ -689,14 +689,14 @@ def ensure_tiny_models(models_dir: Path) -> dict[str, Path]:
     paths = {}
     for key, (dirname, build) in _BUILDERS.items():
         paths[key] = models_dir / dirname
-        if (paths[key] / _DONE).exists() and _outdated(key, paths[key]):
+        if (paths[key] / _DONE).exists() and outdated_build(key, paths[key]):
             shutil.rmtree(paths[key])
         if not (paths[key] / _DONE).exists():
             _build_atomically(build, paths[key])
     return paths
 
 
-def _outdated(key: str, folder: Path) -> bool:
+def outdated_build(key: str, folder: Path) -> bool:
     """A tiny model built before a fix of its shape: tiny-ace-step's VAE encoder once had fewer channels than its
     latents need (the repaint task encodes audio), so folders built then are built again."""
     if key != "ace-step":

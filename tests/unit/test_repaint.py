@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AceStepPipeline
-
-from tunereel import wire
 from tunereel.composer.song import song_request
 from tunereel.composer.store import UploadRecord
 from tunereel.music.ace_step import AceStepMusic
 from tunereel.music.pipeline import InvalidMusicInput
 from tunereel.music.repaint import FADE_S, Repaint, level_match, pipeline_arguments, repaint_from_wire, splice
 from tunereel.music.server import repaint_request
+
+from tunereel import wire
 from tunereel.presets import MUSIC_PRESETS
 from tunereel.request import InvalidRequest, validate_request
 from tunereel.v1 import music_pb2
@@ -224,3 +224,19 @@ def test_tiny_ace_step_repaint_keeps_the_rest_exactly(models_dir, monkeypatch):
     print(f"pipeline output outside the range: corr {raw_corr:+.4f}, max diff {np.abs(raw[outside] - source[outside]).max():.3f}")
     again = next(music.stream("rock", seconds, seed=5, repaint=repaint)).audio
     np.testing.assert_array_equal(out, again)  # seeded
+
+
+def test_a_tiny_ace_step_built_before_the_vae_fix_is_built_again(tmp_path):
+    """The repaint task encodes audio: the tiny VAE's encoder must give as many latent channels as the transformer's
+    acoustic ones (the real VAE: 128 hidden = 2 × 64 latents); an older build (6 hidden → 3 latents) is replaced."""
+    import json
+
+    from tunereel import tiny
+
+    assert tiny.ACE_STEP_VAE["encoder_hidden_size"] == 2 * tiny.ACE_STEP_VAE["decoder_input_channels"]
+    assert tiny.ACE_STEP_VAE["decoder_input_channels"] == tiny.ACE_STEP_TRANSFORMER["audio_acoustic_hidden_dim"]
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({"encoder_hidden_size": 6}))
+    assert tiny.outdated_build("ace-step", tmp_path) and not tiny.outdated_build("musicgen", tmp_path)
+    (tmp_path / "vae" / "config.json").write_text(json.dumps(dict(tiny.ACE_STEP_VAE)))
+    assert not tiny.outdated_build("ace-step", tmp_path)
