@@ -161,8 +161,9 @@ class VideoPreset:
     max_frames: int = 257  # frames per pipeline pass
     negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
     # Longer videos are chains of passes, each conditioned on the end of the one before (tunereel.segments):
-    # "video": diffusers' LTXConditionPipeline on the last `overlap_frames` frames (LTX-Video 0.9.5 and later);
-    # "image": LTXImageToVideoPipeline on the last frame only (0.9.0/0.9.1, which know no video conditioning).
+    # "video": diffusers' LTXConditionPipeline on the last `overlap_frames` frames (LTX-Video 0.9.5 and later; LTX-2:
+    # LTX2DFRPipeline's `conditions`); "image": LTXImageToVideoPipeline on the last frame only (0.9.0/0.9.1, which
+    # know no video conditioning).
     continuation: str = "video"
     overlap_frames: int = 17  # k·8 + 1 frames the next pass re-makes (~0.7 s at 24 fps)
     blend_frames: int = 8  # of those, the last ones cross-faded at the seam (0: cut)
@@ -183,6 +184,12 @@ class VideoPreset:
     def hears_audio(self) -> bool:
         """Whether the family generates video conditioned on given audio: the request must carry the music."""
         return self.family == "ltx2"
+
+    @property
+    def takes_image(self) -> bool:
+        """Whether the video can start from an image (frame-0 condition): every family's first pass can (LTX-Video:
+        LTXConditionPipeline / LTXImageToVideoPipeline; LTX-2: an LTX2VideoCondition next to the frozen music)."""
+        return self.family in VIDEO_FAMILIES
 
     def downloads(self) -> list[tuple[str, str | None, tuple[str, ...]]]:
         """(repository, revision, allow_patterns) for every repository this preset reads, for `hf download`."""
@@ -410,7 +417,7 @@ VIDEO_PRESETS.update(
                 num_inference_steps=len(_LTX2_DISTILLED_SIGMAS), sigmas=_LTX2_DISTILLED_SIGMAS, guidance_scale=1.0,
                 max_sequence_length=128, max_frames=121, docs="tunereel/tiny.py", license="random weights",
                 audio_sample_rate=16000,
-                continuation="video", overlap_frames=1, blend_frames=0,
+                continuation="video", overlap_frames=17, blend_frames=8,  # as ltx-2.5
             ),
             VideoPreset(
                 "ltx-2.5", "Lightricks/LTX-2.5-Diffusers", allow_patterns=_LTX2_FILES, license=_LTX2_LICENSE,
@@ -420,8 +427,11 @@ VIDEO_PRESETS.update(
                 guidance_scale=1.0,  # no CFG in the DFR pass (distilled)
                 decode_timestep=0.0, decode_noise_scale=None,  # LTX2DFRPipeline defaults
                 max_sequence_length=1024,  # LTX2DFRPipeline default (Gemma prompt tokens)
-                max_frames=121,  # the example's pass length; longer videos are passes cut at the seams
-                continuation="video", overlap_frames=1, blend_frames=0,
+                max_frames=121,  # the example's pass length
+                # Longer videos: each pass after the first conditioned (LTX2VideoCondition at index 0, strength 1) on
+                # the last 17 frames of the one before, 8 of them cross-faded at the seam. Lightricks document no
+                # chaining for LTX-2 in diffusers: these are LTX-Video's chain settings (VideoPreset defaults).
+                continuation="video", overlap_frames=17, blend_frames=8,
                 transformer_params=19.0e9, text_encoder_params=12.0e9,  # LTX-2 19B; Gemma 3 12B text encoder
             ),
         )

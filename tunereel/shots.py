@@ -14,10 +14,13 @@ sections each; more: the bars split evenly). A new scene always starts with a cu
 
 Cuts:
 - "auto": shots of whole bars, shorter where the energy is high, longer where calm (2, 4 or 8 bars by the bar's energy
-  against the song's), never across a scene boundary;
+  against the bars heard before it), never across a scene boundary;
 - "bar": one bar a shot; "beat": one beat a shot (cut on beats, not downbeats);
 - "none": no plan here; the composer makes today's one continuous take.
 A bar longer than one pass (slow music, a high fps) is split into equal parts.
+
+Plans are made while the music arrives (`ShotPlanner`): a shot is planned once the music up to just after its end has
+settled, and every plan made early is the start of the plan made on the whole song.
 
 Each shot's seed comes from the job seed and the shot index alone (`shot_seed`), so one shot can be re-made.
 """
@@ -34,10 +37,12 @@ import numpy as np
 from .analysis import Timeline
 from .segments import model_frame_count
 
-__all__ = ["CUTS", "PlanError", "Scene", "Shot", "plan_shots", "shot_seed", "timeline_dict"]
+__all__ = ["CUTS", "PlanError", "Scene", "Shot", "ShotPlanner", "plan_shots", "shot_seed", "timeline_dict"]
 
 CUTS = ("auto", "bar", "beat", "none")
 AUTO_BARS = (2, 4, 8)  # bars per shot in `auto`: loud, middle, calm
+AUTO_REFERENCE_BARS = 8  # `auto` judges the first bars against at least this many bars of the song's start
+AUTO_CONTRAST_DB = 1.5  # loud / calm: at least this far above / below the median level heard
 
 
 class PlanError(ValueError):
@@ -93,14 +98,20 @@ def shot_seed(job_seed: int, index: int) -> int:
 def bar_frames(timeline: Timeline, fps: int, total_frames: int) -> list[int]:
     """Bar boundaries in frames: [0, downbeat frames inside the song…, total_frames]. A pickup shorter than half a
     bar joins the first bar. Music without downbeats (noise) gets 2-second bars, so shots still have a length."""
-    cuts = sorted({int(round(t * fps)) for t in timeline.downbeats} - {0})
-    cuts = [c for c in cuts if 0 < c < total_frames]
+    cuts = downbeat_cuts(timeline, fps, total_frames)
     if not cuts:
         step = max(2 * fps, 1)
         return [*range(0, total_frames, step), total_frames]
+    return [0, *cuts, total_frames]
+
+
+def downbeat_cuts(timeline: Timeline, fps: int, total_frames: int) -> list[int]:
+    """The frames of the downbeats that start bars inside the song (the first bar's pickup rule applied)."""
+    cuts = sorted({int(round(t * fps)) for t in timeline.downbeats} - {0})
+    cuts = [c for c in cuts if 0 < c < total_frames]
     if len(cuts) >= 2 and cuts[0] < (cuts[1] - cuts[0]) / 2:
         cuts = cuts[1:]  # a short pickup belongs to the first bar
-    return [0, *cuts, total_frames]
+    return cuts
 
 
 def plan_shots(
@@ -136,6 +147,71 @@ def plan_shots(
         edges = [start + (end - start) * k // parts for k in range(parts + 1)]
         pieces += [(a, b, scene) for a, b in zip(edges, edges[1:])]
     return [Shot(i, scene, a, b, fps, scenes[scene].prompt, shot_seed(seed, i)) for i, (a, b, scene) in enumerate(pieces)]
+
+
+class ShotPlanner:
+    """Plans shots while the music is still arriving, so the first shots are made before the song is finished.
+
+    `update(timeline)` takes the analysis so far (tunereel.analysis.AnalysisStream: its beats and bars before
+    `settled_until` never change) and returns the shots newly known for certain: the shots of `plan_shots` on the
+    settled music that end at least one settled bar before its end (a shot's end can depend on the bar after it). Every
+    choice `plan_shots` makes for such a shot depends only on the music up to there: its cuts are settled downbeats (or
+    beats), `auto` judges a bar against the bars before it (`_bar_groups`), and the scenes before it are known (one
+    scene, or scenes pinned to bars). Scenes spread over the song's sections, or pinned to a section, need the whole
+    song's sections: those plans wait for the end. `finish(timeline)` takes the final analysis and returns the rest; the
+    shots handed out before are its first shots, unchanged (checked: PlanError on a mismatch would be a bug here).
+    """
+
+    def __init__(self, scenes: Sequence[Scene], *, cuts: str, fps: int, total_frames: int, seed: int,
+                 max_frames: int = 257, min_bars: int = AUTO_REFERENCE_BARS):  # fmt: skip
+        self.scenes = list(scenes)
+        self.options = dict(cuts=cuts, fps=fps, total_frames=total_frames, seed=seed, max_frames=max_frames)
+        self.min_bars = min_bars if cuts == "auto" else 2  # settled bars needed before `auto` judges any
+        self.causal = all(scene.section is None for scene in self.scenes) and (
+            len(self.scenes) == 1 or all(scene.bars is not None for scene in self.scenes[1:])
+        )
+        self.planned: list[Shot] = []
+
+    def update(self, timeline: Timeline) -> list[Shot]:
+        """The shots newly certain on this (partial) analysis, in order; [] until enough music has settled."""
+        if timeline.final:
+            return self.finish(timeline)
+        if not self.causal:
+            return []
+        fps, total = self.options["fps"], self.options["total_frames"]
+        settled = settled_part(timeline)
+        downbeats = downbeat_cuts(settled, fps, total)  # music without downbeats yet: nothing planned before the end
+        if len(downbeats) < max(self.min_bars, 2):
+            return []
+        limit = downbeats[-2]  # a shot ending here is decided by settled bars alone (the bar after it included)
+        last_bar = len(downbeats)  # the bar index of downbeats[-1]
+        scenes = [s if s.bars is None else Scene(s.prompt, bars=(s.bars[0], s.bars[0])) for s in self.scenes
+                  if s.bars is None or s.bars[0] - 1 < last_bar]  # fmt: skip
+        try:
+            shots = plan_shots(settled, scenes, **self.options)
+        except PlanError:
+            return []  # a pin that cannot be placed yet; `finish` names it with the whole song
+        return self._take([shot for shot in shots if shot.end_frame <= limit])
+
+    def finish(self, timeline: Timeline) -> list[Shot]:
+        """The rest of the plan on the whole song's analysis."""
+        shots = plan_shots(timeline, self.scenes, **self.options)
+        if shots[: len(self.planned)] != self.planned:
+            raise PlanError("cuts", "the shots planned while the music arrived differ from the plan of the whole "
+                            "song (a bug: please report it with the job's request)")  # fmt: skip
+        return self._take(shots)
+
+    def _take(self, shots: list[Shot]) -> list[Shot]:
+        new = shots[len(self.planned):]
+        self.planned += new
+        return new
+
+
+def settled_part(timeline: Timeline) -> Timeline:
+    """The timeline cut to its settled part (its beats before `settled_until`; energy and sections as they are)."""
+    keep = timeline.beats < timeline.settled_until
+    return Timeline(timeline.duration, timeline.beats[keep], timeline.beat_positions[keep], timeline.sections,
+                    timeline.energy, timeline.energy_rate, timeline.settled_until, timeline.final)  # fmt: skip
 
 
 def _fit_in_passes(bars: list[int], first: int, end: int, max_frames: int) -> list[int]:
@@ -192,19 +268,34 @@ def _bar_at(bars: list[int], frame: int) -> int:
 
 
 def _bar_groups(timeline: Timeline, bars: list[int], fps: int, cuts: str) -> list[int]:
-    """Bar indexes where a shot may start (before scene boundaries are added)."""
+    """Bar indexes where a shot may start (before scene boundaries are added).
+
+    In `auto`, a bar is loud or calm against the bars heard up to it (at least the first AUTO_REFERENCE_BARS), not
+    against the whole song: so the shots of the song's start can be planned and made while the rest of it is still
+    being generated (ShotPlanner), and a plan made early is the plan made at the end."""
     n_bars = len(bars) - 1
     if cuts in ("bar", "beat"):
         return list(range(n_bars))
     levels = np.array([timeline.energy_between(bars[b] / fps, bars[b + 1] / fps) for b in range(n_bars)])
-    finite = levels[np.isfinite(levels)]
-    loud, calm = (np.percentile(finite, 67), np.percentile(finite, 33)) if finite.size else (0.0, 0.0)
     starts, bar = [], 0
     while bar < n_bars:
         starts.append(bar)
-        level = levels[bar]
-        bar += AUTO_BARS[0] if level >= loud else AUTO_BARS[2] if level < calm else AUTO_BARS[1]
+        bar += AUTO_BARS[_loudness_class(levels[bar], levels[: max(bar + 1, AUTO_REFERENCE_BARS)])]
     return starts
+
+
+def _loudness_class(level: float, heard: np.ndarray) -> int:
+    """0 loud, 1 middle, 2 calm: the bar's level against the top and bottom thirds of the levels heard, and at least
+    AUTO_CONTRAST_DB away from their median (so music of one steady level is neither)."""
+    finite = heard[np.isfinite(heard)]
+    if not finite.size or not np.isfinite(level):
+        return 1
+    median = float(np.median(finite))
+    if level >= np.percentile(finite, 67) and level >= median + AUTO_CONTRAST_DB:
+        return 0
+    if level <= np.percentile(finite, 33) and level <= median - AUTO_CONTRAST_DB:
+        return 2
+    return 1
 
 
 def _beat_boundaries(timeline: Timeline, boundaries: list[tuple[int, int]], fps: int, total: int) -> list[tuple[int, int]]:

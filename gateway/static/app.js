@@ -134,7 +134,7 @@ function applyModels(models) {
   if (!models) return;
   const { music, video } = models;
   offer("melody", music.follows_melody, `The music model (${music.preset}) does not follow a melody.`);
-  offer("image", video.takes_image, `The video model (${video.preset}) does not start from an image yet.`);
+  offer("image", video.takes_image, `The video model (${video.preset}) does not start from an image.`);
   $("music_model").placeholder = music.preset;
   $("video_model").placeholder = video.preset;
   offerPresets("music-presets", music.preset);

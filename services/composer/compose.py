@@ -30,7 +30,6 @@ import logging
 import queue
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import tunereel
 from tunereel import wire
 from tunereel.analysis import AnalysisConfig, MusicAnalyser, Timeline
 from tunereel.request import GenerationRequest, scene_image_field
-from tunereel.shots import PlanError, Scene, Shot, plan_shots, timeline_dict
+from tunereel.shots import Scene, Shot, ShotPlanner, timeline_dict
 from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2
 
@@ -61,8 +60,9 @@ from .backends import (
     video_request,
     video_source,
 )
-from .errors import ComposeError, InvalidAudio, InvalidScenes, MuxFailed, OutOfSpace, StorageFailed, is_disk_full
+from .errors import ComposeError, InvalidAudio, MuxFailed, OutOfSpace, StorageFailed, is_disk_full
 from .hearing import HearingVideoSource, listening_sources
+from .live_plan import LivePlan
 from .muxer import AudioSpec, Chapter, Mp4Muxer, MuxError, MuxResult, VideoSpec
 from .shot_runner import ShotResult, ShotRunner
 from .song import SongSource, frame_image, melody_pcm, repaint_source_pcm
@@ -79,9 +79,10 @@ INBOX_EVENTS = 64
 SOURCE = "composer"  # the `source` of the progress events the composer makes itself
 # The analysis re-runs its networks with 15 s of context around each update, so small updates cost several times the
 # audio they add: measured on 60 s here, updates every 4 s (the module's default) cost 30 CPU s while the music
-# arrives and 2.3 s after it; every 20 s, 7.3 s while and 3.8 s after; one offline pass at the end, 7.7 s after. The
-# plan needs the whole song (scenes over its sections, energy against the song's), so fewer, larger updates win.
-ANALYSIS = AnalysisConfig(min_update_s=20.0)
+# arrives and 2.3 s after it; every 20 s, 7.3 s while and 3.8 s after; one offline pass at the end, 7.7 s after.
+# Shots are planned at each update (ShotPlanner), so updates every 10 s: the first shots start about 20 s into the
+# music (10 s of lookahead and the decoder's horizon behind what has arrived), at a few CPU seconds more.
+ANALYSIS = AnalysisConfig(min_update_s=10.0)
 
 
 @dataclass(frozen=True)
@@ -275,35 +276,33 @@ class Composer:
     ) -> Composition:
         """A video cut with its music, in numbered steps like `compose`:
 
-        2. start the audio source alone (the music leads) and read it: PCM to the audio track (mastered and waiting
-           there) and to the analysis, as it arrives;
-        3. plan the shots on the analysed music (tunereel.shots), once it has all arrived;
-        4. make the shots on the video replicas, `shot_workers` at once, each into its own segment (ShotRunner);
-        5. open the muxer when the first shot is made (its header names the video model) with one chapter per
+        2. start the audio source alone (the music leads) and the shot workers (ShotRunner, `shot_workers` at once);
+        3. read the music: PCM to the audio track (mastered and waiting there) and to the analysis as it arrives; each
+           shot is planned (tunereel.shots.ShotPlanner) and sent to a video replica as soon as the music up to just
+           after its end has settled, the rest once the song has all arrived;
+        4. open the muxer when the first shot is made (its header names the video model) with one chapter per
            scene, and copy the segments in shot order, each as soon as it and the ones before it are made;
-        6. finish: the audio track drains, the muxer writes the MP4;
-        7. return it with its provenance and its timeline.
+        5. finish: the audio track drains, the muxer writes the MP4;
+        6. return it with its provenance and its timeline.
         """
         audio_source, whole_video = self.sources(request, seed, deadline)
         # A video preset that hears the music (LTX-2): the audio source keeps the music, each shot is sent its slice.
         hearing = whole_video if isinstance(whole_video, HearingVideoSource) else None
         streams = EventStreams([audio_source], gated="", fps=request.fps)
-        streams.start()
-        runner: ShotRunner | None = None
+        video = VideoSpec(width=request.width, height=request.height, fps=request.fps)
+        runner = ShotRunner(self._shot_source(request, deadline, hearing), video, self.work_dir,
+                            workers=self.shot_workers, total_frames=request.frame_count)  # fmt: skip
         track: AudioTrack | None = None
         muxer: Mp4Muxer | None = None
         try:
             with composer_errors():
-                # 2. The music, analysed and mastered as it arrives.
-                audio, track, analysis = self._receive_music(request, streams, on_progress, cancelled)
-                # 3. The shots.
-                shots = self._plan(request, seed, analysis)
-                # 4. Every shot in flight, up to shot_workers at once.
-                video = VideoSpec(width=request.width, height=request.height, fps=request.fps)
-                runner = ShotRunner(shots, self._shot_source(request, deadline, hearing), video, self.work_dir,
-                                    workers=self.shot_workers)  # fmt: skip
+                # 2. The music leads; the shot workers wait for shots.
+                streams.start()
                 runner.start()
-                # 5. The segments in shot order.
+                # 3. The music, mastered and analysed as it arrives; the shots, as soon as each is certain.
+                audio, track, analysis = self._receive_music(request, seed, streams, runner, on_progress, cancelled)
+                shots = runner.shots
+                # 4. The segments in shot order.
                 first = runner.next_result(0, cancelled, on_progress)
                 provenance = self.provenance(request, seed, audio.model_id, first.model_id)
                 muxer = Mp4Muxer(path, video, AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels),
@@ -311,65 +310,70 @@ class Composer:
                                  chapters=scene_chapters(shots, request))  # fmt: skip
                 track.attach(muxer)
                 replicas = self._mux_shots(runner, muxer, first, track, on_progress, cancelled)
-                # 6. Finish.
+                # 5. Finish.
                 track.join(cancelled)
                 result = muxer.close()
         except BaseException:
             streams.cancel()
-            if runner is not None:
-                runner.cancel()
+            runner.cancel()
             path.unlink(missing_ok=True)
             raise
         finally:
             streams.close()
-            if runner is not None:
-                runner.close()
+            runner.close()
             if track is not None:
                 track.abort()
             if muxer is not None:
                 muxer.abort()
         on_progress(Progress(SOURCE, common_pb2.STAGE_DONE, 1.0, message="done"))
-        # 7. The file, where it came from, and what it shows when.
+        # 6. The file, where it came from, and what it shows when.
         timeline = timeline_dict(analysis, shots, fps=request.fps, total_frames=request.frame_count, replicas=replicas)
         return Composition(path=path, provenance=provenance, mux=result, sample_rate=audio.sample_rate, timeline=timeline)
 
-    def _receive_music(self, request: GenerationRequest, streams: EventStreams, on_progress: ProgressSink,
-                       cancelled: threading.Event) -> tuple[AudioHeader, AudioTrack, Timeline]:  # fmt: skip
+    def _receive_music(self, request: GenerationRequest, seed: int, streams: EventStreams, runner: ShotRunner,
+                       on_progress: ProgressSink, cancelled: threading.Event) -> tuple[AudioHeader, AudioTrack, Timeline]:  # fmt: skip
+        """Step 3: the music to the audio track and to the live plan (analysis and planning on its own thread, which
+        adds each shot to the runner as soon as it is certain)."""
         header: AudioHeader | None = None
         track: AudioTrack | None = None
-        analysis = None
-        for event in streams.events(cancelled):
-            if isinstance(event, Progress):
-                on_progress(event)
-            elif isinstance(event, AudioHeader):  # the source checks it comes first, once
-                header = event
-                spec = AudioSpec(sample_rate=event.sample_rate, channels=event.channels)
-                track = AudioTrack(self.master_for(request, spec, event.total_samples))
-                analysis = self.analyser.stream(event.sample_rate)
-            elif isinstance(event, Pcm) and track is not None and analysis is not None:
-                track.check()
-                track.push(event.samples)
-                analysis.feed(event.samples)
-            elif isinstance(event, Ended) and track is not None:
-                track.end()
-        if header is None or track is None or analysis is None:
-            raise ComposeError("the audio stream ended without its header")  # the source checks this first
-        on_progress(Progress(SOURCE, common_pb2.STAGE_MUSIC, 1.0, message="analysing the music"))
-        started = time.monotonic()
-        timeline = analysis.finish()
-        log.info("music analysed (%.1f s after its end): %.0f bpm, %d bars, %d sections", time.monotonic() - started,
-                 timeline.tempo_bpm or 0, len(timeline.downbeats), len(timeline.sections))  # fmt: skip
+        plan: LivePlan | None = None
+        try:
+            for event in streams.events(cancelled):
+                runner.check()  # a shot that failed for good stops the composition now
+                runner.drain_progress(on_progress)
+                if plan is not None:
+                    plan.check()
+                if isinstance(event, Progress):
+                    on_progress(event)
+                elif isinstance(event, AudioHeader):  # the source checks it comes first, once
+                    header = event
+                    spec = AudioSpec(sample_rate=event.sample_rate, channels=event.channels)
+                    track = AudioTrack(self.master_for(request, spec, event.total_samples))
+                    plan = LivePlan(self.analyser.stream(event.sample_rate), self._planner(request, seed), runner)
+                    plan.start()
+                elif isinstance(event, Pcm) and track is not None and plan is not None:
+                    track.check()
+                    track.push(event.samples)
+                    plan.feed(event.samples)
+                elif isinstance(event, Ended) and track is not None:
+                    track.end()
+            if header is None or track is None or plan is None:
+                raise ComposeError("the audio stream ended without its header")  # the source checks this first
+            on_progress(Progress(SOURCE, common_pb2.STAGE_MUSIC, 1.0, message="analysing the music"))
+            timeline = plan.finish(cancelled)
+        except BaseException:
+            if plan is not None:
+                plan.stop()
+            if track is not None:
+                track.abort()
+            raise
+        log.info("%d shots of %d scene(s), cuts %s", len(runner.shots), len(request.scene_list), request.cuts)
         return header, track, timeline
 
-    def _plan(self, request: GenerationRequest, seed: int, analysis: Timeline) -> list[Shot]:
+    def _planner(self, request: GenerationRequest, seed: int) -> ShotPlanner:
         scenes = [Scene(s.prompt, s.section, s.bars) for s in request.scene_list]
-        try:
-            shots = plan_shots(analysis, scenes, cuts=request.cuts, fps=request.fps, total_frames=request.frame_count,
-                               seed=seed, max_frames=self.max_shot_frames)  # fmt: skip
-        except PlanError as error:
-            raise InvalidScenes(f"{error.field}: {error.reason}", field=error.field) from None
-        log.info("%d shots of %d scene(s), cuts %s", len(shots), len(scenes), request.cuts)
-        return shots
+        return ShotPlanner(scenes, cuts=request.cuts, fps=request.fps, total_frames=request.frame_count, seed=seed,
+                           max_frames=self.max_shot_frames)  # fmt: skip
 
     def _shot_source(self, request: GenerationRequest, deadline: float,
                      hearing: HearingVideoSource | None) -> Callable[[Shot], Source]:  # fmt: skip

@@ -132,7 +132,9 @@ def spans(frame_count: int, fps: int, pass_frames: int, bytes_per_second: float)
 class HearingVideoSource:
     """The video of one composition from requests that each carry the music of their span: each is sent once that
     music has arrived. More than one request when the music would not fit one message; the frames of all of them
-    come out as one stream (one header, frames in order), the requests joined as cuts."""
+    come out as one stream (one header, frames in order), the requests joined as cuts. (Within one request the video
+    service chains its passes, each continuing the one before.) A start image is the first request's frame 0 only:
+    a later request starts where the video already is, not back at the image."""
 
     def __init__(self, backends: Backends, tap: MusicTap, request: video_pb2.GenerateVideoRequest, *,
                  expected: ExpectedVideo, timeout: float, info: video_pb2.VideoModelInfo, name: str = "video",
@@ -188,6 +190,8 @@ class HearingVideoSource:
         request.CopyFrom(self.request)
         request.num_frames = part.frame_count
         request.seed = (self.request.seed + number) % 2**32  # one seed per request, the job seed's for the first
+        if number:
+            request.ClearField("image")
         request.audio.CopyFrom(video_pb2.AudioSlice(sample_rate=self.audio_rate or rate, channels=pcm.shape[1],
                                                     pcm=np.ascontiguousarray(pcm, dtype="<f4").tobytes()))  # fmt: skip
         self._call = self.backends.video_stub.GenerateVideo(request, timeout=self.timeout, metadata=self.backends.metadata)

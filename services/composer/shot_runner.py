@@ -1,6 +1,7 @@
 """The shots of one composition, made on the video replicas at the same time, each into its own segment on disk.
 
-`ShotRunner` keeps up to `workers` shots in flight (each one streaming call on the video channel, whose round robin
+`ShotRunner` takes the shots as they are planned (`add`, in order, while the music still arrives; `end_of_plan` once
+the plan is complete) and keeps up to `workers` shots in flight (each one streaming call on the video channel, whose round robin
 spreads concurrent calls over the replicas). A worker reads its shot's events, encodes the frames into the shot's own
 segment file (muxer.SegmentWriter: a closed-GOP, video-only MP4) and hands back a `ShotResult`; the composer takes the
 results in shot order (`next_result`) and copies them into the output. A shot that finishes before the ones before it
@@ -49,36 +50,60 @@ class ShotResult:
 class ShotRunner:
     def __init__(
         self,
-        shots: Sequence[Shot],
         make_source: Callable[[Shot], Source],
         video: VideoSpec,
         work_dir: Path,
         *,
         workers: int,
+        total_frames: int,
         attempts: int = 3,
     ):
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        self.shots = list(shots)
         self.make_source = make_source
         self.video = video
         self.work_dir = work_dir
-        self.workers = min(workers, len(self.shots))
+        self.workers = workers
         self.attempts = attempts
-        self.total_frames = sum(shot.frames for shot in self.shots)
+        self.total_frames = total_frames  # the shots, once all planned, cover exactly these frames
+        self.shots: list[Shot] = []  # planned so far, in order (`add`)
+        self.planned = False  # every shot has been added (`end_of_plan`)
         self.spans: dict[int, tuple[float, float]] = {}  # shot index → (start, end) monotonic seconds, for tests
         self._pending: queue.Queue[Shot] = queue.Queue()
-        for shot in self.shots:
-            self._pending.put(shot)
         self._results: dict[int, ShotResult] = {}
         self._failure: ComposeError | None = None
-        self._made = dict.fromkeys(range(len(self.shots)), 0.0)  # fraction of each shot made
+        self._made: dict[int, float] = {}  # fraction of each shot made
         self._reported = 0.0
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._in_flight: dict[int, Source] = {}
         self._progress: queue.Queue[Progress] = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"shots-{i}", daemon=True) for i in range(self.workers)]
+
+    def add(self, shots: Sequence[Shot]) -> None:
+        """More shots of the plan (the next ones, in order): the idle workers start on them at once."""
+        with self._changed:
+            if self.planned:
+                raise ValueError("the plan is complete: no more shots")
+            for shot in shots:
+                if shot.index != len(self.shots):
+                    raise ValueError(f"shot {shot.index} added out of order (expected {len(self.shots)})")
+                self.shots.append(shot)
+                self._made[shot.index] = 0.0
+                self._pending.put(shot)
+            self._changed.notify_all()
+
+    def end_of_plan(self) -> None:
+        """Every shot has been added: workers with nothing left to make stop."""
+        with self._changed:
+            self.planned = True
+            self._changed.notify_all()
+
+    def check(self) -> None:
+        """Raises the first shot's failure now (while the music still arrives), if there is one."""
+        with self._changed:
+            if self._failure is not None:
+                raise self._failure
 
     def start(self) -> None:
         for thread in self._threads:
@@ -126,9 +151,8 @@ class ShotRunner:
     # -------------------------------------------------------------------------------------------------- workers
     def _work(self) -> None:
         while not self._stop.is_set():
-            try:
-                shot = self._pending.get_nowait()
-            except queue.Empty:
+            shot = self._next_shot()
+            if shot is None:
                 return
             try:
                 result = self._make_with_retries(shot)
@@ -144,6 +168,18 @@ class ShotRunner:
             with self._changed:
                 self._results[shot.index] = result
                 self._changed.notify_all()
+
+    def _next_shot(self) -> Shot | None:
+        """The next shot to make, waiting while the plan is still growing; None when there is none left (or stop)."""
+        with self._changed:
+            while not self._stop.is_set():
+                try:
+                    return self._pending.get_nowait()
+                except queue.Empty:
+                    if self.planned:
+                        return None
+                self._changed.wait(0.1)
+        return None
 
     def _make_with_retries(self, shot: Shot) -> ShotResult | None:
         for attempt in range(1, self.attempts + 1):
@@ -205,8 +241,10 @@ class ShotRunner:
             if made - self._reported < 0.01 and made < 1.0:
                 return
             self._reported = made
-        self._progress.put(Progress("video", common_pb2.STAGE_VIDEO, made, segment=done, total_segments=len(self.shots),
-                                    message=f"{done} of {len(self.shots)} shots made"))  # fmt: skip
+            planned = len(self.shots)
+            of = f"{planned}" if self.planned else f"{planned} planned so far"
+        self._progress.put(Progress("video", common_pb2.STAGE_VIDEO, made, segment=done, total_segments=planned,
+                                    message=f"{done} of {of} shots made"))  # fmt: skip
 
     def _fail(self, error: ComposeError) -> None:
         with self._changed:

@@ -8,8 +8,19 @@ video is denoised hearing it. The music is encoded as LTX-2 itself encodes audio
 norm, magnitude, log of max(·, 1e-5); LTX-2's ltx-core AudioProcessor), the audio VAE's encoder, the posterior mode.
 LTX-2's own decoded audio is dropped: the MP4's audio is always the music itself (the composer muxes it).
 
-The same surface as VideoPipeline (services/video/pipeline.py). A video longer than one pass (`preset.max_frames`)
-is made in passes, each hearing its own slice of the music; passes are joined as cuts (no conditioning across them).
+Frame conditions go through the DFR pipeline's own `conditions` argument (diffusers `LTX2VideoCondition`: `frames`,
+`index` — a latent index — and `strength`; an `index == 0` condition is VAE-encoded and pinned as the clean target of
+the first latent frames, `LTX2DFRPipeline.prepare_latents`), next to `audio_latents` + `freeze_audio=True`, so the
+video still hears the music:
+- a start image (the request's, or its scene's) is `LTX2VideoCondition(frames=image, index=0, strength=1.0)` on the
+  first pass, as diffusers' LTX2ConditionPipeline example conditions a first frame; `crf` is left to the pipeline,
+  which re-compresses a single-frame condition at the CRF the model was trained with (18 for LTX-2.5);
+- a video longer than one pass (`preset.max_frames`) is a chain of passes planned as LTX-Video's
+  (tunereel.segments.plan_video): every pass after the first is conditioned (index 0, strength 1) on the last
+  `preset.overlap_frames` (k·8 + 1) frames of the pass before, which it re-makes as its first frames before going on,
+  and the seams are joined as LTX-Video's (services/video/pipeline.py SegmentJoin: a short cross-fade of
+  `blend_frames`, the rest of the overlap cut). Each pass hears the music under its own frames, from its first one.
+The same surface as VideoPipeline (services/video/pipeline.py).
 """
 
 from __future__ import annotations
@@ -20,18 +31,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import torch
 from diffusers import LTX2DFRPipeline
 from diffusers.pipelines.ltx2.dfr_layout import resolve_canvas
+from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
 from tunereel.loading import load_offline, pick_device, pick_dtype
 from tunereel.presets import VideoPreset, resolve_source
 from tunereel.request import LIMITS
-from tunereel.segments import SegmentProgress, segment_seed
+from tunereel.segments import SegmentProgress, VideoSegment, plan_video, segment_seed
 from tunereel.streaming import Cancelled
 
 from .loading import ModelLoadError, apply_memory_mode, resolve_memory_mode
-from .pipeline import InvalidVideoInput, VideoPiece
+from .pipeline import InvalidVideoInput, SegmentJoin, VideoPiece
 
 __all__ = ["Ltx2Video", "AudioClip", "log_mel"]
 
@@ -112,6 +125,9 @@ class Ltx2Video:
         self.temporal_compression = int(pipe.vae_temporal_compression_ratio)
         self.max_total_frames = int(LIMITS.max_duration_seconds * LIMITS.max_fps)
         self.pipe.set_progress_bar_config(disable=True)
+        if preset.continuation != "video" or preset.blend_frames > preset.overlap_frames:
+            raise ValueError(f"preset {preset.name}: LTX-2 continues a pass with a video condition "
+                             "(continuation 'video'), and blend_frames ≤ overlap_frames")  # fmt: skip
 
     @classmethod
     def from_preset(cls, preset: VideoPreset, models_dir: Path | None = None, *, quality: str = "draft",
@@ -156,15 +172,13 @@ class Ltx2Video:
         if guidance != 1.0:
             raise InvalidVideoInput("guidance_scale", f"preset {self.preset.name} runs without guidance; leave it 0")
 
-    def plan(self, num_frames: int) -> list[tuple[int, int]]:
-        """(start, count) of each pass: at most `max_frames` frames each."""
-        step = self.preset.max_frames
-        return [(start, min(step, num_frames - start)) for start in range(0, num_frames, step)]
+    def plan(self, num_frames: int) -> list[VideoSegment]:
+        """The passes, as LTX-Video's: one when it fits, else a chain each conditioned on the end of the one before."""
+        return plan_video(num_frames, self.preset.max_frames, self.preset.overlap_frames, self.temporal_compression)
 
-    def model_frames(self, count: int) -> int:
-        """Frames one pass makes for `count`: the next 8k+1 ≥ count, at least 9 (the DFR canvas)."""
-        tc = self.temporal_compression
-        return max(tc + 1, math.ceil((count - 1) / tc) * tc + 1)
+    def model_frames(self, segment: VideoSegment) -> int:
+        """Frames one pass makes for a segment: the next 8k+1 ≥ its frames, at least 9 (the DFR canvas)."""
+        return max(self.temporal_compression + 1, segment.model_frames)
 
     def encode_audio(self, clip: AudioClip, start: float, num_frames: int, fps: int) -> torch.Tensor:
         """Raw audio latents (1, channels, length, mel bins) of the music under this pass, as long as the DFR canvas."""
@@ -185,6 +199,15 @@ class Ltx2Video:
         return dict(sigmas=list(p.sigmas), decode_timestep=p.decode_timestep, decode_noise_scale=p.decode_noise_scale,
                     max_sequence_length=p.max_sequence_length)  # fmt: skip
 
+    def conditions(self, segment: VideoSegment, held: np.ndarray | None, image: PIL.Image.Image | None) -> dict:
+        """The pass's frame condition, if any: the previous pass's last frames (a continuation), or the start image
+        (the first pass), each at latent index 0 with strength 1 (see the module docstring)."""
+        if held is not None:  # (overlap, h, w, 3) uint8: diffusers takes channels-last arrays in 0..255
+            return dict(conditions=[LTX2VideoCondition(frames=held, index=0, strength=1.0)])
+        if image is not None and segment.index == 0:
+            return dict(conditions=[LTX2VideoCondition(frames=image, index=0, strength=1.0)])
+        return {}
+
     def stream(
         self,
         prompt: str,
@@ -195,39 +218,49 @@ class Ltx2Video:
         fps: int,
         seed: int,
         audio: AudioClip | None = None,
+        image: PIL.Image.Image | None = None,
         negative_prompt: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         on_progress: SegmentCallback | None = None,
         interrupt: threading.Event | None = None,
     ) -> Iterator[VideoPiece]:
-        """Exactly `num_frames` frames, one piece per pass. With `audio`, every pass hears its slice (frozen)."""
+        """Exactly `num_frames` frames, one piece per pass. With `audio`, every pass hears its slice (frozen); `image`
+        (width x height RGB, see fit_condition_image) conditions the first pass's frame 0."""
         steps = num_inference_steps or self.steps_for(None)
         # 1. check inputs, plan the passes
         self.check_inputs(prompt, width, height, num_frames, fps, steps, guidance_scale or 1.0)
-        passes = self.plan(num_frames)
-        for index, (start, count) in enumerate(passes):
+        if image is not None and image.size != (width, height):
+            raise InvalidVideoInput("image", f"must be {width}x{height} here (got {image.size[0]}x{image.size[1]})")
+        segments = self.plan(num_frames)
+        join = SegmentJoin(len(segments), overlap=self.preset.overlap_frames, blend=self.preset.blend_frames)
+        for segment in segments:
             if interrupt is not None and interrupt.is_set():
                 raise Cancelled("video generation cancelled")
-            frames = self.model_frames(count)
+            frames = self.model_frames(segment)
 
-            def step_end(pipe, step: int, timestep, callback_kwargs: dict, index=index) -> dict:
+            def step_end(pipe, step: int, timestep, callback_kwargs: dict, index=segment.index) -> dict:
                 if interrupt is not None and interrupt.is_set():
                     raise Cancelled("video generation cancelled")
                 if on_progress is not None:
-                    on_progress(SegmentProgress(step + 1, steps, index, len(passes), (index + (step + 1) / steps) / len(passes)))
+                    on_progress(SegmentProgress(step + 1, steps, index, len(segments),
+                                                (index + (step + 1) / steps) / len(segments)))  # fmt: skip
                 return callback_kwargs
 
-            # 2. the music under this pass, encoded by LTX-2's audio VAE and held fixed
+            # 2. the music under this pass (from its first frame, condition frames included), encoded by LTX-2's
+            # audio VAE and held fixed; the pass's frame condition
             heard = {}
             if audio is not None:
-                heard = dict(audio_latents=self.encode_audio(audio, start / fps, frames, fps), freeze_audio=True)
+                heard = dict(audio_latents=self.encode_audio(audio, segment.start / fps, frames, fps), freeze_audio=True)
+            conditioned = self.conditions(segment, join.held, image)
             # 3-5. encode prompt → denoise hearing the music → decode video (inside diffusers)
-            generator = torch.Generator(device="cpu").manual_seed(segment_seed(seed, index))
+            generator = torch.Generator(device="cpu").manual_seed(segment_seed(seed, segment.index))
             with torch.inference_mode():
                 result = self.pipe(prompt=prompt, width=width, height=height, num_frames=frames, frame_rate=float(fps),
                                    generator=generator, callback_on_step_end=step_end, output_type="pt",
-                                   **self.call_settings(), **heard)  # fmt: skip
-            video = result.frames[0][:count]  # (frames, 3, h, w) floats in 0..1; its audio is dropped
+                                   **self.call_settings(), **heard, **conditioned)  # fmt: skip
+            # 6. uint8 frames (its audio is dropped), cut to this segment's share, joined to the one before at the seam
+            video = result.frames[0][: segment.condition_frames + segment.new_frames]  # (frames, 3, h, w) in 0..1
             out = video.permute(0, 2, 3, 1).mul(255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-            yield VideoPiece(start, out, index, len(passes))
+            del result, video
+            yield join.add(segment, out)

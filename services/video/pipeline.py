@@ -9,8 +9,9 @@ conditioning pipeline that shares the loaded weights: diffusers' `LTXConditionPi
 the last `overlap_frames` frames of the segment before, which it re-makes as its first frames before going on
 (LTX-Video 0.9.5+); or, for checkpoints without video conditioning, `LTXImageToVideoPipeline` on the last frame. The
 seam is a short cross-fade (`blend_frames`) between the previous segment's own last frames and the new segment's
-re-made ones, which show the same content; the rest of the overlap is cut. `stream()` yields each segment's frames as
-soon as it is made, and holds no more than one segment; `__call__` returns all frames in one array.
+re-made ones, which show the same content; the rest of the overlap is cut (SegmentJoin, which LTX-2's chain in
+services/video/ltx2.py shares). `stream()` yields each segment's frames as soon as it is made, and holds no more than
+one segment; `__call__` returns all frames in one array.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "QUALITIES",
     "InvalidVideoInput",
     "VideoOutput",
+    "SegmentJoin",
     "VideoPiece",
     "VideoPipeline",
     "blend_frames",
@@ -120,6 +122,37 @@ def blend_frames(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     mixed = (g_out.reshape(shape) * a + g_in.reshape(shape) * b
              + lin_out.reshape(shape) * mean_a + lin_in.reshape(shape) * mean_b)  # fmt: skip
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+class SegmentJoin:
+    """The seams of a chain of segments (tunereel.segments.plan_video), shared by every video family: each segment's
+    frames (its condition frames, which re-make the previous segment's last `overlap` frames, then its new ones) in,
+    the final frames out as a VideoPiece. At a seam the last `blend` frames of the segment before are cross-faded into
+    the new segment's re-made ones (`blend_frames`); the rest of the overlap is cut. `held` is what the next segment
+    is conditioned on: the previous segment's last `overlap` frames (None before the first and after the last)."""
+
+    def __init__(self, count: int, *, overlap: int, blend: int):
+        if not 0 <= blend <= overlap:
+            raise ValueError(f"blend ({blend}) must be within 0..overlap ({overlap})")
+        self.count, self.overlap, self.blend = count, overlap, blend
+        self.held: np.ndarray | None = None
+        self.emitted = 0  # frames of the video yielded so far
+
+    def add(self, segment: VideoSegment, frames: np.ndarray) -> VideoPiece:
+        """`frames`: (condition_frames + new_frames, h, w, 3) uint8, the segment's frames from its first."""
+        last = segment.index == self.count - 1
+        blend = self.blend
+        stop = segment.end if last else segment.end - blend  # the last `blend` frames wait for the next seam
+        if self.held is not None and blend:
+            c = segment.condition_frames
+            seam = blend_frames(self.held[self.held.shape[0] - blend :], frames[c - blend : c])
+            out = np.concatenate([seam, frames[c : stop - segment.start]])
+        else:
+            out = frames[self.emitted - segment.start : stop - segment.start]
+        piece = VideoPiece(self.emitted, out, segment.index, self.count)
+        self.emitted = stop
+        self.held = None if last else frames[frames.shape[0] - self.overlap :].copy()
+        return piece
 
 
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
@@ -396,7 +429,6 @@ class VideoPipeline:
         segments = self.plan(num_frames)
         count = len(segments)
         all_frames = sum(segment.model_frames for segment in segments)
-        blend = self.preset.blend_frames
         common = dict(
             prompt=prompt,
             negative_prompt=negative_prompt or self.preset.negative_prompt,
@@ -410,8 +442,7 @@ class VideoPipeline:
         if isinstance(self.pipe.vae.decode, _Uint8Decode):
             self.pipe.vae.decode.interrupt = interrupt
         try:
-            held: np.ndarray | None = None  # the previous segment's last overlap frames: condition, and the blend's start
-            emitted = 0
+            join = SegmentJoin(count, overlap=self.preset.overlap_frames, blend=self.preset.blend_frames)
             frames_before = 0
             for segment in segments:
                 if interrupt is not None and interrupt.is_set():
@@ -429,27 +460,13 @@ class VideoPipeline:
 
                 # 2-5. encode prompt → latents from the seeded generator → denoise → decode (all inside diffusers)
                 generator = torch.Generator(device="cpu").manual_seed(segment_seed(seed, segment.index))
-                settings = self.call_settings(steps, guidance, conditioned=held is not None)
                 start_image = image if segment.index == 0 else None
-                if start_image is not None:
-                    settings = self.call_settings(steps, guidance, conditioned=True)
-                frames = self._one_pass(held, segment, generator, step_end, {**common, **settings}, steps, start_image)
-                # 6. uint8 frames, cut to this segment's share
-                frames = frames[: segment.condition_frames + segment.new_frames].numpy()
+                settings = self.call_settings(steps, guidance, conditioned=join.held is not None or start_image is not None)
+                frames = self._one_pass(join.held, segment, generator, step_end, {**common, **settings}, steps, start_image)
+                # 6. uint8 frames, cut to this segment's share, joined to the one before at the seam
                 frames_before += segment.model_frames
-
-                last = segment.index == count - 1
-                stop = segment.end if last else segment.end - blend  # the last `blend` frames wait for the next seam
-                if held is not None and blend:
-                    c = segment.condition_frames
-                    seam = blend_frames(held[held.shape[0] - blend :], frames[c - blend : c])
-                    out = np.concatenate([seam, frames[c : stop - segment.start]])
-                else:
-                    out = frames[emitted - segment.start : stop - segment.start]
-                yield VideoPiece(emitted, out, segment.index, count)
-                emitted = stop
-                held = None if last else frames[frames.shape[0] - self.preset.overlap_frames :].copy()
-                del frames, out
+                yield join.add(segment, frames[: segment.condition_frames + segment.new_frames].numpy())
+                del frames
         finally:
             if isinstance(self.pipe.vae.decode, _Uint8Decode):
                 self.pipe.vae.decode.interrupt = None

@@ -67,7 +67,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, error.message)
         return video_pb2.VideoModelInfo(preset=p.name, family=p.family, hears_audio=p.hears_audio,
                                         audio_sample_rate=p.audio_sample_rate, max_frames_per_pass=p.max_frames,
-                                        license=p.license, takes_image=not p.hears_audio)  # fmt: skip
+                                        license=p.license, takes_image=p.takes_image)  # fmt: skip
 
     def GenerateVideo(self, request: video_pb2.GenerateVideoRequest, context: grpc.ServicerContext):
         self.host.check_prompt_length(context, prompt=request.prompt, negative_prompt=request.negative_prompt)
@@ -96,10 +96,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
 
         hears = isinstance(pipeline, Ltx2Video)
         extra = {"audio": heard_audio(request, context)} if hears else {}
-        if image is not None:
-            if hears:  # LTX-2's image-to-video pipeline does not hold the music fixed
-                rpc_errors.abort_invalid_field(context, "image", f"image: preset {pipeline.preset.name!r} does not "
-                                               "start from an image yet")  # fmt: skip
+        if image is not None:  # frame 0 of the first pass (LTX-2: a frame condition next to the frozen music)
             extra["image"] = image
         if hears and extra["audio"] is None:
             rpc_errors.abort_invalid_field(context, "audio", f"audio: preset {pipeline.preset.name!r} generates the "

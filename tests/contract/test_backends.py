@@ -145,6 +145,40 @@ def test_video_invalid_argument_names_the_field(video, change, field):
     assert [name for name, _ in rpc_errors.details_of(caught.value).field_violations] == [field]
 
 
+@pytest.fixture(scope="module")
+def ltx2_video(models_dir):
+    server = video_server.serve("tiny-ltx2", host="127.0.0.1", port=0, models_dir=models_dir)
+    channel = open_channel(f"127.0.0.1:{server.port}")
+    yield server, channel, video_pb2_grpc.VideoServiceStub(channel)
+    channel.close()
+    server.stop(0)
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_ltx2_starts_from_an_image_while_hearing_the_music(ltx2_video):
+    """Over gRPC an LTX-2 preset takes GenerateVideoRequest.image with the music (DescribeModel says so): exact frames
+    back; an image that is not one is INVALID_ARGUMENT naming `image`."""
+    _, _, stub = ltx2_video
+    assert stub.DescribeModel(video_pb2.DescribeModelRequest(), timeout=30).takes_image
+    audio = video_pb2.AudioSlice(sample_rate=16000, channels=1, pcm=np.zeros(16000, "<f4").tobytes())
+    request = dict(prompt="a face", width=64, height=64, fps=24, num_frames=20, seed=5, audio=audio)
+    _, header, frames = _frames(stub, **request, image=_png(96, 80))
+    assert header.frame_count == 20 and frames.shape == (20, 64, 64, 3)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.GenerateVideo(video_pb2.GenerateVideoRequest(**request, image=b"not an image"), timeout=30))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in rpc_errors.details_of(caught.value).field_violations] == ["image"]
+
+
 def test_cancel_stops_the_video_backend(video):
     server, _, stub = video
     servicer_lock = _turnstile_lock(server)

@@ -5,16 +5,21 @@ with no audio, and so is a video service that cannot describe itself."""
 
 from __future__ import annotations
 
+import io
 import threading
+import uuid
 
 import grpc
 import numpy as np
 import pytest
+from PIL import Image
 from scipy.signal import resample_poly
 
 from tests.fake_backends import SAMPLE_RATE, FakeMusic, FakeVideo, serve_fake
+from tests.songs import write_image
 from tunereel.composer.backends import Backends
 from tunereel.composer.compose import Composer
+from tunereel.composer.store import UploadRecord
 from tunereel.request import validate_request
 from tunereel.v1 import video_pb2
 
@@ -28,6 +33,7 @@ class HearingVideo(FakeVideo):
         super().__init__()
         self.hears = hears
         self.heard: list[video_pb2.AudioSlice] = []
+        self.images: list[bytes] = []
 
     def DescribeModel(self, request, context):
         return video_pb2.VideoModelInfo(preset="tiny", family="ltx2" if self.hears else "ltx", hears_audio=self.hears,
@@ -37,6 +43,7 @@ class HearingVideo(FakeVideo):
         if self.hears and not request.HasField("audio"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "audio: this preset hears the music; send it")
         self.heard.append(request.audio if request.HasField("audio") else None)
+        self.images.append(bytes(request.image))
         yield from super().GenerateVideo(request, context)
 
 
@@ -47,13 +54,14 @@ def music_server():
     server.stop(0)
 
 
-def _compose(music_port: int, video: FakeVideo, tmp_path, duration: float = 1.5, **fields):
+def _compose(music_port: int, video: FakeVideo, tmp_path, duration: float = 1.5, uploads=None, **fields):
     server = serve_fake(video)
     try:
         backends = Backends(f"127.0.0.1:{music_port}", f"127.0.0.1:{server.port}")
         request = validate_request({"genre": "pop", "duration": duration, "video_prompt": "a test card", "width": 64,
                                     "height": 64, "seed": 7, **fields})  # fmt: skip
-        result = Composer(backends, tmp_path).compose(request, on_progress=lambda p: None, cancelled=threading.Event())
+        composer = Composer(backends, tmp_path, uploads=uploads)
+        result = composer.compose(request, on_progress=lambda p: None, cancelled=threading.Event())
         return request, result
     finally:
         server.stop(0)
@@ -120,3 +128,39 @@ def test_each_shot_hears_the_music_of_its_own_span(music_server, tmp_path):
                                                                       whole[first + 100 : first + size - 100], atol=3e-2)
                    for h in video.heard), shot  # fmt: skip
     assert result.mux.frame_count == request.frame_count
+
+
+def _image_upload(tmp_path) -> UploadRecord:
+    path = write_image(tmp_path / "start.png", 96, 64)
+    return UploadRecord(id=str(uuid.uuid4()), owner="", kind="image", sha256="0" * 64, size_bytes=path.stat().st_size,
+                        format="png", filename=path.name, duration_seconds=0.0, sample_rate=0, channels=0, width=96,
+                        height=64, path=str(path), created_at=0.0, expires_at=0.0)  # fmt: skip
+
+
+def test_a_hearing_preset_starts_from_the_image_with_the_music(music_server, tmp_path):
+    """LTX-2 takes a start image: the request carries the fitted image and the music of its span together."""
+    record = _image_upload(tmp_path)
+    video = HearingVideo()
+    request, result = _compose(music_server.port, video, tmp_path / "work", uploads={record.id: record}.__getitem__,
+                               image=record.id, cuts="none")  # fmt: skip
+    (heard,), (image,) = video.heard, video.images
+    assert heard is not None and len(heard.pcm) // 4 == round(request.exact_duration * HEARING_RATE)
+    fitted = Image.open(io.BytesIO(image))
+    assert fitted.size == (64, 64) and np.asarray(fitted.convert("RGB"))[:, :8, 0].mean() > 240  # the red left half
+    assert result.mux.frame_count == request.frame_count
+
+
+def test_only_the_first_of_several_requests_starts_from_the_image(music_server, tmp_path, monkeypatch):
+    """Music too large for one message: the video is several requests joined as cuts; the image is the first one's
+    frame 0, and a later request goes on from where the video is, not back at the image."""
+    from tunereel.composer import hearing
+
+    monkeypatch.setattr(hearing, "AUDIO_BUDGET_BYTES", 0.5 * 16000 * 8)
+    record = _image_upload(tmp_path)
+    video = HearingVideo()
+    monkeypatch.setattr(video, "DescribeModel", lambda request, context: video_pb2.VideoModelInfo(
+        family="ltx2", hears_audio=True, audio_sample_rate=HEARING_RATE, max_frames_per_pass=6))  # fmt: skip
+    request, result = _compose(music_server.port, video, tmp_path / "work", uploads={record.id: record}.__getitem__,
+                               image=record.id, cuts="none")  # fmt: skip
+    assert len(video.images) == 3 and video.images[0] and video.images[1:] == [b"", b""]
+    assert result.mux.frame_count == request.frame_count == 36

@@ -26,7 +26,11 @@ FPS = 24
 
 
 class GridMusic(FakeMusic):
-    """Streams the grid song (cut to the requested duration) instead of a sine."""
+    """Streams the grid song (cut to the requested duration) instead of a sine; `seconds_per_chunk` paces it like a
+    model generating it; `ended_at` is when it sent its last chunk."""
+
+    seconds_per_chunk = 0.0
+    ended_at = 0.0
 
     def GenerateMusic(self, request, context):
         self.begin()
@@ -38,9 +42,11 @@ class GridMusic(FakeMusic):
             sample_rate=SONG.sample_rate, channels=1, total_samples=total, model_id="grid-music", seed=request.seed))  # fmt: skip
         for offset in range(0, total, wire.AUDIO_CHUNK_SAMPLES):
             piece = pcm[offset : offset + wire.AUDIO_CHUNK_SAMPLES]
+            time.sleep(self.seconds_per_chunk)
             yield music_pb2.GenerateMusicResponse(
                 chunk=music_pb2.AudioChunk(offset_samples=offset, num_samples=piece.shape[0], pcm=wire.pcm_to_bytes(piece))
             )
+        self.ended_at = time.monotonic()
 
 
 class ShotVideo(FakeVideo):
@@ -53,10 +59,18 @@ class ShotVideo(FakeVideo):
         self.delay = delay
         self.spans: list[tuple[float, float, str, int]] = []
         self.stopped: list[tuple[float, float]] = []  # calls that ended before their last frame
+        self.active = 0  # calls in flight now
 
     def GenerateVideo(self, request, context):
         fault = self.begin()
         start = time.monotonic()
+        self.active += 1
+        try:
+            yield from self._generate(request, context, fault, start)
+        finally:
+            self.active -= 1
+
+    def _generate(self, request, context, fault, start):
         yield video_pb2.GenerateVideoResponse(header=video_pb2.VideoHeader(
             width=request.width, height=request.height, fps=request.fps, frame_count=request.num_frames,
             pixel_format="rgb24", model_id="fake-video", seed=request.seed, instance_id=self.name))  # fmt: skip
@@ -157,6 +171,24 @@ def test_scene_counts_give_exact_lengths(stack, count):
     assert [s["scene"] for s in shots] == sorted(s["scene"] for s in shots) and len({s["scene"] for s in shots}) == count
 
 
+def test_shots_are_made_while_the_music_is_still_generated(stack):
+    """Music that takes 16 s to generate its 30 s: the first shots are planned and made on the replicas before the
+    last of it arrives; the plan is the same as on the whole song (cuts on the grid's downbeats, exact length)."""
+    composer, music, videos = stack
+    seconds = 30.0
+    chunks = seconds * SONG.sample_rate / wire.AUDIO_CHUNK_SAMPLES
+    music.seconds_per_chunk = 16.0 / chunks
+    request, result, _ = compose(composer, duration=seconds, cuts="bar")
+    starts = sorted(start for v in videos for start, *_ in v.spans)
+    assert starts[0] < music.ended_at - 2.0  # a shot in the making well before the music's end
+    made_early = sum(1 for v in videos for _, end, *_ in v.spans if end < music.ended_at)
+    assert made_early >= 1
+    shots = result.timeline["shots"]
+    assert result.mux.frame_count == request.frame_count and shots[-1]["end_frame"] == request.frame_count
+    grid = SONG.downbeats[SONG.downbeats < request.duration]
+    assert all(np.min(np.abs(grid * FPS - shot["start_frame"])) <= 1.0 for shot in shots[1:])
+
+
 def test_a_failed_shot_is_made_again_alone(stack):
     composer, _music, videos = stack
     for video in videos:
@@ -176,9 +208,9 @@ def test_cancel_stops_every_shot(stack):
 
     def cancel_once_both_make_shots():
         deadline = time.monotonic() + 60
-        while not all(v.calls for v in videos) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        while not all(v.active for v in videos) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
         at.append(time.monotonic())
         cancelled.set()
 

@@ -1,5 +1,6 @@
 """End to end with the new model families: tiny-ace-step (sings the lyrics) + tiny-ltx2 through the gateway, every
-service a real process. The prototype's request plus "lyrics" gives an exact MP4 whose audio is the music."""
+service a real process. The prototype's request plus "lyrics" gives an exact MP4 whose audio is the music; a scene
+that starts from an image, longer than one LTX-2 pass, gives one too; a song with one range repainted keeps the rest."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.media import decode_audio, probe_mp4
-from tests.songs import song_pcm, write_song
+from tests.songs import song_pcm, write_image, write_song
 from tunereel.launch import LocalStack
 
 pytestmark = pytest.mark.slow
@@ -81,3 +82,23 @@ def test_a_song_with_one_range_repainted_keeps_the_rest(client, tmp_path):
 def test_a_repaint_without_a_song_is_a_400_naming_the_field(client):
     reply = client.post("/generate_content", json={**REQUEST, "repaint_start": 1.0, "repaint_end": 2.0})
     assert reply.status_code == 422 and reply.json()["field"] == "repaint_start", reply.text  # the request model's rule
+
+
+def test_a_scene_image_on_ltx2_longer_than_one_pass_gives_an_exact_mp4(client, tmp_path):
+    """The scene's image is the frame-0 condition of LTX-2's first pass; 6 s at 24 fps (144 frames) is two passes of
+    the 121-frame preset, the second continuing the first; one continuous take (cuts none), exact to the frame."""
+    path = write_image(tmp_path / "scene.png", 96, 64)
+    with open(path, "rb") as file:
+        upload = client.post("/v1/uploads", files={"file": (path.name, file, "image/png")})
+    assert upload.status_code in (200, 201), upload.text
+    image = upload.json()
+    request = {**REQUEST, "duration": 6, "cuts": "none", "scenes": [{"prompt": "a red room", "image": image["id"]}]}
+    reply = client.post("/generate_content", json=request)
+    assert reply.status_code == 200, reply.text
+    (tmp_path / "scene.mp4").write_bytes(reply.content)
+    info = probe_mp4(tmp_path / "scene.mp4")
+    assert info["frame_count"] == 144 and (info["width"], info["height"]) == (64, 64)
+    assert abs(info["audio_duration_s"] - info["video_duration_s"]) <= 1 / 24
+    provenance = json.loads(info["metadata"]["comment"])
+    assert provenance["video_model_id"] == "tiny-ltx2"
+    assert provenance["uploads"] == [{"field": "scenes.0.image", "sha256": image["sha256"]}]

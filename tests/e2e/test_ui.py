@@ -224,7 +224,7 @@ def served_models(music: str, video: str) -> dict:
         "music": {"preset": m.name, "family": m.family, "license": m.license, "sings": m.sings,
                   "follows_melody": m.follows_melody, "repaints": m.repaints},
         "video": {"preset": v.name, "family": v.family, "license": v.license, "hears_audio": v.hears_audio,
-                  "takes_image": not v.hears_audio, "max_frames_per_pass": v.max_frames},
+                  "takes_image": v.takes_image, "max_frames_per_pass": v.max_frames},
     }  # fmt: skip
 
 
@@ -260,8 +260,7 @@ def test_ui_shows_the_served_models_offers_lyrics_when_the_model_sings_and_greys
     assert page.is_visible("#song-fields") and page.is_enabled("#lyrics")
     assert page.is_visible("#vocal_language") and page.is_visible("#key") and page.is_visible("#time_signature")
     assert page.is_disabled("#melody")  # ACE-Step's cover task is not wired: no melody either
-    assert page.is_disabled("#image")  # LTX-2 does not start from an image yet
-    assert "does not start from an image" in page.get_attribute('[data-field="image"]', "title")
+    assert page.is_enabled("#image") and not page.get_attribute('[data-field="image"]', "title")  # LTX-2 takes one
     assert "Licence: " + music_preset("tiny-ace-step").license in page.text_content("#music-served")
     assert "sings lyrics" in page.text_content("#music-served")
     assert "Licence: " + video_preset("tiny-ltx2").license in page.text_content("#video-served")
@@ -276,6 +275,14 @@ def test_ui_shows_the_served_models_offers_lyrics_when_the_model_sings_and_greys
     assert len(posts) == 1, posts
     assert posts[0]["lyrics"] == "[verse]\nla la la" and posts[0]["vocal_language"] == "en"
     assert posts[0]["time_signature"] == "4" and "key" not in posts[0]  # empty: the model chooses
+
+    # A video model that could not start from an image: the upload is greyed out, saying why.
+    blind = served_models("tiny", "tiny")
+    blind["video"]["takes_image"] = False
+    page.route("**/v1/models", lambda route: route.fulfill(json=blind))
+    open_ui(page, stack)
+    assert page.is_disabled("#image")
+    assert "does not start from an image" in page.get_attribute('[data-field="image"]', "title")
 
 
 def test_ui_shows_the_servers_error_next_to_the_field(page, stack, client, artifacts):

@@ -6,25 +6,33 @@ authors document (tunereel/presets.py cites each document):
   (guidance-distilled), the sigma schedule AceStepPipeline derives from them; the request's lyrics, vocal_language,
   bpm, keyscale, timesignature; 48 kHz stereo; one pass for the whole duration.
 - LTX-2.5 (Lightricks/LTX-2.5-Diffusers): LTX2DFRPipeline with the distilled sigmas, `audio_latents` from LTX-2's
-  audio VAE + `freeze_audio=True` (the music held fixed), the 8k+1 frame count, exact frames out.
+  audio VAE + `freeze_audio=True` (the music held fixed), the 8k+1 frame count, exact frames out; a start image as
+  an LTX2VideoCondition at index 0 (strength 1) of the first pass; a video longer than one pass chained, each pass
+  after the first conditioned the same way on the previous pass's last frames and hearing its own slice.
 """
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 import torch
 from diffusers import AceStepPipeline, LTX2DFRPipeline
+from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
+from PIL import Image
 
 from tests.fake_hub import use_offline_hub
 from tunereel.music.ace_step import AceStepMusic, SongConditions
 from tunereel.music.pipeline import MusicPipeline
 from tunereel.music.server import load_music, song_conditions
 from tunereel.presets import MUSIC_PRESETS, VIDEO_PRESETS
+from tunereel.segments import plan_video
 from tunereel.tiny import write_fake_hub_cache
 from tunereel.v1 import music_pb2
 from tunereel.video.ltx2 import AudioClip, Ltx2Video
+from tunereel.video.pipeline import blend_frames, fit_condition_image
 from tunereel.video.server import load_video
 
 ACE = MUSIC_PRESETS["ace-step-xl-turbo"]
@@ -44,13 +52,17 @@ def hub(monkeypatch, hub_dir):
     return hub_dir
 
 
-def _spy(monkeypatch, cls) -> list[dict]:
+def _spy(monkeypatch, cls, results: list | None = None) -> list[dict]:
+    """Every call's keyword arguments (and, given `results`, what each call returned)."""
     calls: list[dict] = []
     real = cls.__call__
 
     def spy(self, *args, **kwargs):
         calls.append(kwargs)
-        return real(self, *args, **kwargs)
+        result = real(self, *args, **kwargs)
+        if results is not None:
+            results.append(result)
+        return result
 
     monkeypatch.setattr(cls, "__call__", spy)
     return calls
@@ -169,6 +181,92 @@ def test_ltx2_hears_the_music_held_fixed(hub, monkeypatch):
     # the music decides the latents: other music, other conditioning
     other = video.encode_audio(AudioClip(np.zeros_like(music.pcm), rate), 0.0, 33, 24)
     assert other.shape == latents.shape and not torch.equal(other, latents)
+
+
+def _music(seconds: float, rate: int = 48000) -> AudioClip:
+    t = np.arange(round(rate * seconds)) / rate
+    return AudioClip(np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 220 * t)], axis=1) * 0.3, rate)
+
+
+def _uint8(frames: torch.Tensor) -> np.ndarray:
+    """The DFR pipeline's (frames, 3, h, w) output in 0..1 as the service's uint8 (frames, h, w, 3)."""
+    return frames.permute(0, 2, 3, 1).mul(255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def test_ltx2_starts_from_the_image_while_hearing_the_music(hub, monkeypatch):
+    """The request's image (fitted to the output size) reaches LTX2DFRPipeline as its frame-0 condition —
+    LTX2VideoCondition(frames=image, index=0, strength=1.0), as diffusers' LTX2ConditionPipeline example conditions a
+    first frame — in the same call as the frozen music; without an image the call has no condition."""
+    video = load_video(LTX2, None, quality="draft", memory="auto")
+    calls = _spy(monkeypatch, LTX2DFRPipeline)
+    music = _music(30 / 24)
+    png = io.BytesIO()
+    rgb = np.zeros((96, 128, 3), np.uint8)
+    rgb[:, :64, 0] = 255  # red left half, a blue stripe: a crop or a flip would show
+    rgb[:10, :, 2] = 200
+    Image.fromarray(rgb).save(png, format="PNG")
+    image = fit_condition_image(png.getvalue(), 64, 64)
+    pixels = np.asarray(image).copy()
+
+    def run(**extra) -> np.ndarray:
+        return np.concatenate([p.frames for p in video.stream("a face", width=64, height=64, num_frames=30, fps=24,
+                                                              seed=3, audio=music, **extra)])  # fmt: skip
+
+    with_image = run(image=image)
+    without = run()
+    assert with_image.shape == without.shape == (30, 64, 64, 3)
+    started, plain = calls
+    (condition,) = started["conditions"]
+    assert type(condition) is LTX2VideoCondition
+    assert (condition.index, condition.strength, condition.crf) == (0, 1.0, None)  # crf: the model's own default
+    np.testing.assert_array_equal(np.asarray(condition.frames), pixels)
+    assert started["freeze_audio"] is True and plain["freeze_audio"] is True
+    assert torch.equal(started["audio_latents"], plain["audio_latents"])  # the same music, heard the same way
+    assert started["num_frames"] == plain["num_frames"] == 33
+    assert plain.get("conditions") is None  # text only: no image condition
+    assert not np.array_equal(with_image, without)  # the image reached the model
+
+
+def test_ltx2_refuses_an_image_of_another_size_naming_the_field(hub):
+    from tunereel.video.pipeline import InvalidVideoInput
+
+    video = load_video(LTX2, None, quality="draft", memory="auto")
+    with pytest.raises(InvalidVideoInput) as error:
+        next(video.stream("a face", width=64, height=64, num_frames=9, fps=24, seed=3, audio=_music(0.5),
+                          image=Image.new("RGB", (96, 64))))  # fmt: skip
+    assert error.value.field == "image"
+
+
+def test_ltx2_long_video_continues_each_pass_from_the_last_frames(hub, monkeypatch):
+    """Longer than one pass (121 frames): the second pass is conditioned on the first pass's last 17 frames
+    (LTX2VideoCondition at index 0, strength 1), re-makes them and goes on, hearing the music from its own first
+    frame; the seam is LTX-Video's (8 frames cross-faded, the rest of the overlap cut); exactly the frames asked."""
+    video = load_video(LTX2, None, quality="draft", memory="auto")
+    results: list = []
+    calls = _spy(monkeypatch, LTX2DFRPipeline, results)
+    music = _music(130 / 24 + 1)
+    pieces = list(video.stream("a city at night", width=64, height=64, num_frames=130, fps=24, seed=3, audio=music))
+    frames = np.concatenate([p.frames for p in pieces])
+    assert frames.shape == (130, 64, 64, 3) and frames.dtype == np.uint8
+
+    _, second = plan_video(130, LTX2.max_frames, LTX2.overlap_frames)
+    assert (LTX2.overlap_frames, LTX2.blend_frames) == (17, 8)
+    assert (second.start, second.condition_frames, second.new_frames, second.model_frames) == (104, 17, 9, 33)
+    one, two = calls
+    assert "conditions" not in one and (one["num_frames"], two["num_frames"]) == (121, 33)
+    made_one, made_two = (_uint8(result.frames[0]) for result in results)
+    (condition,) = two["conditions"]
+    assert type(condition) is LTX2VideoCondition and (condition.index, condition.strength) == (0, 1.0)
+    np.testing.assert_array_equal(condition.frames, made_one[121 - 17 : 121])  # the first pass's last 17 frames
+    # each pass hears the music under its own frames (the second from frame 104), held fixed
+    assert one["freeze_audio"] is True and two["freeze_audio"] is True
+    assert torch.equal(two["audio_latents"], video.encode_audio(music, 104 / 24, 33, 24))
+    assert not torch.equal(two["audio_latents"], video.encode_audio(music, 0.0, 33, 24))
+    # the frames out: the first pass up to the seam, the cross-fade, then the second pass's new frames
+    assert [(p.start, len(p.frames)) for p in pieces] == [(0, 113), (113, 17)]
+    np.testing.assert_array_equal(frames[:113], made_one[:113])
+    np.testing.assert_array_equal(frames[113:121], blend_frames(made_one[113:121], made_two[9:17]))
+    np.testing.assert_array_equal(frames[121:], made_two[17:26])
 
 
 def test_ace_step_memory_modes(tmp_path, monkeypatch):

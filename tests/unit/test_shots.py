@@ -8,7 +8,7 @@ import pytest
 
 from tests.analysis_media import grid_song
 from tunereel.analysis import Section, Timeline
-from tunereel.shots import PlanError, Scene, plan_shots, shot_seed, timeline_dict
+from tunereel.shots import PlanError, Scene, ShotPlanner, plan_shots, shot_seed, timeline_dict
 
 
 def grid_timeline(tempi: list[float], pickup: float = 0.6, beats_per_bar: int = 4, loud_from: float | None = None,
@@ -131,3 +131,85 @@ def test_grid_song_through_the_analysis():
     assert mir_eval.beat.f_measure(song.downbeats, np.array(data["downbeats"])) >= 0.9
     assert [s["index"] for s in data["shots"]] == list(range(len(shots)))
     assert data["frames"] == total and data["shots"][-1]["end_frame"] == total
+
+
+# ------------------------------------------------------------------------------------- planning while music arrives
+def partial(timeline: Timeline, settled_until: float, heard_until: float, rng: np.random.Generator) -> Timeline:
+    """What an analysis stream could say while the music has arrived up to `heard_until`: the beats before
+    `settled_until` as they will stay, later ones provisional (jittered, some missing), energy only of the audio heard,
+    sections of no use yet."""
+    keep = timeline.beats < settled_until
+    later = (timeline.beats >= settled_until) & (timeline.beats < heard_until) & (rng.random(len(timeline.beats)) > 0.3)
+    beats = np.concatenate([timeline.beats[keep], timeline.beats[later] + rng.normal(0, 0.05, later.sum())])
+    positions = np.concatenate([timeline.beat_positions[keep], rng.permutation(timeline.beat_positions[later])])
+    energy = timeline.energy[: int(heard_until * timeline.energy_rate)]
+    return Timeline(heard_until, beats, positions, (), energy, timeline.energy_rate, settled_until, False)
+
+
+@pytest.mark.parametrize(
+    ("cuts", "scenes"),
+    [
+        ("auto", [Scene("one")]),
+        ("bar", [Scene("one")]),
+        ("beat", [Scene("one")]),
+        ("auto", [Scene("a"), Scene("b", bars=(5, 6)), Scene("c", bars=(12, 12))]),
+        ("bar", [Scene("a"), Scene("b", bars=(9, 20))]),
+    ],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shots_planned_while_the_music_arrives_are_the_start_of_the_final_plan(cuts, scenes, seed):
+    rng = np.random.default_rng(seed)
+    tempi = list(rng.uniform(70, 170, size=20))  # every bar its own tempo
+    timeline = grid_timeline(tempi, pickup=float(rng.uniform(0.0, 1.2)), beats_per_bar=int(rng.choice([3, 4])))
+    levels = rng.choice([-30.0, -18.0, -8.0], size=len(timeline.energy) // 20 + 1)
+    energy = np.repeat(levels, 20)[: len(timeline.energy)].astype(np.float32)  # the level changes every 2 s
+    timeline = Timeline(timeline.duration, timeline.beats, timeline.beat_positions, timeline.sections, energy, 10.0,
+                        timeline.duration, True)  # fmt: skip
+    fps = 24
+    total = round(timeline.duration * fps)
+    planner = ShotPlanner(scenes, cuts=cuts, fps=fps, total_frames=total, seed=9)
+    early: list = []
+    for heard in np.arange(4.0, timeline.duration, 3.0):
+        settled = max(heard - 10.0, 0.0)
+        new = planner.update(partial(timeline, settled, heard, rng))
+        assert all(shot.end_s <= settled + 0.5 / fps for shot in new)  # only what the settled music decides
+        early += new
+    assert early, "no shot was planned before the song's end"
+    rest = planner.finish(timeline)
+    final = plan_shots(timeline, scenes, cuts=cuts, fps=fps, total_frames=total, seed=9)
+    assert early + rest == final
+    check_exact(final, total)
+
+
+def test_scenes_spread_over_sections_wait_for_the_whole_song():
+    timeline = grid_timeline([120.0] * 16, pickup=0.0, sections=[0, 8])
+    total = round(timeline.duration * 24)
+    planner = ShotPlanner([Scene("a"), Scene("b")], cuts="bar", fps=24, total_frames=total, seed=1)
+    rng = np.random.default_rng(0)
+    assert planner.update(partial(timeline, 20.0, 30.0, rng)) == []
+    assert planner.finish(timeline) == plan_shots(timeline, [Scene("a"), Scene("b")], cuts="bar", fps=24,
+                                                  total_frames=total, seed=1)  # fmt: skip
+
+
+def test_grid_song_planned_while_it_streams():
+    """The real incremental analysis, fed 4 s at a time: shots are planned before the music ends, and those shots
+    are the start of the plan on the whole song."""
+    from tunereel.analysis import AnalysisConfig, MusicAnalyser
+
+    song = grid_song()
+    stream = MusicAnalyser(AnalysisConfig(min_update_s=8.0)).stream(song.sample_rate)
+    fps = 24
+    total = round(len(song.pcm) / song.sample_rate * fps)
+    planner = ShotPlanner([Scene("a")], cuts="bar", fps=fps, total_frames=total, seed=4)
+    step = 4 * song.sample_rate
+    early: list = []
+    for start in range(0, len(song.pcm), step):
+        heard = min(start + step, len(song.pcm)) / song.sample_rate
+        new = planner.update(stream.feed(song.pcm[start : start + step]))
+        early += [(shot, heard) for shot in new]
+    rest = planner.finish(stream.finish())
+    assert early and early[0][1] < len(song.pcm) / song.sample_rate - 5  # the first shot well before the end
+    shots = [shot for shot, _ in early] + rest
+    check_exact(shots, total)
+    cuts_at = np.array([s.start_frame for s in shots[1:] if s.start_s < song.beats[-1] + 0.5])
+    assert np.abs(song.downbeats[:, None] * fps - cuts_at[None, :]).min(axis=0).max() <= 1.0
