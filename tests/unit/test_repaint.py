@@ -74,10 +74,7 @@ def test_the_repaint_range_round_trips_over_the_wire_start_zero_included():
     ],
 )
 def test_bad_repaint_requests_name_the_field(change, field, words):
-    data = {**REPAINT, "duration": 3, **change}
-    if data["song"] is None:
-        data["duration"] = 3
-    data = {key: value for key, value in data.items() if value is not None}
+    data = {key: value for key, value in {**REPAINT, "duration": 3, **change}.items() if value is not None}
     with pytest.raises(InvalidRequest) as caught:
         validate_request(data)
     assert caught.value.field == field and words in caught.value.reason, caught.value
