@@ -170,7 +170,7 @@ def models_view(reply: composer_pb2.DescribeModelsResponse) -> dict:
     music, video = reply.music, reply.video
     return {
         "music": {"preset": music.preset, "family": music.family, "license": music.license, "sings": music.sings,
-                  "follows_melody": music.follows_melody},
+                  "follows_melody": music.follows_melody, "repaints": music.repaints},
         "video": {"preset": video.preset, "family": video.family, "license": video.license,
                   "hears_audio": video.hears_audio, "takes_image": video.takes_image,
                   "max_frames_per_pass": video.max_frames_per_pass},

@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 
 from tunereel import wire
+from tunereel.channels import MESSAGE_LIMIT_BYTES, MUSIC_REQUEST_LIMIT_BYTES
 from tunereel.serving import GrpcServer, start_server
 from tunereel.v1 import common_pb2, music_pb2, music_pb2_grpc, video_pb2, video_pb2_grpc
 
@@ -102,6 +103,8 @@ def serve_fake(servicer: FakeMusic | FakeVideo) -> GrpcServer:
     else:
         name = video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name
         register = lambda server: video_pb2_grpc.add_VideoServiceServicer_to_server(servicer, server)  # noqa: E731
-    server = start_server(register, [name], host="127.0.0.1", port=0)
+    # As the real services: the music server takes the one large request (the audio to repaint).
+    limit = MUSIC_REQUEST_LIMIT_BYTES if isinstance(servicer, FakeMusic) else MESSAGE_LIMIT_BYTES
+    server = start_server(register, [name], host="127.0.0.1", port=0, max_receive_bytes=limit)
     server.set_serving(True)
     return server

@@ -18,10 +18,14 @@ from importlib import resources
 
 import grpc
 
-__all__ = ["SERVICE_CONFIG", "channel_options", "open_aio_channel", "open_channel", "service_config"]
+__all__ = ["SERVICE_CONFIG", "MESSAGE_LIMIT_BYTES", "MUSIC_REQUEST_LIMIT_BYTES", "channel_options", "open_aio_channel", "open_channel", "service_config"]
 
 SERVICE_CONFIG: dict = json.loads(resources.files("tunereel").joinpath("service_config.json").read_text())
 MESSAGE_LIMIT_BYTES = 8 * 1024 * 1024
+# The one larger message: a GenerateMusicRequest that carries the audio to repaint (music.proto `source_pcm`: up to
+# 300 s of int16 stereo at 48 kHz, 57.6 MB). Only the composer's music channel sends it and only the music server
+# receives it; every other channel and server keeps MESSAGE_LIMIT_BYTES.
+MUSIC_REQUEST_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def service_config(health_service: str | None = None) -> dict:
@@ -32,12 +36,13 @@ def service_config(health_service: str | None = None) -> dict:
     return config
 
 
-def channel_options(health_service: str | None = None) -> list[tuple[str, object]]:
+def channel_options(health_service: str | None = None, *,
+                    max_send_bytes: int = MESSAGE_LIMIT_BYTES) -> list[tuple[str, object]]:  # fmt: skip
     return [
         ("grpc.service_config", json.dumps(service_config(health_service))),
         ("grpc.enable_retries", 1),
         ("grpc.max_receive_message_length", MESSAGE_LIMIT_BYTES),
-        ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
+        ("grpc.max_send_message_length", max_send_bytes),
         # Notice a dead peer within seconds on long streams.
         ("grpc.keepalive_time_ms", 20_000),
         ("grpc.keepalive_timeout_ms", 10_000),
@@ -45,8 +50,9 @@ def channel_options(health_service: str | None = None) -> list[tuple[str, object
     ]
 
 
-def open_channel(target: str, *, health_service: str | None = None) -> grpc.Channel:
-    return grpc.insecure_channel(target, options=channel_options(health_service))
+def open_channel(target: str, *, health_service: str | None = None,
+                 max_send_bytes: int = MESSAGE_LIMIT_BYTES) -> grpc.Channel:  # fmt: skip
+    return grpc.insecure_channel(target, options=channel_options(health_service, max_send_bytes=max_send_bytes))
 
 
 def open_aio_channel(target: str, *, health_service: str | None = None) -> grpc.aio.Channel:

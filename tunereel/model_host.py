@@ -17,6 +17,7 @@ import torch
 
 from tunereel import rpc_errors
 from tunereel.auth import SERVICE_KEYS_SETTING, ApiKeys, InsecureBinding
+from tunereel.channels import MESSAGE_LIMIT_BYTES
 from tunereel.loading import ModelMissing
 from tunereel.request import LIMITS
 from tunereel.presets import UnknownPreset, default_models_dir
@@ -223,13 +224,13 @@ class ModelHost(Generic[P]):
 
 def serve_model(
     servicer: Any, add_to_server: Callable[[Any, grpc.Server], None], service_name: str, *, host: str, port: int,
-    models_dir: Path | None,
+    models_dir: Path | None, max_receive_bytes: int = MESSAGE_LIMIT_BYTES,
 ) -> GrpcServer:
     """Start the server at once (health NOT_SERVING, so probes answer while weights load), load, then SERVING."""
     # Only the composer calls a model service, with a service key: a tenant's key is refused here.
     service_keys = ApiKeys.from_env(setting=SERVICE_KEYS_SETTING)
     server = start_server(lambda s: add_to_server(servicer, s), [service_name], host=host, port=port,
-                          api_keys=service_keys)  # fmt: skip
+                          api_keys=service_keys, max_receive_bytes=max_receive_bytes)  # fmt: skip
     server.servicer = servicer
     servicer.host.load(models_dir)
     server.set_serving(servicer.host.pipeline is not None)

@@ -97,6 +97,11 @@ class MusicPreset:
         return self.family == "ace-step"
 
     @property
+    def repaints(self) -> bool:
+        """Whether the model re-makes a time range of given audio and keeps the rest (ACE-Step's repaint task)."""
+        return self.family == "ace-step"
+
+    @property
     def follows_melody(self) -> bool:
         """Whether the model takes a melody to follow (melody_pcm): MusicGen's melody checkpoints."""
         return self.model_class == "MusicgenMelodyForConditionalGeneration"

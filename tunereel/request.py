@@ -27,6 +27,7 @@ __all__ = [
     "is_upload_id",
     "scene_image_field",
     "scene_upload_ids",
+    "check_repaint_range",
 ]
 
 
@@ -148,6 +149,12 @@ class GenerationRequest(BaseModel):
         description=f"With cuts 'beat' only: a cut every N beats (1 to {LIMITS.max_cut_every_beats}), counted from each "
         "scene's first downbeat; omitted means 1 (every beat).",
     )  # fmt: skip
+    # A later re-make of one range of a song (ACE-Step's repaint task): the song is the source, the range is re-made
+    # from genre (+ mood, tempo, instruments, lyrics), the rest is kept. Seconds within the video's music (0 = `start`).
+    repaint_start: float | None = Field(default=None, allow_inf_nan=False, description="With a song: re-make its "
+                                        "music from this second of the video on (repainting music models only).")  # fmt: skip
+    repaint_end: float | None = Field(default=None, allow_inf_nan=False, description="With repaint_start: where the "
+                                      "re-made range ends, after repaint_start and within the duration.")  # fmt: skip
 
     @field_validator("duration")
     @classmethod
@@ -209,6 +216,20 @@ class GenerationRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _repaint_range(self) -> GenerationRequest:
+        if self.repaint_start is None and self.repaint_end is None:
+            return self
+        if self.repaint_start is None or self.repaint_end is None:
+            missing = "repaint_start" if self.repaint_start is None else "repaint_end"
+            raise ValueError(f"{missing}: required with {'repaint_end' if missing == 'repaint_start' else 'repaint_start'}")
+        if self.song is None:
+            raise ValueError("repaint_start: only with a song (the audio to re-make a range of)")
+        if self.genre is None:
+            raise ValueError("genre: required to repaint (it describes the re-made range)")
+        check_repaint_range(self.repaint_start, self.repaint_end, self.duration)
+        return self
+
+    @model_validator(mode="after")
     def _scenes_need_cuts(self) -> GenerationRequest:
         if self.cuts == "none" and self.scenes is not None and len(self.scenes) > 1:
             raise ValueError("cuts: 'none' makes one continuous take; it cannot show several scenes")
@@ -261,6 +282,17 @@ class GenerationRequest(BaseModel):
 
 
 UPLOAD_FIELDS = ("song", "melody", "image")
+
+
+def check_repaint_range(start: float, end: float, duration: float | None) -> None:
+    """The repaint range [start, end) within the video's music of `duration` seconds (None: not known yet, the song's
+    rest); raises ValueError naming the field, as the request model's rules do."""
+    if start < 0:
+        raise ValueError(f"repaint_start: must be >= 0 s (got {start:g})")
+    if end <= start:
+        raise ValueError(f"repaint_end: must be after repaint_start ({start:g} s; got {end:g})")
+    if duration is not None and end > duration + 1e-9:
+        raise ValueError(f"repaint_end: must be within the video's music (duration {duration:g} s; got {end:g})")
 
 
 def scene_image_field(index: int) -> str:

@@ -76,6 +76,7 @@ def start_server(
     port: int = 0,
     max_workers: int = 16,
     api_keys: ApiKeys | None = None,
+    max_receive_bytes: int = MESSAGE_LIMIT_BYTES,
 ) -> GrpcServer:
     """pool → servicers → health → reflection → port → start. Health starts NOT_SERVING.
 
@@ -87,7 +88,7 @@ def start_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=[ApiKeyInterceptor(api_keys)],
-        options=_server_options(),
+        options=_server_options(max_receive_bytes),
     )
     register(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -98,10 +99,10 @@ def start_server(
     return wrapped
 
 
-def _server_options() -> list[tuple[str, int]]:
+def _server_options(max_receive_bytes: int = MESSAGE_LIMIT_BYTES) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
-        ("grpc.max_receive_message_length", MESSAGE_LIMIT_BYTES),
+        ("grpc.max_receive_message_length", max_receive_bytes),
         ("grpc.so_reuseport", 0),
         # Clients ping every 20 s on long streams (tunereel.channels); the server's default policy would answer
         # such pings with GOAWAY too_many_pings and cut streams after a few minutes.

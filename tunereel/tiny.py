@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -417,7 +418,9 @@ def build_tiny_ltx_upsampler(out_dir: Path, seed: int = 0) -> Path:
 # vae (AutoencoderOobleck), text_encoder (transformers Qwen3Model, the real one is Qwen3-Embedding-0.6B), tokenizer,
 # transformer (AceStepTransformer1DModel, turbo), condition_encoder, scheduler (FlowMatchEulerDiscreteScheduler with
 # num_train_timesteps 1 and shift 1.0: the pipeline passes its own sigmas). Kept as the real one: 48 kHz stereo out
-# and 25 latent frames per second (the VAE downsamples by 2·4·4·6·10 = 1920); 8 acoustic channels are shrunk.
+# and 25 latent frames per second (the VAE downsamples by 2·4·4·6·10 = 1920); 8 acoustic channels are shrunk. The VAE's
+# encoder outputs mean and scale, so its hidden size is twice the latent channels (as the real one: 128 for 64): the
+# repaint task encodes the source audio, and with fewer its latents do not fit the transformer's context.
 # ---------------------------------------------------------------------------------------------------------------
 ACE_STEP_DIRNAME = "tiny-ace-step"
 ACE_STEP_TRANSFORMER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -429,7 +432,7 @@ ACE_STEP_CONDITION_ENCODER = dict(hidden_size=32, intermediate_size=64, text_hid
                                   num_lyric_encoder_hidden_layers=2, num_timbre_encoder_hidden_layers=2,
                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
                                   sliding_window=16)  # fmt: skip
-ACE_STEP_VAE = dict(encoder_hidden_size=6, downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 1, 1, 1, 1],
+ACE_STEP_VAE = dict(encoder_hidden_size=16, downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 1, 1, 1, 1],
                     decoder_channels=3, decoder_input_channels=8, audio_channels=2, sampling_rate=48000)  # fmt: skip
 ACE_STEP_SCHEDULER = dict(num_train_timesteps=1, shift=1.0)  # AceStepPipeline's docstring: it passes its own sigmas
 
@@ -686,9 +689,20 @@ def ensure_tiny_models(models_dir: Path) -> dict[str, Path]:
     paths = {}
     for key, (dirname, build) in _BUILDERS.items():
         paths[key] = models_dir / dirname
+        if (paths[key] / _DONE).exists() and outdated_build(key, paths[key]):
+            shutil.rmtree(paths[key])
         if not (paths[key] / _DONE).exists():
             _build_atomically(build, paths[key])
     return paths
+
+
+def outdated_build(key: str, folder: Path) -> bool:
+    """A tiny model built before a fix of its shape: tiny-ace-step's VAE encoder once had fewer channels than its
+    latents need (the repaint task encodes audio), so folders built then are built again."""
+    if key != "ace-step":
+        return False
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    return config.get("encoder_hidden_size") != ACE_STEP_VAE["encoder_hidden_size"]
 
 
 def _build_atomically(build, final: Path) -> None:

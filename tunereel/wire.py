@@ -30,6 +30,10 @@ __all__ = [
     "enum_names",
     "pcm_to_bytes",
     "pcm_from_bytes",
+    "pcm16_to_bytes",
+    "pcm16_from_bytes",
+    "SOURCE_RATE",
+    "SOURCE_CHANNELS",
     "split_frame",
     "FrameAssembler",
 ]
@@ -40,6 +44,10 @@ __all__ = [
 FRAME_CHUNK_BYTES = 1 << 20
 # One second of 32 kHz audio per message (128 KB as float32 mono).
 AUDIO_CHUNK_SAMPLES = 32_000
+# GenerateMusicRequest.source_pcm (the audio to repaint): int16 interleaved stereo at 48 kHz, ACE-Step 1.5's own
+# layout, so the music service neither resamples nor remixes; int16 halves float32's size (300 s: 57.6 MB).
+SOURCE_RATE = 48_000
+SOURCE_CHANNELS = 2
 
 
 def request_to_proto(request: GenerationRequest) -> common_pb2.GenerationRequest:
@@ -66,12 +74,9 @@ def request_to_proto(request: GenerationRequest) -> common_pb2.GenerationRequest
         cuts=common_pb2.Cuts.Value(f"CUTS_{request.cuts.upper()}"),
         scenes=[scene_to_proto(scene) for scene in request.scenes or []],
     )
-    if request.tempo_bpm is not None:
-        message.tempo_bpm = request.tempo_bpm
-    if request.seed is not None:
-        message.seed = request.seed
-    if request.cut_every_beats is not None:
-        message.cut_every_beats = request.cut_every_beats
+    for name in ("tempo_bpm", "seed", "cut_every_beats", "repaint_start", "repaint_end"):  # proto3 `optional`: 0 is a value
+        if (value := getattr(request, name)) is not None:
+            setattr(message, PROTO_FIELD_NAMES.get(name, name), value)
     return message
 
 
@@ -87,12 +92,14 @@ def request_from_proto(message: common_pb2.GenerationRequest) -> dict:
         "video_model": message.video_model or None,
     }
     # Zero / empty means "not given" for these: the request model's defaults apply (sizes, fps, singing fields,
-    # upload ids); tempo, seed and cut_every_beats are proto3 `optional`, where 0 is a value (refused for the last).
+    # upload ids); tempo, seed, cut_every_beats and the repaint range are proto3 `optional`, where 0 is a value (refused
+    # for cut_every_beats).
     unset_when_empty = ("lyrics", "vocal_language", "key", "time_signature", "width", "height", "fps", "song", "melody",
                         "image", "song_start_seconds", "normalize")  # fmt: skip
     data.update({REQUEST_FIELD_NAMES.get(name, name): getattr(message, name)
                  for name in unset_when_empty if getattr(message, name)})  # fmt: skip
-    data.update({name: getattr(message, name) for name in ("tempo_bpm", "seed", "cut_every_beats")
+    data.update({REQUEST_FIELD_NAMES.get(name, name): getattr(message, name)
+                 for name in ("tempo_bpm", "seed", "cut_every_beats", "repaint_start_seconds", "repaint_end_seconds")
                  if message.HasField(name)})  # fmt: skip
     if message.song:  # a song makes genre and duration optional: empty and 0 mean "not given"
         data["genre"] = message.genre or None
@@ -127,7 +134,8 @@ def scene_from_proto(message: common_pb2.Scene) -> dict:
 
 
 # The request model's field names where GenerationRequest's differ (the proto names the unit).
-PROTO_FIELD_NAMES = {"duration": "duration_seconds", "start": "song_start_seconds"}
+PROTO_FIELD_NAMES = {"duration": "duration_seconds", "start": "song_start_seconds",
+                     "repaint_start": "repaint_start_seconds", "repaint_end": "repaint_end_seconds"}  # fmt: skip
 REQUEST_FIELD_NAMES = {proto: model for model, proto in PROTO_FIELD_NAMES.items()}
 
 
@@ -265,6 +273,17 @@ def pcm_to_bytes(pcm: np.ndarray) -> bytes:
 def pcm_from_bytes(data: bytes, channels: int) -> np.ndarray:
     """Interleaved float32 little-endian bytes → (samples, channels) float32 array (a copy, writable)."""
     return np.frombuffer(data, dtype="<f4").reshape(-1, channels).astype(np.float32)
+
+
+def pcm16_to_bytes(pcm: np.ndarray) -> bytes:
+    """(samples, channels) float in -1..1 → interleaved int16 little-endian bytes (clipped, rounded to the nearest
+    of 65536 steps: at most 1/65536 off)."""
+    return np.round(np.clip(pcm, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+
+
+def pcm16_from_bytes(data: bytes, channels: int) -> np.ndarray:
+    """Interleaved int16 little-endian bytes → (samples, channels) float32 in -1..1 (exact: every int16 is a float32)."""
+    return (np.frombuffer(data, dtype="<i2").reshape(-1, channels) / np.float32(32768)).astype(np.float32)
 
 
 def split_frame(frame: np.ndarray, chunk_bytes: int = FRAME_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:

@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tunereel import wire
 from tunereel.auth import bearer_metadata
-from tunereel.channels import open_channel
+from tunereel.channels import MESSAGE_LIMIT_BYTES, MUSIC_REQUEST_LIMIT_BYTES, open_channel
 from tunereel.serving import NOT_SERVING, SERVING, GrpcServer
 from tunereel.v1 import common_pb2, music_pb2, music_pb2_grpc, video_pb2, video_pb2_grpc
 
@@ -249,7 +249,8 @@ def _frame_piece(
 _REQUEST_FIELDS = {"duration_seconds": "duration", "num_frames": "duration", "width": "width", "height": "height",
                    "fps": "fps", "seed": "seed", "melody_pcm": "melody", "image": "image", "lyrics": "lyrics",
                    "vocal_language": "vocal_language", "key": "key", "time_signature": "time_signature",
-                   "bpm": "tempo_bpm"}  # fmt: skip
+                   "bpm": "tempo_bpm", "repaint_start_seconds": "repaint_start",
+                   "repaint_end_seconds": "repaint_end", "source_pcm": "song"}  # fmt: skip
 
 
 @dataclass
@@ -324,8 +325,9 @@ class GrpcSource:
 def music_source(backends: Backends, *, prompt: str, duration_seconds: float, seed: int, model: str, timeout: float,
                  name: str = "music", melody_pcm: bytes = b"", song: dict | None = None) -> GrpcSource:  # fmt: skip
     """The audio of one composition from MusicService (following a melody: float32 mono 32 kHz PCM, if given).
-    `song`: the singing models' fields of GenerateMusicRequest (lyrics, vocal_language, key, time_signature, bpm),
-    passed through; the music service rejects what its model cannot do, naming the field."""
+    `song`: the singing models' fields of GenerateMusicRequest (lyrics, vocal_language, key, time_signature, bpm; and
+    to repaint: source_pcm, repaint_start_seconds, repaint_end_seconds), passed through; the music service rejects
+    what its model cannot do, naming the field."""
     request = music_pb2.GenerateMusicRequest(prompt=prompt, duration_seconds=duration_seconds, seed=seed, model=model,
                                              melody_pcm=melody_pcm, **(song or {}))  # fmt: skip
     call = functools.partial(backends.music_stub.GenerateMusic, request, timeout=timeout, metadata=backends.metadata)
@@ -353,10 +355,12 @@ class Backends:
     def __init__(self, music_target: str, video_target: str, api_key: str | None = None):
         self.metadata = bearer_metadata(api_key)
         # Health-checked round robin: a replica that is not SERVING gets no new streams (see tunereel.channels).
+        # The music streams' channel may send the one large request (the audio to repaint, MUSIC_REQUEST_LIMIT_BYTES).
         self.music, self.video = (
-            Backend(name, target, service, open_channel(target, health_service=service),
+            Backend(name, target, service, open_channel(target, health_service=service, max_send_bytes=limit),
                     open_channel(target, health_service=service))
-            for name, target, service in (("music", music_target, MUSIC_SERVICE), ("video", video_target, VIDEO_SERVICE))
+            for name, target, service, limit in (("music", music_target, MUSIC_SERVICE, MUSIC_REQUEST_LIMIT_BYTES),
+                                                 ("video", video_target, VIDEO_SERVICE, MESSAGE_LIMIT_BYTES))
         )  # fmt: skip
         self.music_stub = music_pb2_grpc.MusicServiceStub(self.music.channel)
         self.video_stub = video_pb2_grpc.VideoServiceStub(self.video.channel)

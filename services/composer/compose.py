@@ -65,7 +65,7 @@ from .hearing import HearingVideoSource, listening_sources
 from .live_plan import LivePlan
 from .muxer import AudioSpec, Chapter, Mp4Muxer, MuxError, MuxResult, VideoSpec
 from .shot_runner import ShotResult, ShotRunner
-from .song import SongSource, frame_image, melody_pcm
+from .song import SongSource, frame_image, melody_pcm, repaint_source_pcm
 from .store import UploadRecord
 
 log = logging.getLogger("tunereel.composer")
@@ -120,15 +120,7 @@ class Composer:
         """The audio source (the user's song, or MusicService — guided by a melody clip, or singing lyrics, if given)
         and the video source (starting from the user's image, if one is given) of one composition."""
         uploads = self.uploads_of(request)
-        if "song" in uploads:
-            music: Source = SongSource(uploads["song"], start_s=request.start, seconds=request.exact_duration)
-        else:
-            melody = melody_pcm(uploads["melody"]) if "melody" in uploads else b""
-            song = dict(lyrics=request.lyrics or "", vocal_language=request.vocal_language or "", key=request.key or "",
-                        time_signature=request.time_signature or "", bpm=request.tempo_bpm or 0)  # fmt: skip
-            music = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
-                                 seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody,
-                                 song=song)  # fmt: skip
+        music = self.music(request, uploads, seed, timeout)
         image = self.scene_images(request, uploads)[0]  # one continuous take: one scene
         expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
         # A video preset that hears the music (LTX-2) gets the music of its span with its request (hearing.py).
@@ -139,6 +131,26 @@ class Composer:
         video = video_source(self.backends, prompt=request.video_prompt, expected=expected, seed=seed,
                              model=request.video_model or "", timeout=timeout, image=image)  # fmt: skip
         return music, video
+
+    def music(self, request: GenerationRequest, uploads: dict[str, UploadRecord], seed: int, timeout: float) -> Source:
+        """The audio source: the user's song as it is; or MusicService's music — from nothing (guided by a melody
+        clip, or singing lyrics, if given), or the song's window with one range re-made (repaint_start/end)."""
+        repaint = request.repaint_start is not None and request.repaint_end is not None
+        if "song" in uploads and not repaint:
+            return SongSource(uploads["song"], start_s=request.start, seconds=request.exact_duration)
+        melody = melody_pcm(uploads["melody"]) if "melody" in uploads else b""
+        song = dict(lyrics=request.lyrics or "", vocal_language=request.vocal_language or "", key=request.key or "",
+                    time_signature=request.time_signature or "", bpm=request.tempo_bpm or 0)  # fmt: skip
+        if repaint:
+            # The range in the music as it will be: its end at most the music's length (whole frames; song_request
+            # checked that the start lies before it).
+            end = min(request.repaint_end, request.exact_duration)
+            song |= dict(source_pcm=repaint_source_pcm(uploads["song"], start_s=request.start,
+                                                       seconds=request.exact_duration),
+                         repaint_start_seconds=request.repaint_start, repaint_end_seconds=end)  # fmt: skip
+        return music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
+                            seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody,
+                            song=song)  # fmt: skip
 
     def uploads_of(self, request: GenerationRequest) -> dict[str, UploadRecord]:
         if request.uploads and self.uploads is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tunereel import wire
-from tunereel.request import LIMITS, GenerationRequest, InvalidRequest
+from tunereel.request import LIMITS, GenerationRequest, InvalidRequest, check_repaint_range
 from tunereel.streaming import Cancelled
 
 from .backends import AudioHeader, Ended, Event, Pcm
@@ -22,7 +22,8 @@ from .errors import ComposeError, InvalidAudio
 from .media_in import BadMedia, decode_audio, fit_image, playback_layout, seconds_to_samples
 from .store import UploadRecord
 
-__all__ = ["SongSource", "song_request", "melody_pcm", "song_mono", "frame_image", "MELODY_RATE", "MELODY_MAX_S"]
+__all__ = ["SongSource", "song_request", "melody_pcm", "repaint_source_pcm", "song_mono", "frame_image", "MELODY_RATE",
+           "MELODY_MAX_S"]  # fmt: skip
 
 MELODY_RATE = 32_000  # MusicGen-melody's chroma is computed at 32 kHz (we resample; see melody_pcm)
 MELODY_MAX_S = 30.0  # one MusicGen window: the chroma conditioning covers at most this much
@@ -41,6 +42,14 @@ def song_request(request: GenerationRequest, song: UploadRecord) -> GenerationRe
     resolved = request.model_copy(update={"duration": duration})
     if resolved.frame_count < 1:
         raise InvalidRequest("duration", f"{duration:g} s at {request.fps} fps is less than one frame")
+    if request.repaint_start is not None and request.repaint_end is not None:
+        try:  # the window is known only now when the duration was omitted (to the song's end)
+            check_repaint_range(request.repaint_start, request.repaint_end, duration)
+        except ValueError as error:
+            field, _, reason = str(error).partition(": ")
+            raise InvalidRequest(field, reason) from None
+        if request.repaint_start >= resolved.exact_duration:  # the music lasts whole frames
+            raise InvalidRequest("repaint_start", f"must be before the video's end ({resolved.exact_duration:g} s)")
     return resolved
 
 
@@ -99,6 +108,19 @@ def melody_pcm(melody: UploadRecord) -> bytes:
         return np.concatenate(list(pieces)).astype("<f4").tobytes()
     except (BadMedia, OSError) as error:
         raise InvalidAudio(f"melody: the upload {melody.id} cannot be read any more: {error}") from None
+
+
+def repaint_source_pcm(song: UploadRecord, *, start_s: float, seconds: float) -> bytes:
+    """The song's window (the video's music) as GenerateMusicRequest.source_pcm: int16 interleaved stereo at 48 kHz,
+    exactly round(seconds · 48000) samples per channel (a mono song is sent on both channels)."""
+    rate, channels = wire.SOURCE_RATE, wire.SOURCE_CHANNELS
+    try:
+        pieces = decode_audio(Path(song.path), sample_rate=rate, channels=channels,
+                              start_samples=seconds_to_samples(start_s, rate),
+                              total_samples=seconds_to_samples(seconds, rate))  # fmt: skip
+        return b"".join(wire.pcm16_to_bytes(piece) for piece in pieces)
+    except (BadMedia, OSError) as error:
+        raise InvalidAudio(f"song: the upload {song.id} cannot be read any more: {error}") from None
 
 
 def frame_image(image: UploadRecord, width: int, height: int) -> bytes:

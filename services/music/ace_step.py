@@ -7,10 +7,13 @@ one piece as soon as it is decoded (the servicer chunks it onto the stream at on
 
 What reaches diffusers comes from the preset (tunereel/presets.py cites the documents): num_inference_steps, shift,
 guidance (turbo checkpoints: 1.0, CFG off), and the request's lyrics, vocal_language, bpm, keyscale, timesignature.
+With a `Repaint` (repaint.py), the same call runs the repaint task on the source audio and its range, and what comes
+out is the source with that range re-made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +31,7 @@ from tunereel.streaming import Cancelled
 
 from .memory import InvalidMemoryMode, memory_mode
 from .pipeline import InvalidMusicInput, MusicLoadError, MusicPiece
+from .repaint import Repaint, pipeline_arguments, seeded_source_encoding, splice
 
 __all__ = ["AceStepMusic", "SongConditions", "MAX_LYRICS_CHARS", "choose_mode"]
 
@@ -148,10 +152,12 @@ class AceStepMusic:
         seed: int,
         guidance_scale: float | None = None,
         conditions: SongConditions | None = None,
+        repaint: Repaint | None = None,
         on_progress: SegmentCallback | None = None,
         interrupt: threading.Event | None = None,
     ) -> Iterator[MusicPiece]:
-        """The whole song as one piece, yielded as soon as the VAE has decoded it."""
+        """The whole song as one piece, yielded as soon as the VAE has decoded it (with `repaint`: the source with
+        its range re-made, repaint.py)."""
         # 1. check inputs
         conditions = conditions or SongConditions()
         self.check_inputs(prompt, duration_seconds, guidance_scale, conditions)
@@ -166,9 +172,12 @@ class AceStepMusic:
                 on_progress(SegmentProgress(step + 1, steps, 0, 1, (step + 1) / steps))
             return callback_kwargs
 
-        # 2-4. encode prompt + lyrics → denoise (seeded) → decode, one pass for the whole duration (inside diffusers)
+        # 2-4. encode prompt + lyrics (+ the source audio to repaint) → denoise (seeded) → decode, one pass for the whole
+        #      duration (inside diffusers)
+        task = pipeline_arguments(repaint, int(self.pipe.vae.hop_length)) if repaint is not None else {}
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        with torch.inference_mode():
+        seeded = seeded_source_encoding(seed, self.pipe._execution_device) if repaint else contextlib.nullcontext()
+        with torch.inference_mode(), seeded:
             audio = self.pipe(
                 prompt=prompt,
                 audio_duration=duration_seconds,
@@ -177,6 +186,7 @@ class AceStepMusic:
                 output_type="pt",
                 **settings,
                 **conditions.pipeline_arguments(),
+                **task,
             ).audios
         if interrupt is not None and interrupt.is_set():
             raise Cancelled("music generation cancelled")
@@ -184,4 +194,6 @@ class AceStepMusic:
         pcm = np.ascontiguousarray(audio[0].float().cpu().numpy().T[:total])  # (samples, channels)
         if pcm.shape[0] < total:
             raise RuntimeError(f"model returned {pcm.shape[0]} samples, expected {total}")
+        if repaint is not None:
+            pcm = splice(repaint, pcm, self.sample_rate)  # the rest of the song kept as it is
         yield MusicPiece(0, pcm, 0, 1)

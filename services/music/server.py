@@ -7,6 +7,7 @@ from pathlib import Path
 import grpc
 
 from tunereel import rpc_errors, wire
+from tunereel.channels import MUSIC_REQUEST_LIMIT_BYTES
 from tunereel.model_host import ModelHost, ProgressThrottle, model_main, progress, segment_progress, serve_model
 from tunereel.presets import MusicPreset, UnknownPreset, music_preset
 from tunereel.serving import GrpcServer
@@ -14,6 +15,7 @@ from tunereel.v1 import common_pb2, music_pb2, music_pb2_grpc
 
 from .ace_step import AceStepMusic, SongConditions
 from .pipeline import InvalidMusicInput, MusicPipeline
+from .repaint import Repaint, repaint_from_wire
 
 SERVICE_NAME = music_pb2.DESCRIPTOR.services_by_name["MusicService"].full_name
 
@@ -39,6 +41,24 @@ def song_conditions(request: music_pb2.GenerateMusicRequest, sings: bool, preset
     return conditions
 
 
+def repaint_request(request: music_pb2.GenerateMusicRequest, pipeline: MusicPipeline | AceStepMusic, repaints: bool,
+                    preset: str, context: grpc.ServicerContext) -> Repaint | None:  # fmt: skip
+    """The audio and range to repaint, if the request asks for it; for a model that cannot repaint (the preset's
+    `repaints`, as DescribeModel reports it), INVALID_ARGUMENT naming the field, as for lyrics."""
+    asked = [name for name in ("repaint_start_seconds", "repaint_end_seconds", "source_pcm") if getattr(request, name)]
+    if not asked:
+        return None
+    if not repaints:
+        name = "repaint_start_seconds" if "source_pcm" in asked else asked[0]
+        rpc_errors.abort_invalid_field(
+            context, name, f"{name}: this model cannot repaint (music preset {preset!r} only makes new music); use a "
+            f"preset that repaints such as 'ace-step-xl-turbo'"
+        )  # fmt: skip
+    return repaint_from_wire(request.source_pcm, request.repaint_start_seconds, request.repaint_end_seconds,
+                             duration_s=request.duration_seconds, rate=pipeline.sample_rate,
+                             channels=pipeline.channels)  # fmt: skip
+
+
 class MusicServicer(music_pb2_grpc.MusicServiceServicer):
     def __init__(self, preset_name: str, weights: str | None = None):
         self.preset_name, self.weights = preset_name, weights
@@ -52,8 +72,8 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
             p = music_preset(self.preset_name, self.weights)
         except UnknownPreset as error:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, error.message)
-        return music_pb2.MusicModelInfo(preset=p.name, family=p.family, sings=p.sings,
-                                        follows_melody=p.follows_melody, license=p.license)  # fmt: skip
+        return music_pb2.MusicModelInfo(preset=p.name, family=p.family, sings=p.sings, follows_melody=p.follows_melody,
+                                        license=p.license, repaints=p.repaints)  # fmt: skip
 
     def GenerateMusic(self, request: music_pb2.GenerateMusicRequest, context: grpc.ServicerContext):
         self.host.check_prompt_length(context, prompt=request.prompt)
@@ -73,6 +93,10 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
             if melody is not None:
                 pipeline.check_melody(melody)
                 extra["melody"] = melody
+            repaints = music_preset(self.preset_name, self.weights).repaints  # as DescribeModel reports it
+            repaint = repaint_request(request, pipeline, repaints, request.model or self.preset_name, context)
+            if repaint is not None:
+                extra["repaint"] = repaint
         except InvalidMusicInput as error:
             rpc_errors.abort_invalid_field(context, error.field, str(error))
         if not 0 <= request.seed <= 2**32 - 1:
@@ -122,7 +146,7 @@ class MusicServicer(music_pb2_grpc.MusicServiceServicer):
 def serve(preset: str, *, host: str, port: int, models_dir: Path | None, weights: str | None = None) -> GrpcServer:
     return serve_model(
         MusicServicer(preset, weights), music_pb2_grpc.add_MusicServiceServicer_to_server, SERVICE_NAME,
-        host=host, port=port, models_dir=models_dir,
+        host=host, port=port, models_dir=models_dir, max_receive_bytes=MUSIC_REQUEST_LIMIT_BYTES,  # the audio to repaint
     )  # fmt: skip
 
 

@@ -174,3 +174,17 @@ def test_the_request_model_enforces_exactly_the_published_limits(openapi):
                 validate_request(body)
             assert caught.value.field.split(".")[0] == name, (name, value, str(caught.value))
     assert probed > 40
+
+
+def test_the_repaint_source_limit_is_stated_and_fits_the_music_channel(proto_comments):
+    """music.proto's `source_pcm` states its largest size: the longest request's music as int16 stereo at 48 kHz
+    (tunereel.wire), under the one raised message limit (tunereel.channels) with room for the rest of the request."""
+    from tunereel.channels import MESSAGE_LIMIT_BYTES, MUSIC_REQUEST_LIMIT_BYTES
+
+    comment = " ".join(proto_comments["tunereel.v1.GenerateMusicRequest.source_pcm"].split())
+    largest = round(LIMITS.max_duration_seconds * wire.SOURCE_RATE) * wire.SOURCE_CHANNELS * 2
+    assert f"at most {LIMITS.max_duration_seconds:g} s ({largest} bytes;" in comment
+    assert f"{wire.SOURCE_RATE} Hz" in comment and "int16" in comment and "stereo" in comment
+    assert f"is {MUSIC_REQUEST_LIMIT_BYTES // 2**20} MiB" in comment
+    rest = LIMITS.max_backend_prompt_chars * 4 + 4000 * 4 + 1024  # prompt and lyrics as UTF-8 (≤ 4 bytes a char) + fields
+    assert largest + rest < MUSIC_REQUEST_LIMIT_BYTES and largest > MESSAGE_LIMIT_BYTES

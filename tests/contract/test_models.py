@@ -59,7 +59,7 @@ def test_models_says_what_each_served_preset_takes_and_its_licence(models_of, mu
     body = reply.json()
     music_p, video_p = music_preset(music), video_preset(video)
     assert body["music"] == {"preset": music, "family": music_p.family, "license": music_p.license, "sings": sings,
-                             "follows_melody": music == "melody"}  # fmt: skip
+                             "follows_melody": music == "melody", "repaints": sings}  # fmt: skip
     assert body["video"] == {"preset": video, "family": video_p.family, "license": video_p.license,
                              "hears_audio": hears, "takes_image": True,  # LTX-2 too: a frame condition
                              "max_frames_per_pass": video_p.max_frames}  # fmt: skip

@@ -8,9 +8,10 @@ import time
 import httpx
 import numpy as np
 import pytest
+from tunereel.composer.audio import integrated_lufs, true_peak_dbtp
 
 from tests.media import decode_audio, probe_mp4
-from tunereel.composer.audio import integrated_lufs, true_peak_dbtp
+from tests.songs import song_pcm, write_song
 from tunereel.launch import LocalStack
 
 pytestmark = pytest.mark.slow
@@ -112,6 +113,20 @@ def test_lyrics_for_a_model_that_does_not_sing_get_400_naming_the_field(client):
     assert reply.status_code == 400, reply.text
     assert reply.json()["field"] == "lyrics"
     assert "does not sing" in reply.json()["error"]
+
+
+def test_a_repaint_for_a_model_that_cannot_repaint_gets_400_naming_the_field(client, tmp_path):
+    """Decided where "does not sing" is: the music service, from its preset's capabilities (MusicGen: no repaint)."""
+    song = write_song(tmp_path / "song.wav", song_pcm(3.0))
+    with open(song, "rb") as file:
+        upload = client.post("/v1/uploads", files={"file": ("song.wav", file, "application/octet-stream")})
+    assert upload.status_code in (200, 201), upload.text
+    reply = client.post("/generate_content", json={**PROTOTYPE, "duration": 2, "width": 64, "height": 64,
+                                                   "song": upload.json()["id"], "repaint_start": 0.5,
+                                                   "repaint_end": 1.5, "cuts": "none"})  # fmt: skip
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["field"] == "repaint_start"
+    assert "cannot repaint" in reply.json()["error"]
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"", b'"pop"'])

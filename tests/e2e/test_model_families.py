@@ -1,16 +1,17 @@
 """End to end with the new model families: tiny-ace-step (sings the lyrics) + tiny-ltx2 through the gateway, every
 service a real process. The prototype's request plus "lyrics" gives an exact MP4 whose audio is the music; a scene
-that starts from an image, longer than one LTX-2 pass, gives one too."""
+that starts from an image, longer than one LTX-2 pass, gives one too; a song with one range repainted keeps the rest."""
 
 from __future__ import annotations
 
 import json
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.media import probe_mp4
-from tests.songs import write_image
+from tests.media import decode_audio, probe_mp4
+from tests.songs import song_pcm, write_image, write_song
 from tunereel.launch import LocalStack
 
 pytestmark = pytest.mark.slow
@@ -39,6 +40,48 @@ def test_prototype_request_with_lyrics_gives_an_exact_mp4(client, tmp_path):
     provenance = json.loads(info["metadata"]["comment"])
     assert provenance["music_model_id"] == "tiny-ace-step" and provenance["video_model_id"] == "tiny-ltx2"
     assert provenance["request"]["lyrics"].startswith("[verse]")
+
+
+def _best_lag(a: np.ndarray, b: np.ndarray, most: int = 4096) -> int:
+    """The shift of `a` against `b` (AAC's priming, if the decoder keeps it) that lines them up best."""
+    scores = [float(np.dot(a[most + lag : most + lag + 24000], b[most : most + 24000])) for lag in range(-most, most + 1)]
+    return int(np.argmax(scores)) - most
+
+
+def test_a_song_with_one_range_repainted_keeps_the_rest(client, tmp_path):
+    """A later re-make of one range: the user's song (uploaded) with 1..2 s of the video's music re-made by ACE-Step's
+    repaint task; the MP4's audio is the song outside the range (through AAC) and something else inside it."""
+    rate = 48000
+    song = write_song(tmp_path / "song.wav", song_pcm(4.0, rate=rate), rate=rate)
+    with open(song, "rb") as file:
+        reply = client.post("/v1/uploads", files={"file": ("song.wav", file, "application/octet-stream")})
+    assert reply.status_code in (200, 201), reply.text
+    request = {"genre": "rock", "video_prompt": "a stage", "song": reply.json()["id"], "start": 0.5, "duration": 3,
+               "repaint_start": 1.0, "repaint_end": 2.0, "width": 64, "height": 64, "cuts": "none", "seed": 4}  # fmt: skip
+    reply = client.post("/generate_content", json=request)
+    assert reply.status_code == 200, reply.text
+    path = tmp_path / "repainted.mp4"
+    path.write_bytes(reply.content)
+    audio, got_rate = decode_audio(path)
+    assert got_rate == rate
+    window = song_pcm(4.0, rate=rate)[rate // 2 : rate // 2 + 3 * rate, 0]
+    lag = _best_lag(audio[:, 0], window)
+    heard = audio[max(lag, 0) :, 0][: window.size - max(-lag, 0)]
+
+    def corr(part: slice) -> float:
+        return float(np.corrcoef(heard[part], window[part])[0, 1])
+
+    kept = [corr(slice(int(0.1 * rate), int(0.9 * rate))), corr(slice(int(2.1 * rate), int(2.9 * rate)))]
+    remade = corr(slice(int(1.1 * rate), int(1.9 * rate)))
+    print(f"repaint e2e: lag {lag}, kept corr {kept}, re-made corr {remade:.3f}")
+    assert min(kept) > 0.95 and remade < 0.5, (lag, kept, remade)
+    provenance = json.loads(probe_mp4(path)["metadata"]["comment"])
+    assert provenance["music_model_id"] == "tiny-ace-step" and provenance["request"]["repaint_start"] == 1.0
+
+
+def test_a_repaint_without_a_song_is_a_400_naming_the_field(client):
+    reply = client.post("/generate_content", json={**REQUEST, "repaint_start": 1.0, "repaint_end": 2.0})
+    assert reply.status_code == 422 and reply.json()["field"] == "repaint_start", reply.text  # the request model's rule
 
 
 def test_a_scene_image_on_ltx2_longer_than_one_pass_gives_an_exact_mp4(client, tmp_path):

@@ -222,7 +222,7 @@ def served_models(music: str, video: str) -> dict:
     m, v = music_preset(music), video_preset(video)
     return {
         "music": {"preset": m.name, "family": m.family, "license": m.license, "sings": m.sings,
-                  "follows_melody": m.follows_melody},
+                  "follows_melody": m.follows_melody, "repaints": m.repaints},
         "video": {"preset": v.name, "family": v.family, "license": v.license, "hears_audio": v.hears_audio,
                   "takes_image": v.takes_image, "max_frames_per_pass": v.max_frames},
     }  # fmt: skip

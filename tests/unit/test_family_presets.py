@@ -100,6 +100,36 @@ def test_ace_step_runs_as_documented(hub, monkeypatch):
     np.testing.assert_array_equal(piece.audio, again)
 
 
+def test_ace_step_repaints_as_documented(hub, monkeypatch):
+    """The repaint task as AceStepPipeline's docstring calls it: task_type="repaint", src_audio [channels, samples]
+    float at the pipeline's 48 kHz (the source as sent: int16 → float, padded with silence to whole 1920-sample latent
+    frames, since the VAE's encoder floors the rest), repainting_start/end in seconds; with the preset's settings."""
+    from tunereel import wire
+    from tunereel.music.repaint import repaint_from_wire
+
+    music = load_music(ACE, None)
+    calls = _spy(monkeypatch, AceStepPipeline)
+    seconds, rate = 2.5, 48000
+    t = np.arange(round(seconds * rate)) / rate
+    source = (np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 220 * t)], axis=1) * 0.3).astype(np.float32)
+    data = wire.pcm16_to_bytes(source)
+    repaint = repaint_from_wire(data, 0.5, 1.75, duration_s=seconds, rate=music.sample_rate, channels=music.channels)
+    (piece,) = music.stream("rock, guitar solo", seconds, seed=3, repaint=repaint)
+    (call,) = calls
+    assert call["task_type"] == "repaint" and (call["repainting_start"], call["repainting_end"]) == (0.5, 1.75)
+    assert (call["num_inference_steps"], call["shift"], call["guidance_scale"]) == (8, 3.0, 1.0)
+    assert call["audio_duration"] == 2.5 and music.pipe.sample_rate == rate
+    src = call["src_audio"]
+    hop = music.pipe.vae.hop_length
+    assert hop == 1920 and src.dtype == torch.float32 and src.shape == (2, 63 * hop)  # ceil(120000 / 1920) = 63
+    sent = np.frombuffer(data, "<i2").reshape(-1, 2).T / 32768.0
+    np.testing.assert_array_equal(src[:, :120000].numpy(), sent.astype(np.float32))  # the source's own values
+    assert not src[:, 120000:].any()
+    assert piece.audio.shape == (120000, 2)
+    np.testing.assert_array_equal(piece.audio[:24000], repaint.source[:24000])  # the rest, kept (0 .. 0.5 s)
+    np.testing.assert_array_equal(piece.audio[84000:], repaint.source[84000:])  # (1.75 s .. the end)
+
+
 class _Aborted(Exception):
     pass
 
