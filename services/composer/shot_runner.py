@@ -231,16 +231,16 @@ class ShotRunner:
             with self._changed:
                 bound = 2 * len(self._seen | failed_on)
             avoid = frozenset(failed_on) if declined < bound else frozenset()
+            if declined and not avoid:  # the last call of this attempt: it makes the shot wherever it lands
+                log.warning("shot %d, attempt %d: no replica but the one(s) it failed on (%s) answered %d calls; "
+                            "making it on the replica the next call reaches, even one of those", shot.index, attempt,
+                            ", ".join(sorted(failed_on)), declined)  # fmt: skip
             try:
                 return self._make(shot, attempt, avoid, failed_on)
             except _OnFailedReplica as landed:
                 declined += 1
                 log.info("shot %d, attempt %d: call %d landed on replica %s, which failed it; calling again",
                          shot.index, attempt, declined, landed.replica)  # fmt: skip
-                if declined == bound:
-                    log.warning("shot %d, attempt %d: no replica but the one(s) it failed on (%s) answered %d calls; "
-                                "making it on the replica the next call reaches, even one of those", shot.index,
-                                attempt, ", ".join(sorted(failed_on)), declined)  # fmt: skip
 
     def _make(self, shot: Shot, attempt: int, avoid: frozenset[str], failed_on: set[str]) -> ShotResult | None:
         """One call: the shot into its segment; None when the runner stopped. Raises _OnFailedReplica when the call's
