@@ -188,6 +188,10 @@ class ModelHost(Generic[P]):
         context.add_callback(self.turnstile.dismiss)  # runs when the call ends, however it ends
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
+        # The header (it names this replica) goes out before the work starts: gRPC sends it before it asks this
+        # generator for more. A caller that does not want this replica (the composer's shot retries, avoiding a
+        # replica the shot failed on) cancels on reading it: a call waiting for the model then never gets it, and a
+        # generation that did start stops at its first step's check.
         yield header
 
         def work(emit: Callable[[Any], None]) -> None:

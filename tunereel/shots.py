@@ -324,9 +324,11 @@ def _beat_cuts(grid: list[int], downbeats: set[int], every: int, max_frames: int
     return [grid[i] for i in cuts]
 
 
-def timeline_dict(timeline: Timeline, shots: Sequence[Shot], *, fps: int, total_frames: int, replicas: dict[int, str] | None = None) -> dict:
-    """The timeline as data (JSON-ready): what the music does and which shot shows which part of it."""
-    replicas = replicas or {}
+def timeline_dict(timeline: Timeline, shots: Sequence[Shot], *, fps: int, total_frames: int, replicas: dict[int, str] | None = None,
+                  attempts: dict[int, int] | None = None) -> dict:  # fmt: skip
+    """The timeline as data (JSON-ready): what the music does and which shot shows which part of it; per shot, the
+    replica that made it and at which attempt (0: not recorded)."""
+    replicas, attempts = replicas or {}, attempts or {}
     return {
         "duration_s": total_frames / fps,
         "fps": fps,
@@ -339,7 +341,7 @@ def timeline_dict(timeline: Timeline, shots: Sequence[Shot], *, fps: int, total_
         "shots": [
             {"index": s.index, "scene": s.scene, "start_frame": s.start_frame, "end_frame": s.end_frame,
              "start_s": round(s.start_s, 4), "end_s": round(s.end_s, 4), "prompt": s.prompt, "seed": s.seed,
-             "replica": replicas.get(s.index, "")}
+             "replica": replicas.get(s.index, ""), "attempts": attempts.get(s.index, 0)}
             for s in shots
         ],  # fmt: skip
     }

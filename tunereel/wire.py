@@ -182,7 +182,7 @@ def timeline_to_proto(timeline: dict) -> common_pb2.Timeline:
                   for s in timeline["sections"]],
         shots=[common_pb2.Shot(index=s["index"], scene=s["scene"], start_frame=s["start_frame"], end_frame=s["end_frame"],
                                start_seconds=s["start_s"], end_seconds=s["end_s"], prompt=s["prompt"], seed=s["seed"],
-                               replica=s["replica"])
+                               replica=s["replica"], attempts=s.get("attempts", 0))
                for s in timeline["shots"]],
     )  # fmt: skip
 
@@ -200,7 +200,7 @@ def timeline_to_dict(message: common_pb2.Timeline) -> dict:
                       "bars": s.bar_count} for s in message.sections],
         "shots": [{"index": s.index, "scene": s.scene, "start_frame": s.start_frame, "end_frame": s.end_frame,
                    "start_s": s.start_seconds, "end_s": s.end_seconds, "prompt": s.prompt, "seed": s.seed,
-                   "replica": s.replica} for s in message.shots],
+                   "replica": s.replica, "attempts": s.attempts} for s in message.shots],
     }  # fmt: skip
 
 

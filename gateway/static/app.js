@@ -400,7 +400,7 @@ async function showTimeline(id) {
     block.className = "block";
     block.dataset.scene = String(shot.scene % 6);
     block.title = `shot ${shot.index + 1} · ${shot.start_s.toFixed(2)}–${shot.end_s.toFixed(2)} s · ${shot.prompt}` +
-      (shot.replica ? ` · made on ${shot.replica}` : "");
+      (shot.replica ? ` · made on ${shot.replica}` : "") + (shot.attempts > 1 ? ` (attempt ${shot.attempts})` : "");
     block.setAttribute("aria-label", block.title);
     block.addEventListener("click", () => { video.currentTime = shot.start_s; video.play?.(); });
     place(block, shot.start_s, shot.end_s);

@@ -310,7 +310,7 @@ class Composer:
                                  metadata={"comment": provenance_json(provenance)}, segments=True,
                                  chapters=scene_chapters(shots, request))  # fmt: skip
                 track.attach(muxer)
-                replicas = self._mux_shots(runner, muxer, first, track, on_progress, cancelled)
+                made = self._mux_shots(runner, muxer, first, track, on_progress, cancelled)
                 # 5. Finish.
                 track.join(cancelled)
                 result = muxer.close()
@@ -328,7 +328,9 @@ class Composer:
                 muxer.abort()
         on_progress(Progress(SOURCE, common_pb2.STAGE_DONE, 1.0, message="done"))
         # 6. The file, where it came from, and what it shows when.
-        timeline = timeline_dict(analysis, shots, fps=request.fps, total_frames=request.frame_count, replicas=replicas)
+        timeline = timeline_dict(analysis, shots, fps=request.fps, total_frames=request.frame_count,
+                                 replicas={i: r.replica for i, r in made.items()},
+                                 attempts={i: r.attempts for i, r in made.items()})  # fmt: skip
         return Composition(path=path, provenance=provenance, mux=result, sample_rate=audio.sample_rate, timeline=timeline)
 
     def _receive_music(self, request: GenerationRequest, seed: int, streams: EventStreams, runner: ShotRunner,
@@ -400,8 +402,9 @@ class Composer:
 
     @staticmethod
     def _mux_shots(runner: ShotRunner, muxer: Mp4Muxer, first: ShotResult, track: AudioTrack, on_progress: ProgressSink,
-                   cancelled: threading.Event) -> dict[int, str]:  # fmt: skip
-        replicas: dict[int, str] = {}
+                   cancelled: threading.Event) -> dict[int, ShotResult]:  # fmt: skip
+        """Each shot's segment into the output, in order; the results (which replica made it, at which attempt)."""
+        made: dict[int, ShotResult] = {}
         result = first
         for index in range(len(runner.shots)):
             if index:
@@ -411,10 +414,10 @@ class Composer:
                 muxer.add_segment(result.path)
             finally:
                 result.path.unlink(missing_ok=True)
-            replicas[index] = result.replica
+            made[index] = result
             on_progress(Progress(SOURCE, common_pb2.STAGE_MUX, (index + 1) / len(runner.shots),
                                  message=f"shot {index + 1} of {len(runner.shots)} joined"))  # fmt: skip
-        return replicas
+        return made
 
 
 def scene_chapters(shots: list[Shot], request: GenerationRequest) -> list[Chapter]:

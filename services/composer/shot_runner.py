@@ -5,9 +5,17 @@ the plan is complete) and keeps up to `workers` shots in flight (each one stream
 spreads concurrent calls over the replicas). A worker reads its shot's events, encodes the frames into the shot's own
 segment file (muxer.SegmentWriter: a closed-GOP, video-only MP4) and hands back a `ShotResult`; the composer takes the
 results in shot order (`next_result`) and copies them into the output. A shot that finishes before the ones before it
-waits on disk, compressed, never as raw frames. A shot that fails with a retryable error (a replica down, busy or too
-slow) is made again, alone, by the next call on the channel (the next replica in the round robin); any other failure
-stops the composition. `cancel()` cancels every call in flight and removes every segment not yet taken.
+waits on disk, compressed, never as raw frames. Any failure but a retryable one stops the composition. `cancel()`
+cancels every call in flight and removes every segment not yet taken.
+
+Retries. A shot that fails with a retryable error (a replica down, busy or too slow) is made again, alone, on another
+replica when one answers. The round robin picks the replica, not us, and other workers take picks too, so the next
+call may land on the same replica again; but every video stream starts with a header naming its replica
+(VideoHeader.replica), sent before the replica starts generating (tunereel.model_host). So the runner remembers, per
+shot, the replicas the shot failed on (known when the failure came after the header; a replica that refuses
+connections is already left out by the channel's health checks), and a retry that lands on one of them is cancelled
+at its header and called again, up to `2 × the replicas seen` times per attempt. Past that bound no other replica
+answers (one replica left alive): the shot is made where the next call lands, and the log says so.
 
 Progress: the workers put their events in a queue that the composer's thread drains (`drain_progress`), so the
 composer's `on_progress` is only ever called from one thread; the video fraction is the share of the song's frames
@@ -44,7 +52,23 @@ class ShotResult:
     frames: int
     replica: str  # the video replica's instance id ("" when it reports none)
     model_id: str
-    attempts: int
+    attempts: int  # the attempt that made it (1: the first; calls cancelled at their header do not count)
+
+
+@dataclass
+class _Call:
+    """What one call to a replica gave so far."""
+
+    header: VideoHeader | None = None  # names the replica
+    writer: SegmentWriter | None = None  # the shot's segment, opened once the header is accepted
+
+
+class _OnFailedReplica(Exception):
+    """A retry's call reached a replica the shot already failed on; cancelled at its header, before it generated."""
+
+    def __init__(self, replica: str):
+        super().__init__(replica)
+        self.replica = replica
 
 
 class ShotRunner:
@@ -77,6 +101,12 @@ class ShotRunner:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._in_flight: dict[int, Source] = {}
+        # Every replica that answered a call of this composition (its header): what bounds the calls a retry makes
+        # to find another replica. A replica that failed one shot is avoided for that shot only, not suspected for
+        # the others: the retryable failures are mostly passing (busy, out of memory for one request, a restart),
+        # a replica that stays broken reports NOT_SERVING and the channel's health checks leave it out, and with
+        # two or three replicas shunning one for the rest of the job would cost a third to a half of the throughput.
+        self._seen: set[str] = set()
         self._progress: queue.Queue[Progress] = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"shots-{i}", daemon=True) for i in range(self.workers)]
 
@@ -182,16 +212,40 @@ class ShotRunner:
         return None
 
     def _make_with_retries(self, shot: Shot) -> ShotResult | None:
+        failed_on: set[str] = set()  # the replicas this shot failed on, named by their headers
         for attempt in range(1, self.attempts + 1):
             try:
-                return self._make(shot, attempt)
+                return self._attempt(shot, attempt, failed_on)
             except ComposeError as error:
                 if not error.retryable or attempt == self.attempts or self._stop.is_set():
                     raise
-                log.warning("shot %d, attempt %d: %s; making it again", shot.index, attempt, error.message)
+                avoid = f", on another replica than {', '.join(sorted(failed_on))} if one answers" if failed_on else ""
+                log.warning("shot %d, attempt %d: %s; making it again%s", shot.index, attempt, error.message, avoid)
         return None
 
-    def _make(self, shot: Shot, attempt: int) -> ShotResult | None:
+    def _attempt(self, shot: Shot, attempt: int, failed_on: set[str]) -> ShotResult | None:
+        """One attempt: calls until one lands on a replica the shot has not failed on (each other call is cancelled at
+        its header), at most `2 × replicas seen` of them; then the next call makes it wherever it lands."""
+        declined = 0
+        while True:
+            with self._changed:
+                bound = 2 * len(self._seen | failed_on)
+            avoid = frozenset(failed_on) if declined < bound else frozenset()
+            if declined and not avoid:  # the last call of this attempt: it makes the shot wherever it lands
+                log.warning("shot %d, attempt %d: no replica but the one(s) it failed on (%s) answered %d calls; "
+                            "making it on the replica the next call reaches, even one of those", shot.index, attempt,
+                            ", ".join(sorted(failed_on)), declined)  # fmt: skip
+            try:
+                return self._make(shot, attempt, avoid, failed_on)
+            except _OnFailedReplica as landed:
+                declined += 1
+                log.info("shot %d, attempt %d: call %d landed on replica %s, which failed it; calling again",
+                         shot.index, attempt, declined, landed.replica)  # fmt: skip
+
+    def _make(self, shot: Shot, attempt: int, avoid: frozenset[str], failed_on: set[str]) -> ShotResult | None:
+        """One call: the shot into its segment; None when the runner stopped. Raises _OnFailedReplica when the call's
+        header names a replica in `avoid` (the call is cancelled there, nothing written); a failure after the header
+        adds the header's replica to `failed_on`."""
         path = self.work_dir / f"shot-{shot.index}-{id(self):x}-{attempt}.mp4"
         source = self.make_source(shot)
         with self._changed:
@@ -199,39 +253,65 @@ class ShotRunner:
                 return None
             self._in_flight[shot.index] = source
         started = time.monotonic()
-        writer: SegmentWriter | None = None
-        header: VideoHeader | None = None
+        call = _Call()
+        done = False
         try:
             source.start()
-            writer = SegmentWriter(path, self.video)
-            for event in source.events():
-                if self._stop.is_set():
-                    writer.abort()
-                    return None
-                if isinstance(event, VideoHeader):
-                    header = event
-                elif isinstance(event, Frame):
-                    writer.add_frame(event.rgb)
-                    self._advance(shot, writer.frames / shot.frames)
-                elif isinstance(event, Progress) and event.stage == common_pb2.STAGE_VIDEO:
-                    self._advance(shot, 0.9 * event.fraction)  # denoising; the last tenth is the frames arriving
-                elif isinstance(event, Ended):
-                    break
-            frames = writer.close()
+            if not self._read(shot, source, avoid, path, call):
+                return None
+            frames = call.writer.close()
+            done = True
         except MuxError as error:
-            if writer is not None:
-                writer.abort()
             raise MuxFailed(f"encoding shot {shot.index} failed: {error}") from error
-        except BaseException:
-            if writer is not None:
-                writer.abort()
+        except ComposeError:
+            if call.header is not None and call.header.replica:
+                failed_on.add(call.header.replica)
             raise
         finally:
+            if not done:  # stopped, declined or failed: no call left running, no partial segment left on disk
+                source.cancel()
+                if call.writer is not None:
+                    call.writer.abort()
             with self._changed:
                 self._in_flight.pop(shot.index, None)
         self.spans[shot.index] = (started, time.monotonic())
-        assert header is not None  # video_events yields the header before any frame and checks the count
+        header = call.header
+        if attempt > 1:
+            log.info("shot %d made on replica %s at attempt %d", shot.index, header.replica or "?", attempt)
         return ShotResult(shot, path, frames, header.replica, header.model_id, attempt)
+
+    def _read(self, shot: Shot, source: Source, avoid: frozenset[str], path: Path, call: _Call) -> bool:
+        """The call's events into `call` (its header, then its frames into a segment opened at the header, for a call
+        that makes the shot); False when the runner stopped."""
+        for event in source.events():
+            if self._stop.is_set():  # also a cancel() that came while the call started, before it could cancel it
+                return False
+            if isinstance(event, VideoHeader):
+                call.header = self._answered(event, avoid)
+                call.writer = SegmentWriter(path, self.video)
+            elif call.writer is not None and self._take(shot, call.writer, event):
+                break
+        if call.writer is None:  # video_events yields the header first or raises; a stand-in source might not
+            raise ComposeError(f"shot {shot.index}: the video stream ended without its header")
+        return True
+
+    def _answered(self, header: VideoHeader, avoid: frozenset[str]) -> VideoHeader:
+        """The replica that took the call: noted; refused (_OnFailedReplica) when the shot already failed there."""
+        with self._changed:
+            if header.replica:
+                self._seen.add(header.replica)
+        if header.replica in avoid:
+            raise _OnFailedReplica(header.replica)
+        return header
+
+    def _take(self, shot: Shot, writer: SegmentWriter, event: object) -> bool:
+        """One event after the header into the segment (frames) or the progress; True at the stream's end."""
+        if isinstance(event, Frame):
+            writer.add_frame(event.rgb)
+            self._advance(shot, writer.frames / shot.frames)
+        elif isinstance(event, Progress) and event.stage == common_pb2.STAGE_VIDEO:
+            self._advance(shot, 0.9 * event.fraction)  # denoising; the last tenth is the frames arriving
+        return isinstance(event, Ended)
 
     def _advance(self, shot: Shot, fraction: float) -> None:
         with self._changed:

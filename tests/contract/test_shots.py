@@ -3,8 +3,10 @@ known beat grid (an uneven tempo, a pickup), so where the cuts must fall is know
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import Counter
 
 import av
 import grpc
@@ -18,6 +20,7 @@ from tunereel.composer.backends import Backends
 from tunereel.composer.compose import Composer
 from tunereel.composer.errors import InvalidScenes
 from tunereel.request import validate_request
+from tunereel.shots import shot_seed
 from tunereel.streaming import Cancelled
 from tunereel.v1 import common_pb2, music_pb2, video_pb2
 
@@ -51,43 +54,62 @@ class GridMusic(FakeMusic):
 
 class ShotVideo(FakeVideo):
     """Frames whose colour says the seed (so each shot's frames can be told apart), slow enough to overlap; records
-    each call's prompt, frame count and time span; its header names the replica."""
+    each call's prompt, frame count and time span, and how each call ended; its header names the replica.
+
+    `fail_first`: seeds (shots) whose next call fails with `fail_code` right after its header, once each; give two
+    replicas the same set and the shot fails on whichever replica its first call reaches."""
 
     def __init__(self, name: str, delay: float = 0.0):
         super().__init__()
         self.name = name
         self.delay = delay
         self.spans: list[tuple[float, float, str, int]] = []
-        self.stopped: list[tuple[float, float]] = []  # calls that ended before their last frame
-        self.active = 0  # calls in flight now
+        self.stopped: list[tuple[float, float]] = []  # calls that ended before their last frame, without failing
+        self.outcomes: list[tuple[int, str]] = []  # (seed, "made" | "failed" | "stopped"), one per call, as they end
+        self.started: list[int] = []  # the seed of each call, as they start
+        self.fail_first: set[int] = set()
+        self.fail_code = grpc.StatusCode.UNAVAILABLE
+        self.active = 0  # calls running now
 
     def GenerateVideo(self, request, context):
         fault = self.begin()
         start = time.monotonic()
-        self.active += 1
+        with self._lock:
+            self.active += 1
+            self.started.append(request.seed)
+        outcome, sent = "stopped", 0
         try:
-            yield from self._generate(request, context, fault, start)
-        finally:
-            self.active -= 1
-
-    def _generate(self, request, context, fault, start):
-        yield video_pb2.GenerateVideoResponse(header=video_pb2.VideoHeader(
-            width=request.width, height=request.height, fps=request.fps, frame_count=request.num_frames,
-            pixel_format="rgb24", model_id="fake-video", seed=request.seed, instance_id=self.name))  # fmt: skip
-        if fault == "unavailable":
-            context.abort(grpc.StatusCode.UNAVAILABLE, "video replica is restarting")
-        frame = np.full((request.height, request.width, 3), request.seed % 200 + 20, np.uint8)
-        sent = 0
-        try:
+            yield video_pb2.GenerateVideoResponse(header=video_pb2.VideoHeader(
+                width=request.width, height=request.height, fps=request.fps, frame_count=request.num_frames,
+                pixel_format="rgb24", model_id="fake-video", seed=request.seed, instance_id=self.name))  # fmt: skip
+            if fault == "unavailable" or self._fails(request.seed):
+                outcome = "failed"
+                context.abort(self.fail_code, f"video replica {self.name} is restarting")
+            frame = np.full((request.height, request.width, 3), request.seed % 200 + 20, np.uint8)
             for index in range(request.num_frames):
                 time.sleep(self.delay)
                 for offset, data in wire.split_frame(frame):
                     yield video_pb2.GenerateVideoResponse(frame=video_pb2.FrameChunk(frame_index=index, offset=offset, data=data))
                 sent += 1
+            outcome = "made"
         finally:  # a cancelled call's generator is closed at its yield
-            if sent < request.num_frames:
-                self.stopped.append((start, time.monotonic()))
+            with self._lock:
+                self.active -= 1
+                self.outcomes.append((request.seed, outcome))
+                if outcome == "stopped":
+                    self.stopped.append((start, time.monotonic()))
         self.spans.append((start, time.monotonic(), request.prompt, request.num_frames))
+
+    def _fails(self, seed: int) -> bool:
+        try:
+            self.fail_first.remove(seed)  # atomic: of two replicas sharing the set, one takes the fault
+        except KeyError:
+            return False
+        return True
+
+    def ended(self, outcome: str) -> list[int]:
+        """The seeds of the calls that ended so."""
+        return [seed for seed, how in self.outcomes if how == outcome]
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +120,28 @@ def analyser():
 
 
 @pytest.fixture
-def stack(tmp_path, analyser):
-    music, videos = GridMusic(), [ShotVideo("replica-a", 0.004), ShotVideo("replica-b", 0.004)]
-    servers = [serve_fake(music), *(serve_fake(v) for v in videos)]
-    video_target = "ipv4:" + ",".join(f"127.0.0.1:{s.port}" for s in servers[1:])
-    backends = Backends(f"127.0.0.1:{servers[0].port}", video_target)
-    composer = Composer(backends, tmp_path / "work", shot_workers=2, analyser=analyser)
-    yield composer, music, videos
-    backends.close()
-    for server in servers:
-        server.stop(0)
+def make_stack(tmp_path, analyser):
+    """A composer on the grid music and video replicas of these names (one round-robin channel over them)."""
+    opened = []
+
+    def make(*names: str):
+        music, videos = GridMusic(), [ShotVideo(name, 0.004) for name in names]
+        servers = [serve_fake(music), *(serve_fake(v) for v in videos)]
+        video_target = "ipv4:" + ",".join(f"127.0.0.1:{s.port}" for s in servers[1:])
+        backends = Backends(f"127.0.0.1:{servers[0].port}", video_target)
+        opened.append((backends, servers))
+        return Composer(backends, tmp_path / "work", shot_workers=2, analyser=analyser), music, videos
+
+    yield make
+    for backends, servers in opened:
+        backends.close()
+        for server in servers:
+            server.stop(0)
+
+
+@pytest.fixture
+def stack(make_stack):
+    return make_stack("replica-a", "replica-b")
 
 
 def compose(composer, cancelled=None, **fields):
@@ -121,6 +155,20 @@ def compose(composer, cancelled=None, **fields):
 def decoded_frames(path) -> list[int]:
     with av.open(str(path)) as container:
         return [int(f.to_ndarray(format="rgb24")[32, 32, 0]) for f in container.decode(container.streams.video[0])]
+
+
+def assert_each_shot_where_it_is(path, shots, frame_count):
+    """The MP4 has every frame, and each shot's frames (their colour says the seed) where the timeline puts it."""
+    colours = decoded_frames(path)
+    assert len(colours) == frame_count
+    for shot in shots:
+        seen = set(colours[shot["start_frame"] : shot["end_frame"]])
+        assert max(seen) - min(seen) <= 3 and abs(min(seen) - (shot["seed"] % 200 + 20)) <= 3, shot
+
+
+def ended(videos, outcome: str) -> Counter:
+    """Calls per seed (per shot), over the replicas, that ended so: made, failed, or stopped (cancelled)."""
+    return Counter(seed for video in videos for seed in video.ended(outcome))
 
 
 def test_cuts_on_downbeats_scenes_in_order_chapters_and_both_replicas_at_once(stack):
@@ -142,11 +190,8 @@ def test_cuts_on_downbeats_scenes_in_order_chapters_and_both_replicas_at_once(st
     assert np.abs(inside[:, None] - found[None, :]).min(axis=1).max() < 0.05
     # scenes in order, each shot its own seed and colour, frames of each shot where the shot is
     assert [s["scene"] for s in shots] == sorted(s["scene"] for s in shots) and {s["scene"] for s in shots} == {0, 1, 2}
-    colours = decoded_frames(result.path)
-    assert len(colours) == request.frame_count
-    for shot in shots:
-        seen = set(colours[shot["start_frame"] : shot["end_frame"]])
-        assert max(seen) - min(seen) <= 3 and abs(min(seen) - (shot["seed"] % 200 + 20)) <= 3, shot
+    assert_each_shot_where_it_is(result.path, shots, request.frame_count)
+    assert all(s["attempts"] == 1 for s in shots)
     # both replicas made shots of this job, at the same time
     assert {s["replica"] for s in shots} == {"replica-a", "replica-b"}
     a, b = videos[0].spans, videos[1].spans
@@ -194,9 +239,97 @@ def test_a_failed_shot_is_made_again_alone(stack):
     for video in videos:
         video.reset("unavailable", times=1)  # the first call on each replica fails after its header
     request, result, _ = compose(composer, duration=8, cuts="bar")
-    shots = len(result.timeline["shots"])
+    shots = result.timeline["shots"]
     assert result.mux.frame_count == request.frame_count
-    assert sum(v.calls for v in videos) == shots + 2  # two shots made again, no other
+    # Two calls failed, one on each replica: two shots, or one shot twice (planned alone first, it may take the first
+    # call on both replicas). Every shot made once, at the attempt after its failures; no other shot made again.
+    failed = {video.name: video.ended("failed") for video in videos}
+    assert sorted(len(seeds) for seeds in failed.values()) == [1, 1]
+    failures = ended(videos, "failed")
+    assert ended(videos, "made") == Counter(s["seed"] for s in shots)
+    assert all(s["attempts"] == 1 + failures[s["seed"]] for s in shots)
+    for shot in shots:  # a shot that failed on one replica only was made on the other
+        on = {name for name, seeds in failed.items() if shot["seed"] in seeds}
+        assert len(on) != 1 or shot["replica"] not in on, (shot, failed)
+    assert set(ended(videos, "stopped")) <= set(failures)  # calls cancelled at their header: retries only
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED])
+def test_a_shot_that_failed_on_a_replica_is_made_again_on_the_other(stack, code):
+    composer, _music, videos = stack
+    # Shot 0, the first call. Its retry's call may land back on the replica that failed it (when the other worker's
+    # call took the other pick first): then the runner cancels it at its header and calls again. (Which case a run
+    # gets is timing; tests/unit/test_shot_retry.py scripts the landing.)
+    failing = {shot_seed(11, 0)}
+    for video in videos:
+        video.fail_first, video.fail_code = failing, code  # one set: the shot fails once, wherever it lands first
+    request, result, _ = compose(composer, duration=8, cuts="bar")
+    shots = result.timeline["shots"]
+    assert not failing and shots[0]["seed"] == shot_seed(11, 0)
+    (failed_on,) = [video.name for video in videos if video.ended("failed")]
+    assert ended(videos, "failed") == Counter([shots[0]["seed"]])
+    # its successful attempt, the second, on the other replica; every other shot made once, at its first attempt
+    assert shots[0]["attempts"] == 2 and shots[0]["replica"] == ({"replica-a", "replica-b"} - {failed_on}).pop()
+    assert ended(videos, "made") == Counter(s["seed"] for s in shots)
+    assert all(s["attempts"] == 1 for s in shots[1:])
+    # a call cancelled at its header: only a retry of shot 0 that landed on the replica that failed it
+    assert all(video.name == failed_on for video in videos if video.ended("stopped"))
+    assert set(ended(videos, "stopped")) <= {shots[0]["seed"]}
+    # the MP4 is exact; nothing runs on the replicas
+    assert result.mux.frame_count == request.frame_count
+    assert result.mux.audio_samples == round(request.frame_count / FPS * SONG.sample_rate)
+    assert_each_shot_where_it_is(result.path, shots, request.frame_count)
+    assert sum(video.active for video in videos) == 0
+
+
+def test_with_one_replica_a_failed_shot_is_made_again_on_it(make_stack, caplog):
+    composer, _music, (video,) = make_stack("replica-a")
+    video.fail_first, video.fail_code = {shot_seed(11, 1)}, grpc.StatusCode.RESOURCE_EXHAUSTED
+    with caplog.at_level(logging.INFO, logger="tunereel.composer"):
+        request, result, _ = compose(composer, duration=8, cuts="bar")
+    shots = result.timeline["shots"]
+    assert shots[1]["attempts"] == 2 and shots[1]["replica"] == "replica-a"
+    assert all(s["attempts"] == 1 and s["replica"] == "replica-a" for i, s in enumerate(shots) if i != 1)
+    assert ended([video], "made") == Counter(s["seed"] for s in shots)
+    assert video.ended("failed") == [shots[1]["seed"]]
+    # the retry looked for another replica (2 × the one replica seen), found none, and made it here, saying so
+    assert video.ended("stopped") == [shots[1]["seed"]] * 2
+    assert any("making it on the replica the next call reaches" in r.getMessage() for r in caplog.records)
+    assert result.mux.frame_count == request.frame_count
+    assert_each_shot_where_it_is(result.path, shots, request.frame_count)
+
+
+def test_cancel_during_a_retry_leaves_no_call_in_flight(stack):
+    composer, _music, videos = stack
+    seed = shot_seed(11, 0)
+    failing = {seed}
+    for video in videos:
+        video.delay, video.fail_first = 0.05, failing
+    cancelled = threading.Event()
+    at: list[float] = []
+
+    def cancel_while_the_retry_makes_it():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            failed = [v for v in videos if v.ended("failed")]
+            if failed and any(seed in v.started for v in videos if v is not failed[0]):
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)  # a few frames into it
+        at.append(time.monotonic())
+        cancelled.set()
+
+    threading.Thread(target=cancel_while_the_retry_makes_it, daemon=True).start()
+    with pytest.raises(Cancelled):
+        compose(composer, cancelled, duration=8, cuts="bar")
+    deadline = time.monotonic() + 2
+    while sum(v.active for v in videos) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sum(v.active for v in videos) == 0  # no call left running on any replica
+    assert ended(videos, "failed") == Counter([seed]) and seed in ended(videos, "stopped")  # the retry, stopped
+    assert not ended(videos, "made")[seed]
+    assert all(end < at[0] + 1.0 for v in videos for _start, end in v.stopped)  # within a second of the cancel
+    assert not list(composer.work_dir.glob("*.mp4")) and not list(composer.work_dir.glob(".*partial"))
 
 
 def test_cancel_stops_every_shot(stack):
@@ -283,6 +416,7 @@ def test_the_timeline_is_served_over_grpc_and_http_and_stored_with_the_job(tmp_p
         assert job.HasField("timeline") and job.timeline.frame_count == 240 and job.timeline.fps == FPS
         assert [s.prompt for s in job.timeline.shots][0] == "one" and job.timeline.shots[-1].prompt == "two"
         assert job.timeline.shots[-1].end_frame == 240 and all(s.replica == "replica-a" for s in job.timeline.shots)
+        assert all(s.attempts == 1 for s in job.timeline.shots)
         assert list(job.request.scenes[1].prompt) and job.request.cuts == common_pb2.CUTS_BAR
         # HTTP: GET /v1/jobs/{id}/timeline, the same data
         app = create_app(GatewaySettings(composer_target=f"127.0.0.1:{composer.port}"))
