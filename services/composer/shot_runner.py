@@ -322,9 +322,9 @@ class ShotRunner:
                 return
             self._reported = made
             planned = len(self.shots)
-            of = f"{planned}" if self.planned else f"{planned} planned so far"
+            more = "" if self.planned else " (more to plan as the music arrives)"
         self._progress.put(Progress("video", common_pb2.STAGE_VIDEO, made, segment=done, total_segments=planned,
-                                    message=f"{done} of {of} shots made"))  # fmt: skip
+                                    message=f"{done} of {planned} shots made{more}"))  # fmt: skip
 
     def _fail(self, error: ComposeError) -> None:
         with self._changed:
