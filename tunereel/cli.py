@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -93,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--song", type=Path, help="your own song (mp3, wav, flac, m4a, ogg): the video's music")
     generate.add_argument("--start", type=float, help="with --song: where in the song the video starts, seconds")
     generate.add_argument("--normalize", action="store_true", help="with --song: bring it to -14 LUFS")
+    generate.add_argument("--repaint", nargs=2, type=_seconds, metavar=("START", "END"),
+                          help="with --song and --genre: re-make this range of it (seconds of the video's music, "
+                          "0 = --start) and keep the rest (music models that repaint, e.g. ACE-Step)")
     generate.add_argument("--melody", type=Path, help="a clip whose melody the music follows (melody presets)")
     generate.add_argument("--image", type=Path, action=ImageAction,
                           help="an image (png, jpeg, webp): after a --scene, that scene's shots start from it; "
@@ -265,6 +269,7 @@ def _body(args: argparse.Namespace) -> dict:
         "mood": args.mood, "tempo_bpm": args.tempo, "seed": args.seed, "width": args.width, "height": args.height,
         "fps": args.fps, "music_model": args.music_model, "video_model": args.video_model, "cuts": args.cuts,
         "cut_every_beats": args.cut_every_beats,
+        "repaint_start": args.repaint[0] if args.repaint else None, "repaint_end": args.repaint[1] if args.repaint else None,
         "scenes": [scene["prompt"] for scene in args.scene] if args.scene else None,
         "instruments": [name.strip() for name in args.instruments.split(",") if name.strip()] if args.instruments else None,
         "vocal_language": args.vocal_language, "key": args.key, "time_signature": args.time_signature,
@@ -382,11 +387,39 @@ def _beats_per_cut(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _repaint_problem(args: argparse.Namespace) -> str | None:
+    """What the server would refuse about --repaint START END, said before anything is uploaded (None: nothing)."""
+    if args.repaint is None:
+        return None
+    start, end = args.repaint
+    if args.song is None:
+        return "only with --song (the song whose range is re-made)"
+    if args.genre is None:
+        return "needs --genre (it describes the re-made range)"
+    if end <= start:
+        return f"END ({end:g} s) must be after START ({start:g} s)"
+    if args.duration is not None and end > args.duration:
+        return f"END ({end:g} s) must be within --duration ({args.duration:g} s)"
+    return None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _parser()
     args = parser.parse_args(argv)
     if getattr(args, "cut_every_beats", None) is not None and args.cuts != "beat":  # the server would refuse it
         parser.error(f"--cut-every-beats: only with --cuts beat (--cuts is {args.cuts or 'auto'})")
+    if args.command == "generate" and (problem := _repaint_problem(args)):
+        parser.error(f"--repaint: {problem}")
     return args
 
 

@@ -7,9 +7,10 @@ const $ = (id) => document.getElementById(id);
 const form = $("form");
 const FIELDS = ["genre", "duration", "video_prompt", "mood", "tempo_bpm", "instruments", "width", "height", "fps",
   "seed", "music_model", "video_model", "song", "melody", "image", "cuts", "cut_every_beats", "lyrics",
-  "vocal_language", "key", "time_signature"];
+  "vocal_language", "key", "time_signature", "repaint_start", "repaint_end"];
 const UPLOAD_FIELDS = ["song", "melody", "image"];
 const SONG_FIELDS = ["lyrics", "vocal_language", "key", "time_signature"]; // singing music models only
+const REPAINT_FIELDS = ["repaint_start", "repaint_end"]; // a song and a music model that repaints only
 const MAX_SCENES = 32;
 const STAGE_TEXT = {
   queued: "Waiting in the queue", mux: "Muxing audio and video", done: "Finishing",
@@ -38,6 +39,7 @@ const EXAMPLES = [
 
 const state = {
   uploads: {}, // field → the upload (POST /v1/uploads reply) the next job names
+  models: null, // GET /v1/models: what the services serve (null: not known yet)
   job: null, // the job shown in the job panel
   watch: null, // AbortController of the events stream being read
   videoFor: null, // id of the job whose video the player holds
@@ -131,9 +133,11 @@ function offer(name, usable, why) {
 }
 
 function applyModels(models) {
+  state.models = models;
   const sings = Boolean(models && models.music.sings);
   $("song-fields").hidden = !sings;
   SONG_FIELDS.forEach((name) => { form.elements[name].disabled = !sings; });
+  offerRepaint();
   if (!models) return;
   const { music, video } = models;
   offer("melody", music.follows_melody, `The music model (${music.preset}) does not follow a melody.`);
@@ -186,7 +190,21 @@ function fillForm(values, { keep = false } = {}) {
   }
   if (!keep || "scenes" in values) fillScenes(values.scenes);
   offerBeatCount();
+  offerRepaint();
   clearErrors();
+}
+
+// "Re-make a range" (repaint_start / repaint_end): that range of the song is made again by the music model and the
+// rest of the song kept, so it needs a song and a music model that repaints (models not known yet: offered with a
+// song; the server still checks). Greyed out otherwise, the hint saying why.
+function offerRepaint() {
+  const music = state.models?.music;
+  let why = "";
+  if (music && !music.repaints) why = `The music model (${music.preset}) cannot re-make a range of a song.`;
+  else if (!state.uploads.song) why = "Needs your song: choose one above, then a range of it to make again.";
+  REPAINT_FIELDS.forEach((name) => offer(name, !why, why));
+  $("repaint-hint").textContent = why ||
+    "Seconds of the video's music: that range is made again from the genre, mood and tempo; the rest of the song stays.";
 }
 
 // "Cut every N beats" belongs to cuts "beat" only: shown and sent with it, hidden and disabled otherwise.
@@ -272,6 +290,8 @@ function readForm() {
     }
   }
 
+  if (!form.elements.repaint_start.disabled) readRepaint(request, errors, number);
+
   if (request.duration !== undefined && !errors.duration && !errors.fps && request.duration * request.fps <= 0.5) { // rounds to 0 frames
     errors.duration = `${request.duration} s at ${request.fps} fps is less than one frame`;
   }
@@ -306,6 +326,25 @@ function readForm() {
     }
   }
   return { request, errors };
+}
+
+// The range to re-make, both ends or neither, as the request model checks it. Its end within the song (from the
+// song's start, in whole frames) is the server's to check: its answer lands next to the field.
+function readRepaint(request, errors, number) {
+  const start = number("repaint_start", { optional: true });
+  const end = number("repaint_end", { optional: true });
+  if (start === undefined && end === undefined) return;
+  if (start !== undefined) request.repaint_start = start;
+  if (end !== undefined) request.repaint_end = end;
+  if (start === undefined) errors.repaint_start ||= "required with an end (or leave both empty)";
+  else if (start < 0 && !errors.repaint_start) errors.repaint_start = `must be 0 s or more (got ${start})`;
+  if (end === undefined) errors.repaint_end ||= "required with a start (or leave both empty)";
+  else if (!errors.repaint_end && !errors.repaint_start && start !== undefined && end <= start) {
+    errors.repaint_end = `must be after the start (${fmt(start)} s; got ${end})`;
+  } else if (!errors.repaint_end && request.duration !== undefined && end > request.duration) {
+    errors.repaint_end = `must be within the video's ${fmt(request.duration)} s (got ${end})`;
+  }
+  if (!request.genre && !errors.genre) errors.genre = "required to re-make a range (it describes the new music)";
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -424,13 +463,19 @@ function fieldOf(serverField) {
   return FIELDS.includes(head) ? head : null;
 }
 
+// The id of a field's hint: `${name}-hint`, or a hint the field shares with others (data-hint), or null.
+function hintOf(name) {
+  if ($(`${name}-hint`)) return `${name}-hint`;
+  return form.elements[name].dataset.hint || null;
+}
+
 function showError(name, message) {
   const input = form.elements[name];
   const box = $(`${name}-error`);
   box.textContent = message;
   input.setAttribute("aria-invalid", "true");
   const described = [`${name}-error`];
-  if ($(`${name}-hint`)) described.push(`${name}-hint`);
+  if (hintOf(name)) described.push(hintOf(name));
   input.setAttribute("aria-describedby", described.join(" "));
 }
 
@@ -438,7 +483,7 @@ function clearError(name) {
   const input = form.elements[name];
   $(`${name}-error`).textContent = "";
   input.removeAttribute("aria-invalid");
-  if ($(`${name}-hint`)) input.setAttribute("aria-describedby", `${name}-hint`);
+  if (hintOf(name)) input.setAttribute("aria-describedby", hintOf(name));
   else input.removeAttribute("aria-describedby");
 }
 
@@ -454,6 +499,7 @@ async function uploadFile(name) {
   const file = input.files[0];
   delete state.uploads[name];
   clearError(name);
+  if (name === "song") offerRepaint();
   if (name === "song") $("song-wave").hidden = true;
   if (name === "song") $("song-analysis").hidden = true;
   if (name === "image") $("image-preview").hidden = true;
@@ -488,6 +534,7 @@ async function uploadFile(name) {
     }
     drawWaveform(file);
     showAnalysis(upload);
+    offerRepaint();
   }
   if (name === "image") {
     const preview = $("image-preview");
@@ -617,6 +664,7 @@ form.addEventListener("reset", () => setTimeout(() => {
   offerBeatCount();
   clearErrors();
   state.uploads = {};
+  offerRepaint();
   $("song-wave").hidden = true;
   $("song-analysis").hidden = true;
   $("image-preview").hidden = true;

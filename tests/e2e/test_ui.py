@@ -1,6 +1,6 @@
 """The browser UI at `/`, in a real browser (Debian's chromium, driven by Playwright) against every service running.
 
-Screenshots go to test-artifacts/ (ui-desktop.png, ui-phone.png, ui-error.png, ui-canceled.png).
+Screenshots go to test-artifacts/ (ui-desktop.png, ui-phone.png, ui-error.png, ui-canceled.png, ui-repaint.png).
 """
 
 from __future__ import annotations
@@ -451,3 +451,73 @@ def test_ui_cut_every_n_beats_is_offered_with_beat_cuts_only(page, stack, client
     page.locator(f"#history [data-job-id='{job['id']}'] .reuse").click()  # …and comes back with the job's settings
     assert page.input_value("#cuts") == "beat" and page.input_value(box) == "2" and page.is_visible(box)
     assert [e for e in page.console.errors if "422" not in e] == []  # the browser's own note about the 422 only
+
+
+def test_ui_re_make_a_range_needs_a_song_and_a_music_model_that_repaints(page, stack, client, artifacts, tmp_path):
+    """Issue 16 (repaint) in the page: the "Re-make a range" inputs stay greyed out, saying why, until a song is given
+    and the served music model repaints; then the page checks the range, sends it as repaint_start / repaint_end, shows
+    the server's refusal next to the field, and "Reuse settings" brings the range back."""
+    from tests.songs import song_pcm, write_song
+
+    song = write_song(tmp_path / "take1.wav", song_pcm(1.5, seed=7))
+    ends = ("#repaint_start", "#repaint_end")
+    open_ui(page, stack)  # the tiny stack's MusicGen cannot repaint: greyed out, with or without a song
+    assert all(page.is_disabled(box) for box in ends)
+    page.set_input_files("#song", str(song))
+    page.wait_for_function("/1\\.5 s, 44100 Hz/.test(document.getElementById('song-hint').textContent)")
+    assert all(page.is_disabled(box) for box in ends)
+    assert page.text_content("#repaint-hint") == "The music model (tiny) cannot re-make a range of a song."
+    assert "cannot re-make" in page.get_attribute('[data-field="repaint_end"]', "title")
+
+    # The same page in front of a music model that repaints (what the tiny stack's music service then answers to the
+    # job is checked below): without a song greyed out, saying so; with one, offered.
+    page.route("**/v1/models", lambda route: route.fulfill(json=served_models("tiny-ace-step", "tiny")))
+    posts = []
+    page.on("request", lambda r: r.method == "POST" and r.url.endswith("/v1/jobs") and posts.append(r.post_data_json))
+    open_ui(page, stack)
+    assert all(page.is_disabled(box) for box in ends) and "Needs your song" in page.text_content("#repaint-hint")
+    page.fill("#duration", "")  # the song's length
+    page.fill("#width", "64")
+    page.fill("#height", "64")
+    page.set_input_files("#song", str(song))
+    page.wait_for_selector("#repaint_start:enabled")
+    assert page.is_enabled("#repaint_end") and not page.get_attribute('[data-field="repaint_start"]', "title")
+
+    # What the page checks itself: both ends, the end after the start, a genre to describe the new music.
+    page.fill("#repaint_start", "1")
+    page.click("#submit")
+    assert page.text_content("#repaint_end-error") == "required with a start (or leave both empty)"
+    page.fill("#repaint_end", "0.5")
+    page.click("#submit")
+    assert page.text_content("#repaint_end-error") == "must be after the start (1 s; got 0.5)"
+    page.fill("#repaint_end", "1.25")
+    page.fill("#genre", "")
+    page.click("#submit")
+    assert page.text_content("#genre-error") == "required to re-make a range (it describes the new music)"
+    assert posts == []
+    # Past the song's end: the song's window is the server's to know, and its refusal lands next to the field.
+    page.fill("#genre", "pop")
+    page.fill("#repaint_end", "2.5")
+    page.click("#submit")
+    page.wait_for_selector("#repaint_end-error:not(:empty)")
+    assert page.text_content("#repaint_end-error") == "must be within the video's music (duration 1.5 s; got 2.5)"
+    assert page.evaluate("document.activeElement.id") == "repaint_end"
+    assert len(posts) == 1 and posts[0]["song"] and (posts[0]["repaint_start"], posts[0]["repaint_end"]) == (1, 2.5)
+
+    # A range in the song: the job is made with it; the tiny stack's MusicGen then refuses to repaint.
+    page.fill("#repaint_end", "1.25")
+    page.click("#submit")
+    page.wait_for_selector("#job[data-state=failed]", timeout=60_000)
+    assert "cannot repaint" in page.text_content("#job-error")
+    job = client.get(f"/v1/jobs/{page.get_attribute('#job', 'data-job-id')}").json()
+    assert (job["request"]["repaint_start"], job["request"]["repaint_end"]) == (1, 1.25) == (
+        posts[-1]["repaint_start"], posts[-1]["repaint_end"])  # fmt: skip
+
+    page.click("#reset")  # a fresh form (no song: greyed out again)…
+    page.wait_for_function("document.getElementById('repaint_start').disabled")
+    assert page.input_value("#repaint_start") == ""
+    page.locator(f"#history [data-job-id='{job['id']}'] .reuse").click()  # …and the job's range comes back
+    assert (page.input_value("#repaint_start"), page.input_value("#repaint_end")) == ("1", "1.25")
+    assert all(page.is_enabled(box) for box in ends)  # the job's song is named by its id
+    page.screenshot(path=str(artifacts / "ui-repaint.png"), full_page=True)
+    assert [e for e in page.console.errors if not re.search(r"\b4\d\d\b", e)] == [], page.console.errors
