@@ -180,6 +180,11 @@ class UploadLibrary:
             if preset.model_class != "MusicgenMelodyForConditionalGeneration":
                 raise InvalidRequest("melody", f"music_model {preset.name!r} does not follow a melody; use a melody "
                                                "preset (e.g. melody)")  # fmt: skip
+        if request.repaint_start is not None and request.music_model in MUSIC_PRESETS:
+            preset = MUSIC_PRESETS[request.music_model]
+            if not preset.repaints:
+                raise InvalidRequest("repaint_start", f"music_model {preset.name!r} cannot repaint; use an ACE-Step "
+                                                      "preset (e.g. ace-step-xl-turbo)")  # fmt: skip
         records = self.resolve(request, owner)
         if "song" in records:
             request = song_request(request, records["song"])

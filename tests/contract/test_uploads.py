@@ -256,6 +256,14 @@ def test_the_image_field_needs_an_image_and_a_song_needs_audio(system):
     assert reply.status_code == 400 and reply.json()["field"] == "image"
 
 
+def test_a_repaint_asked_of_a_named_preset_that_cannot_repaint_is_400_at_once(system):
+    song = upload(system, write_song(system["media"] / "take1.wav", song_pcm(2.0, seed=12))).json()
+    request = {**SMALL, "genre": "pop", "song": song["id"], "repaint_start": 0.5, "repaint_end": 1.0}
+    reply = system["http"].post("/v1/jobs", headers=ONE, json={**request, "music_model": "small"})
+    assert reply.status_code == 400 and reply.json()["field"] == "repaint_start", reply.json()
+    assert "cannot repaint" in reply.json()["error"]
+
+
 def test_a_melody_on_a_preset_that_cannot_follow_one_is_400(system):
     hum = upload(system, write_song(system["media"] / "hum.wav", song_pcm(1.0, seed=10))).json()
     request = {**SMALL, "genre": "pop", "duration": 1, "melody": hum["id"]}
