@@ -117,10 +117,10 @@ class Composer:
                 self._analyser = MusicAnalyser(ANALYSIS)
             return self._analyser
 
-    def sources(self, request: GenerationRequest, seed: int, timeout: float) -> tuple[Source, Source]:
+    def sources(self, request: GenerationRequest, uploads: dict[str, UploadRecord], seed: int,
+                timeout: float) -> tuple[Source, Source]:  # fmt: skip
         """The audio source (the user's song, or MusicService — guided by a melody clip, or singing lyrics, if given)
         and the video source (starting from the user's image, if one is given) of one composition."""
-        uploads = self.uploads_of(request)
         music = self.music(request, uploads, seed, timeout)
         image = self.scene_images(request, uploads)[0]  # one continuous take: one scene
         expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
@@ -154,15 +154,20 @@ class Composer:
                             song=song)  # fmt: skip
 
     def uploads_of(self, request: GenerationRequest) -> dict[str, UploadRecord]:
+        """The request's uploads by field. Each upload id is looked up in the store once per composition (one image
+        may be several scenes'), and `compose` passes the dict to every step that needs it."""
         if request.uploads and self.uploads is None:
             raise ComposeError("this composer has no upload store; requests with song, melody or image need one")
-        return {field: self.uploads(upload_id) for field, upload_id in request.uploads.items()}
+        records = {upload_id: self.uploads(upload_id) for upload_id in dict.fromkeys(request.uploads.values())}
+        return {field: records[upload_id] for field, upload_id in request.uploads.items()}
 
-    def provenance(self, request: GenerationRequest, seed: int, music_model_id: str, video_model_id: str) -> common_pb2.Provenance:
+    @staticmethod
+    def provenance(request: GenerationRequest, uploads: dict[str, UploadRecord], seed: int, music_model_id: str,
+                   video_model_id: str) -> common_pb2.Provenance:  # fmt: skip
         """What made the video: the request, the seed, the models, and the uploads by content hash."""
         provenance = make_provenance(request, seed, music_model_id, video_model_id)
         provenance.uploads.extend(common_pb2.UploadUse(field=field, sha256=record.sha256)
-                                  for field, record in self.uploads_of(request).items())  # fmt: skip
+                                  for field, record in uploads.items())  # fmt: skip
         return provenance
 
     @staticmethod
@@ -203,17 +208,18 @@ class Composer:
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         deadline = min(timeout or self.backend_timeout, self.backend_timeout)
         path = self.work_dir / f"compose-{uuid.uuid4().hex}.mp4"
+        uploads = self.uploads_of(request)
         if request.cuts != "none":  # a video cut into shots with the music: see compose_shots
-            return self.compose_shots(request, seed, deadline, path, on_progress, cancelled)
+            return self.compose_shots(request, uploads, seed, deadline, path, on_progress, cancelled)
 
         # 2. Start the sources: music and video generate at the same time, each read on its own thread. The video is
         #    read no further than VIDEO_LEAD_S ahead of the audio received.
-        audio, video = self.sources(request, seed, deadline)
+        audio, video = self.sources(request, uploads, seed, deadline)
         streams = EventStreams([audio, video], gated=video.name, fps=request.fps)
         streams.start()
         try:
             with composer_errors():
-                return self._mux(request, seed, streams, path, on_progress, cancelled)
+                return self._mux(request, uploads, seed, streams, path, on_progress, cancelled)
         except BaseException:
             streams.cancel()  # the backends stop generating
             path.unlink(missing_ok=True)
@@ -224,6 +230,7 @@ class Composer:
     def _mux(
         self,
         request: GenerationRequest,
+        uploads: dict[str, UploadRecord],
         seed: int,
         streams: EventStreams,
         path: Path,
@@ -236,7 +243,7 @@ class Composer:
         audio, video, early = wait_for_headers(events, on_progress)
 
         # 4. Open the audio track (it masters and encodes on its own thread) and the muxer, and join them.
-        provenance = self.provenance(request, seed, audio.model_id, video.model_id)
+        provenance = self.provenance(request, uploads, seed, audio.model_id, video.model_id)
         spec = AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels)
         track = AudioTrack(self.master_for(request, spec, audio.total_samples))
         muxer: Mp4Muxer | None = None
@@ -269,6 +276,7 @@ class Composer:
     def compose_shots(
         self,
         request: GenerationRequest,
+        uploads: dict[str, UploadRecord],
         seed: int,
         deadline: float,
         path: Path,
@@ -286,12 +294,12 @@ class Composer:
         5. finish: the audio track drains, the muxer writes the MP4;
         6. return it with its provenance and its timeline.
         """
-        audio_source, whole_video = self.sources(request, seed, deadline)
+        audio_source, whole_video = self.sources(request, uploads, seed, deadline)
         # A video preset that hears the music (LTX-2): the audio source keeps the music, each shot is sent its slice.
         hearing = whole_video if isinstance(whole_video, HearingVideoSource) else None
         streams = EventStreams([audio_source], gated="", fps=request.fps)
         video = VideoSpec(width=request.width, height=request.height, fps=request.fps)
-        runner = ShotRunner(self._shot_source(request, deadline, hearing), video, self.work_dir,
+        runner = ShotRunner(self._shot_source(request, uploads, deadline, hearing), video, self.work_dir,
                             workers=self.shot_workers, total_frames=request.frame_count)  # fmt: skip
         track: AudioTrack | None = None
         muxer: Mp4Muxer | None = None
@@ -305,7 +313,7 @@ class Composer:
                 shots = runner.shots
                 # 4. The segments in shot order.
                 first = runner.next_result(0, cancelled, on_progress)
-                provenance = self.provenance(request, seed, audio.model_id, first.model_id)
+                provenance = self.provenance(request, uploads, seed, audio.model_id, first.model_id)
                 muxer = Mp4Muxer(path, video, AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels),
                                  metadata={"comment": provenance_json(provenance)}, segments=True,
                                  chapters=scene_chapters(shots, request))  # fmt: skip
@@ -380,12 +388,12 @@ class Composer:
         return ShotPlanner(scenes, cuts=request.cuts, fps=request.fps, total_frames=request.frame_count, seed=seed,
                            max_frames=self.max_shot_frames, cut_every_beats=request.cut_every_beats or 1)  # fmt: skip
 
-    def _shot_source(self, request: GenerationRequest, deadline: float,
+    def _shot_source(self, request: GenerationRequest, uploads: dict[str, UploadRecord], deadline: float,
                      hearing: HearingVideoSource | None) -> Callable[[Shot], Source]:  # fmt: skip
         """How one shot is made: a video request of its frames, prompt and seed; starting from its scene's image, or
         the request's (so a character or a place stays recognisable across cuts); with the music of its span for a
         preset that hears."""
-        images = self.scene_images(request, self.uploads_of(request))
+        images = self.scene_images(request, uploads)
 
         def make(shot: Shot) -> Source:
             image = images[shot.scene]

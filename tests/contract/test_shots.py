@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 
 import av
@@ -15,10 +16,13 @@ import pytest
 
 from tests.analysis_media import grid_song
 from tests.fake_backends import FakeMusic, FakeVideo, serve_fake
+from tests.songs import write_image, write_song
 from tunereel import wire
 from tunereel.composer.backends import Backends
 from tunereel.composer.compose import Composer
 from tunereel.composer.errors import InvalidScenes
+from tunereel.composer.song import song_request
+from tunereel.composer.store import UploadRecord
 from tunereel.request import validate_request
 from tunereel.shots import shot_seed
 from tunereel.streaming import Cancelled
@@ -386,6 +390,43 @@ def test_a_bar_range_past_the_song_fails_naming_the_field(stack):
     with pytest.raises(InvalidScenes) as error:
         compose(composer, duration=6, scenes=["a", {"prompt": "b", "bars": [30, 31]}])
     assert error.value.field == "scenes.1.bars" and "scenes.1.bars" in str(error.value)
+
+
+def _record(path, kind: str, **fields) -> UploadRecord:
+    return UploadRecord(**{"id": str(uuid.uuid4()), "owner": "k", "kind": kind, "sha256": uuid.uuid4().hex * 2,
+                           "size_bytes": path.stat().st_size, "format": path.suffix[1:], "filename": path.name,
+                           "duration_seconds": 0.0, "sample_rate": 0, "channels": 0, "width": 0, "height": 0,
+                           "path": str(path), "created_at": 0.0, "expires_at": 0.0, **fields})  # fmt: skip
+
+
+def test_each_upload_is_looked_up_once_per_composition(stack, analyser, tmp_path):
+    """A cut video of the user's song with the request's image and a scene's own: the music, every shot's image and
+    the provenance all come from one lookup per upload id (the request's image is also the second scene's)."""
+    composer, music, _videos = stack
+    song = _record(write_song(tmp_path / "grid.wav", SONG.pcm.reshape(-1, 1), rate=SONG.sample_rate), "audio",
+                   duration_seconds=len(SONG.pcm) / SONG.sample_rate, sample_rate=SONG.sample_rate, channels=1)  # fmt: skip
+    place = _record(write_image(tmp_path / "place.png", 64, 64), "image", width=64, height=64)
+    face = _record(write_image(tmp_path / "face.png", 96, 64), "image", width=96, height=64)
+    records = {record.id: record for record in (song, place, face)}
+    lookups: Counter[str] = Counter()
+
+    def uploads(upload_id: str) -> UploadRecord:
+        lookups[upload_id] += 1
+        return records[upload_id]
+
+    counting = Composer(composer.backends, tmp_path / "work", shot_workers=2, analyser=analyser, uploads=uploads)
+    request = validate_request({"genre": "pop", "duration": 8, "video_prompt": "x", "width": 64, "height": 64,
+                                "fps": FPS, "seed": 11, "cuts": "bar", "song": song.id, "image": place.id,
+                                "scenes": [{"prompt": "a face", "image": face.id},
+                                           {"prompt": "a place", "image": place.id}]})  # fmt: skip
+    request = song_request(request, song)
+    result = counting.compose(request, on_progress=lambda p: None, cancelled=threading.Event())
+    assert lookups == {song.id: 1, place.id: 1, face.id: 1}
+    assert result.mux.frame_count == request.frame_count and len(result.timeline["shots"]) >= 2
+    assert music.calls == 0  # the song is the music
+    assert [(u.field, u.sha256) for u in result.provenance.uploads] == [
+        ("song", song.sha256), ("image", place.sha256), ("scenes.0.image", face.sha256),
+        ("scenes.1.image", place.sha256)]  # fmt: skip
 
 
 def test_the_timeline_is_served_over_grpc_and_http_and_stored_with_the_job(tmp_path):
