@@ -218,11 +218,10 @@ class Composer:
         streams = EventStreams([audio, video], gated=video.name, fps=request.fps)
         streams.start()
         try:
-            with composer_errors():
-                return self._mux(request, uploads, seed, streams, path, on_progress, cancelled)
+            with composer_errors(), Output(path) as output:  # the output ends first: the track, the muxer, the file
+                return self._mux(request, uploads, seed, streams, output, on_progress, cancelled)
         except BaseException:
             streams.cancel()  # the backends stop generating
-            path.unlink(missing_ok=True)
             raise
         finally:
             streams.close()
@@ -233,7 +232,7 @@ class Composer:
         uploads: dict[str, UploadRecord],
         seed: int,
         streams: EventStreams,
-        path: Path,
+        output: Output,
         on_progress: ProgressSink,
         cancelled: threading.Event,
     ) -> Composition:
@@ -246,30 +245,22 @@ class Composer:
         provenance = self.provenance(request, uploads, seed, audio.model_id, video.model_id)
         spec = AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels)
         track = AudioTrack(self.master_for(request, spec, audio.total_samples))
-        muxer: Mp4Muxer | None = None
-        try:
-            muxer = Mp4Muxer(path, VideoSpec(width=video.width, height=video.height, fps=video.fps), spec,
-                             metadata={"comment": provenance_json(provenance)})  # fmt: skip
-            track.attach(muxer)
-            feed = Feed(track, muxer, streams.gate, on_progress, audio, video)
+        muxer = output.open(track, VideoSpec(width=video.width, height=video.height, fps=video.fps), spec, provenance)
+        feed = Feed(track, muxer, streams.gate, on_progress, audio, video)
 
-            # 5. Feed frames and PCM as they come.
-            for event in early:
-                feed(event)
-            for event in events:
-                feed(event)
+        # 5. Feed frames and PCM as they come.
+        for event in early:
+            feed(event)
+        for event in events:
+            feed(event)
 
-            # 6. Finish: every sample mastered and encoded, then the MP4's index.
-            track.join(cancelled)
-            result = muxer.close()
-        finally:
-            track.abort()
-            if muxer is not None:
-                muxer.abort()  # removes the partial file unless close() succeeded
+        # 6. Finish: every sample mastered and encoded, then the MP4's index.
+        track.join(cancelled)
+        result = muxer.close()
         on_progress(Progress(SOURCE, common_pb2.STAGE_DONE, 1.0, message="done"))
 
         # 7. The file and where it came from.
-        return Composition(path=path, provenance=provenance, mux=result, sample_rate=audio.sample_rate)
+        return Composition(path=output.path, provenance=provenance, mux=result, sample_rate=audio.sample_rate)
 
 
     # ------------------------------------------------------------------------------------------- cut into shots
@@ -301,40 +292,33 @@ class Composer:
         video = VideoSpec(width=request.width, height=request.height, fps=request.fps)
         runner = ShotRunner(self._shot_source(request, uploads, deadline, hearing), video, self.work_dir,
                             workers=self.shot_workers, total_frames=request.frame_count)  # fmt: skip
-        track: AudioTrack | None = None
-        muxer: Mp4Muxer | None = None
-        try:
-            with composer_errors():
-                # 2. The music leads; the shot workers wait for shots.
-                streams.start()
-                runner.start()
-                # 3. The music, mastered and analysed as it arrives; the shots, as soon as each is certain.
-                audio, track, analysis = self._receive_music(request, seed, streams, runner, on_progress, cancelled)
-                shots = runner.shots
-                # 4. The segments in shot order.
-                first = runner.next_result(0, cancelled, on_progress)
-                provenance = self.provenance(request, uploads, seed, audio.model_id, first.model_id)
-                muxer = Mp4Muxer(path, video, AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels),
-                                 metadata={"comment": provenance_json(provenance)}, segments=True,
-                                 chapters=scene_chapters(shots, request))  # fmt: skip
-                track.attach(muxer)
-                made = self._mux_shots(runner, muxer, first, track, on_progress, cancelled)
-                # 5. Finish.
-                track.join(cancelled)
-                result = muxer.close()
-        except BaseException:
-            streams.cancel()
-            runner.cancel()
-            path.unlink(missing_ok=True)
-            raise
-        finally:
-            streams.close()
-            runner.close()
-            if track is not None:
-                track.abort()
-            if muxer is not None:
-                muxer.abort()
-        on_progress(Progress(SOURCE, common_pb2.STAGE_DONE, 1.0, message="done"))
+        with Output(path) as output:
+            try:
+                with composer_errors():
+                    # 2. The music leads; the shot workers wait for shots.
+                    streams.start()
+                    runner.start()
+                    # 3. The music, mastered and analysed as it arrives; the shots, as soon as each is certain.
+                    audio, track, analysis = self._receive_music(request, seed, streams, runner, on_progress, cancelled)
+                    output.track = track  # the output stops it from now on
+                    shots = runner.shots
+                    # 4. The segments in shot order.
+                    first = runner.next_result(0, cancelled, on_progress)
+                    provenance = self.provenance(request, uploads, seed, audio.model_id, first.model_id)
+                    muxer = output.open(track, video, AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels),
+                                        provenance, segments=True, chapters=scene_chapters(shots, request))  # fmt: skip
+                    made = self._mux_shots(runner, muxer, first, track, on_progress, cancelled)
+                    # 5. Finish.
+                    track.join(cancelled)
+                    result = muxer.close()
+            except BaseException:
+                streams.cancel()
+                runner.cancel()
+                raise
+            finally:
+                streams.close()
+                runner.close()
+            on_progress(Progress(SOURCE, common_pb2.STAGE_DONE, 1.0, message="done"))
         # 6. The file, where it came from, and what it shows when.
         timeline = timeline_dict(analysis, shots, fps=request.fps, total_frames=request.frame_count,
                                  replicas={i: r.replica for i, r in made.items()},
@@ -436,6 +420,33 @@ def scene_chapters(shots: list[Shot], request: GenerationRequest) -> list[Chapte
         span = spans.setdefault(shot.scene, [shot.start_s, shot.end_s])
         span[1] = shot.end_s
     return [Chapter(start, end, scenes[scene].prompt[:200]) for scene, (start, end) in sorted(spans.items())]
+
+
+@dataclass
+class Output(contextlib.AbstractContextManager["Output"]):
+    """Step 4's audio track and muxer, ended the same way on both paths: the track stops and the muxer is aborted
+    (no-ops after a successful close; no partial file is left), and if the composition failed its file goes too."""
+
+    path: Path
+    track: AudioTrack | None = None  # handed over as soon as there is one
+    muxer: Mp4Muxer | None = None
+
+    def open(self, track: AudioTrack, video: VideoSpec, audio: AudioSpec, provenance: common_pb2.Provenance, *,
+             segments: bool = False, chapters: Sequence[Chapter] = ()) -> Mp4Muxer:  # fmt: skip
+        """The muxer, the provenance in its metadata, with `track` joined to it."""
+        self.track = track
+        self.muxer = Mp4Muxer(self.path, video, audio, metadata={"comment": provenance_json(provenance)},
+                              segments=segments, chapters=chapters)  # fmt: skip
+        track.attach(self.muxer)
+        return self.muxer
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        if self.track is not None:
+            self.track.abort()
+        if self.muxer is not None:
+            self.muxer.abort()
+        if error is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def wait_for_headers(events: Iterator[Event], on_progress: ProgressSink) -> tuple[AudioHeader, VideoHeader, list[Event]]:
