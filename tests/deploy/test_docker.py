@@ -47,6 +47,19 @@ def inherited(all_stages: dict[str, dict], name: str) -> tuple[str, list[str]]:
     return stage["from"], stage["lines"]
 
 
+def source_copies(all_stages: dict[str, dict], name: str) -> list[tuple[str, str]]:
+    """(path in the build context, destination) of everything a stage copies from the context into its sources, taken
+    also through a stage it copies its /src from (`COPY --from=sources /src/ ./`); absolute destinations (/tmp) are
+    not sources. The generated protos (`--from=protos`, a subfolder) are not from the context."""
+    copies = []
+    for line in inherited(all_stages, name)[1]:
+        if (match := re.match(r"COPY --from=(\S+) /src/ \S+$", line)) and match.group(1) in all_stages:
+            copies += source_copies(all_stages, match.group(1))
+        elif (match := re.match(r"COPY (?!--from)(.+) (\S+)$", line)) and not match.group(2).startswith("/"):
+            copies += [(item, match.group(2)) for item in match.group(1).split()]
+    return copies
+
+
 def test_there_are_dockerfiles_and_hadolint_passes_them_all():
     assert DOCKERFILE in DOCKERFILES
     for path in DOCKERFILES:
@@ -130,22 +143,25 @@ def test_the_images_copy_every_package_folder():
     assert folders <= copied, folders - copied
 
 
-@pytest.mark.parametrize("target", ["composer", "music"])  # the CPU and the GPU runtime copy the sources each
+@pytest.mark.parametrize("target", ["composer", "music"])  # the CPU and the GPU runtime each install the sources
 def test_the_installed_package_carries_its_data(tmp_path, target):
     """What `pip install --no-deps /src` puts into an image, built from exactly what the Dockerfile copies: code,
     generated protos, migrations, UI, service config."""
     source = tmp_path / "src"
     source.mkdir()
-    _, lines = inherited(stages(DOCKERFILE), target)
-    for line in lines:
-        if (match := re.match(r"COPY (?!--from)(.+) (\S+)$", line)) and not match.group(2).startswith("/"):
-            for item in match.group(1).split():
-                origin = ROOT / item.rstrip("/")
-                target = source / (item.rstrip("/") if match.group(2) != "./" else origin.name)
-                if origin.is_dir():
-                    shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "v1"))
-                else:
-                    shutil.copy(origin, target)
+    copies = source_copies(stages(DOCKERFILE), target)
+    # exactly what the build context lets in (Dockerfile.dockerignore), less the protos stage's input and what is
+    # installed before the sources
+    lines = (DEPLOY / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+    allowed = {line[1:] for line in lines if line.startswith("!")} - {"protos/", "deploy/docker/requirements.txt"}
+    assert sorted(item for item, _ in copies) == sorted(allowed)
+    for item, destination in copies:
+        origin = ROOT / item.rstrip("/")
+        copy = source / (item.rstrip("/") if destination != "./" else origin.name)
+        if origin.is_dir():
+            shutil.copytree(origin, copy, ignore=shutil.ignore_patterns("__pycache__", "v1"))
+        else:
+            shutil.copy(origin, copy)
     shutil.copytree(ROOT / "tunereel" / "v1", source / "tunereel" / "v1")  # the protos stage's output
     result = run(
         [
