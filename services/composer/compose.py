@@ -71,6 +71,7 @@ from .store import UploadRecord
 log = logging.getLogger("tunereel.composer")
 
 ProgressSink = Callable[[Progress], None]
+Uploads = dict[str, UploadRecord]  # a composition's uploads by request field ("song", "scenes.0.image"), looked up once
 
 # How far (in seconds of video) the video stream may be read ahead of the audio received so far.
 VIDEO_LEAD_S = 10.0
@@ -117,8 +118,7 @@ class Composer:
                 self._analyser = MusicAnalyser(ANALYSIS)
             return self._analyser
 
-    def sources(self, request: GenerationRequest, uploads: dict[str, UploadRecord], seed: int,
-                timeout: float) -> tuple[Source, Source]:  # fmt: skip
+    def sources(self, request: GenerationRequest, uploads: Uploads, seed: int, timeout: float) -> tuple[Source, Source]:
         """The audio source (the user's song, or MusicService — guided by a melody clip, or singing lyrics, if given)
         and the video source (starting from the user's image, if one is given) of one composition."""
         music = self.music(request, uploads, seed, timeout)
@@ -133,7 +133,7 @@ class Composer:
                              model=request.video_model or "", timeout=timeout, image=image)  # fmt: skip
         return music, video
 
-    def music(self, request: GenerationRequest, uploads: dict[str, UploadRecord], seed: int, timeout: float) -> Source:
+    def music(self, request: GenerationRequest, uploads: Uploads, seed: int, timeout: float) -> Source:
         """The audio source: the user's song as it is; or MusicService's music — from nothing (guided by a melody
         clip, or singing lyrics, if given), or the song's window with one range re-made (repaint_start/end)."""
         repaint = request.repaint_start is not None and request.repaint_end is not None
@@ -153,25 +153,16 @@ class Composer:
                             seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody,
                             song=song)  # fmt: skip
 
-    def uploads_of(self, request: GenerationRequest) -> dict[str, UploadRecord]:
-        """The request's uploads by field. Each upload id is looked up in the store once per composition (one image
-        may be several scenes'), and `compose` passes the dict to every step that needs it."""
+    def uploads_of(self, request: GenerationRequest) -> Uploads:
+        """The request's uploads, each id looked up once (one image may be several scenes'); `compose` does this once
+        and passes the dict to every step that needs it."""
         if request.uploads and self.uploads is None:
             raise ComposeError("this composer has no upload store; requests with song, melody or image need one")
         records = {upload_id: self.uploads(upload_id) for upload_id in dict.fromkeys(request.uploads.values())}
         return {field: records[upload_id] for field, upload_id in request.uploads.items()}
 
     @staticmethod
-    def provenance(request: GenerationRequest, uploads: dict[str, UploadRecord], seed: int, music_model_id: str,
-                   video_model_id: str) -> common_pb2.Provenance:  # fmt: skip
-        """What made the video: the request, the seed, the models, and the uploads by content hash."""
-        provenance = make_provenance(request, seed, music_model_id, video_model_id)
-        provenance.uploads.extend(common_pb2.UploadUse(field=field, sha256=record.sha256)
-                                  for field, record in uploads.items())  # fmt: skip
-        return provenance
-
-    @staticmethod
-    def scene_images(request: GenerationRequest, uploads: dict[str, UploadRecord]) -> list[bytes]:
+    def scene_images(request: GenerationRequest, uploads: Uploads) -> list[bytes]:
         """Per scene, the PNG its shots start from (fitted to the output size): its own image, else the request's,
         else b"" (no image). Each distinct upload is fitted once."""
         fitted: dict[str, bytes] = {}
@@ -229,7 +220,7 @@ class Composer:
     def _mux(
         self,
         request: GenerationRequest,
-        uploads: dict[str, UploadRecord],
+        uploads: Uploads,
         seed: int,
         streams: EventStreams,
         output: Output,
@@ -242,7 +233,7 @@ class Composer:
         audio, video, early = wait_for_headers(events, on_progress)
 
         # 4. Open the audio track (it masters and encodes on its own thread) and the muxer, and join them.
-        provenance = self.provenance(request, uploads, seed, audio.model_id, video.model_id)
+        provenance = make_provenance(request, uploads, seed, audio.model_id, video.model_id)
         spec = AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels)
         track = AudioTrack(self.master_for(request, spec, audio.total_samples))
         muxer = output.open(track, VideoSpec(width=video.width, height=video.height, fps=video.fps), spec, provenance)
@@ -267,7 +258,7 @@ class Composer:
     def compose_shots(
         self,
         request: GenerationRequest,
-        uploads: dict[str, UploadRecord],
+        uploads: Uploads,
         seed: int,
         deadline: float,
         path: Path,
@@ -304,7 +295,7 @@ class Composer:
                     shots = runner.shots
                     # 4. The segments in shot order.
                     first = runner.next_result(0, cancelled, on_progress)
-                    provenance = self.provenance(request, uploads, seed, audio.model_id, first.model_id)
+                    provenance = make_provenance(request, uploads, seed, audio.model_id, first.model_id)
                     muxer = output.open(track, video, AudioSpec(sample_rate=audio.sample_rate, channels=audio.channels),
                                         provenance, segments=True, chapters=scene_chapters(shots, request))  # fmt: skip
                     made = self._mux_shots(runner, muxer, first, track, on_progress, cancelled)
@@ -372,7 +363,7 @@ class Composer:
         return ShotPlanner(scenes, cuts=request.cuts, fps=request.fps, total_frames=request.frame_count, seed=seed,
                            max_frames=self.max_shot_frames, cut_every_beats=request.cut_every_beats or 1)  # fmt: skip
 
-    def _shot_source(self, request: GenerationRequest, uploads: dict[str, UploadRecord], deadline: float,
+    def _shot_source(self, request: GenerationRequest, uploads: Uploads, deadline: float,
                      hearing: HearingVideoSource | None) -> Callable[[Shot], Source]:  # fmt: skip
         """How one shot is made: a video request of its frames, prompt and seed; starting from its scene's image, or
         the request's (so a character or a place stays recognisable across cuts); with the music of its span for a
@@ -628,7 +619,9 @@ class EventStreams:
         return False
 
 
-def make_provenance(request: GenerationRequest, seed: int, music_model_id: str, video_model_id: str) -> common_pb2.Provenance:
+def make_provenance(request: GenerationRequest, uploads: Uploads, seed: int, music_model_id: str,
+                    video_model_id: str) -> common_pb2.Provenance:  # fmt: skip
+    """What made the video: the request, the seed, the models, and the uploads by content hash."""
     effective = request.model_copy(update={"seed": seed})
     return common_pb2.Provenance(
         request=wire.request_to_proto(effective),
@@ -637,6 +630,7 @@ def make_provenance(request: GenerationRequest, seed: int, music_model_id: str, 
         video_model_id=video_model_id,
         music_prompt=request.music_prompt,
         version=tunereel.__version__,
+        uploads=[common_pb2.UploadUse(field=field, sha256=record.sha256) for field, record in uploads.items()],
     )
 
 
