@@ -120,7 +120,14 @@ class JobRunner:
         return self._stop_claiming.is_set()
 
     def join(self, timeout: float = 10.0) -> None:
-        """Wait for the threads: a drain's remaining time, then `timeout` for the hand-back."""
+        """Wait for the workers (a drain's remaining time, then `timeout` for the hand-back); once none runs a job
+        there is nothing left to drain, so webhooks and sweeps end then, not at the drain's end."""
+        workers = [thread for thread in self._threads if thread.name.startswith(self.worker_prefix)]
+        for thread in workers:
+            if thread.is_alive():
+                thread.join(max(0.0, self._drain_ends - time.monotonic()) + timeout)
+        if not any(thread.is_alive() for thread in workers):
+            self._stop.set()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(max(0.0, self._drain_ends - time.monotonic()) + timeout)

@@ -82,3 +82,32 @@ def test_sigterm_stops_claiming_at_once_and_hands_the_running_job_back(tmp_path)
             composer.wait()
         music_server.stop(0)
         video_server.stop(0)
+
+
+def test_an_idle_composer_ends_at_once_on_sigterm(tmp_path):
+    """With no job running there is nothing to drain: the process ends without waiting out the drain time."""
+    music, video = FakeMusic(), FakeVideo()
+    music_server, video_server = serve_fake(music), serve_fake(video)
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "TUNEREEL_DRAIN_SECONDS": "20"}
+    for name in ("TUNEREEL_API_KEYS", "TUNEREEL_API_KEYS_FILE", "TUNEREEL_WEBHOOK_SECRET"):
+        env.pop(name, None)
+    composer = subprocess.Popen(
+        [sys.executable, "-m", "tunereel.composer.server", "--port", str(free_port()), "--data-dir", str(data_dir),
+         "--music", f"127.0.0.1:{music_server.port}", "--video", f"127.0.0.1:{video_server.port}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait(lambda: (data_dir / "jobs.db").exists(), 60, "the composer never created its store")
+        time.sleep(1.0)  # serving
+        signalled = time.monotonic()
+        composer.send_signal(signal.SIGTERM)
+        _, stderr = composer.communicate(timeout=60)
+        assert composer.returncode == 0, stderr[-2000:]
+        assert time.monotonic() - signalled < 8.0  # not the 20 s drain
+    finally:
+        if composer.poll() is None:
+            composer.kill()
+            composer.wait()
+        music_server.stop(0)
+        video_server.stop(0)
