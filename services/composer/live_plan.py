@@ -79,17 +79,23 @@ class LivePlan:
     # ------------------------------------------------------------------------------------------------- thread
     def _run(self) -> None:
         try:
+            last: Timeline | None = None
             while not self._stop.is_set():
-                pieces, ended = self._take()
+                piece = self._pieces.get()
                 if self._stop.is_set():
                     return
-                if ended:
-                    self.timeline = self.analysis.feed(_joined(pieces), final=True)
+                if piece is _END:
+                    self.timeline = self.analysis.finish()
                     self._add(self.planner.finish(self.timeline))
                     self.runner.end_of_plan()
                     return
-                self._add(self.planner.update(self.analysis.feed(_joined(pieces))))
-                self.planned_early = len(self.runner.shots)
+                # One feed per piece as it came from the source, never pieces joined by timing: the analysis updates
+                # where the pieces' lengths say, so the same music always gives the same timeline and the same plan.
+                timeline = self.analysis.feed(piece)
+                if timeline is not last:  # a feed that only buffered returns the last timeline again
+                    last = timeline
+                    self._add(self.planner.update(timeline))
+                    self.planned_early = len(self.runner.shots)
         except PlanError as error:
             self._failure = InvalidScenes(f"{error.field}: {error.reason}", field=error.field)
         except ComposeError as error:
@@ -100,23 +106,6 @@ class LivePlan:
             log.exception("planning the shots failed")
             self._failure = ComposeError(f"planning the shots: {type(error).__name__}: {error}")
 
-    def _take(self) -> tuple[list[np.ndarray], bool]:
-        """Every piece waiting (at least one), and whether the music has ended: one analysis update for all of them."""
-        pieces = [self._pieces.get()]
-        while True:
-            try:
-                pieces.append(self._pieces.get_nowait())
-            except queue.Empty:
-                break
-        ended = any(piece is _END for piece in pieces)
-        return [piece for piece in pieces if piece is not _END], ended
-
     def _add(self, shots: list) -> None:
         if shots and not self._stop.is_set():
             self.runner.add(shots)
-
-
-def _joined(pieces: list[np.ndarray]) -> np.ndarray:
-    if not pieces:
-        return np.zeros((0, 1), np.float32)
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
