@@ -14,7 +14,7 @@ call may land on the same replica again; but every video stream starts with a he
 (VideoHeader.replica), sent before the replica starts generating (tunereel.model_host). So the runner remembers, per
 shot, the replicas the shot failed on (known when the failure came after the header; a replica that refuses
 connections is already left out by the channel's health checks), and a retry that lands on one of them is cancelled
-at its header and called again, up to `2 × the replicas seen` times per attempt. Past that bound no other replica
+at its header and called again, up to `4 × the replicas seen` times per attempt. Past that bound no other replica
 answers (one replica left alive): the shot is made where the next call lands, and the log says so.
 
 Progress: the workers put their events in a queue that the composer's thread drains (`drain_progress`), so the
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -225,11 +226,13 @@ class ShotRunner:
 
     def _attempt(self, shot: Shot, attempt: int, failed_on: set[str]) -> ShotResult | None:
         """One attempt: calls until one lands on a replica the shot has not failed on (each other call is cancelled at
-        its header), at most `2 × replicas seen` of them; then the next call makes it wherever it lands."""
+        its header), at most `4 × replicas seen` of them; then the next call makes it wherever it lands. A declined
+        call waits a random moment before the next: two workers retrying at once on a round robin would otherwise
+        keep drawing, in lockstep, each the replica its own shot failed on."""
         declined = 0
         while True:
             with self._changed:
-                bound = 2 * len(self._seen | failed_on)
+                bound = 4 * len(self._seen | failed_on)
             avoid = frozenset(failed_on) if declined < bound else frozenset()
             if declined and not avoid:  # the last call of this attempt: it makes the shot wherever it lands
                 log.warning("shot %d, attempt %d: no replica but the one(s) it failed on (%s) answered %d calls; "
@@ -241,6 +244,7 @@ class ShotRunner:
                 declined += 1
                 log.info("shot %d, attempt %d: call %d landed on replica %s, which failed it; calling again",
                          shot.index, attempt, declined, landed.replica)  # fmt: skip
+                self._stop.wait(random.uniform(0.0, 0.05))
 
     def _make(self, shot: Shot, attempt: int, avoid: frozenset[str], failed_on: set[str]) -> ShotResult | None:
         """One call: the shot into its segment; None when the runner stopped. Raises _OnFailedReplica when the call's

@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-BLOCKER = {"genre": "pop", "duration": 2, "video_prompt": "a queue filler", "width": 64, "height": 64, "cuts": "none"}
+BLOCKER = {"genre": "pop", "duration": 2, "video_prompt": "a queue filler", "width": 64, "height": 64}
 
 # Records every change of the job panel, so the test sees the live progress the user saw, not only the end.
 RECORD_TIMELINE = """() => {
