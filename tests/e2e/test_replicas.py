@@ -226,7 +226,7 @@ def test_a_replica_that_reports_not_serving_gets_no_new_streams(stack, client, m
 @pytest.mark.slow
 def test_kill_9_of_a_video_replica_mid_stream_retries_the_job_on_the_other(stack, client):
     before = _counts(stack, "video")
-    job = client.post("/v1/jobs", json={**TINY, "duration": 10, "width": 768, "height": 512}).json()
+    job = client.post("/v1/jobs", json={**TINY, "duration": 6, "width": 768, "height": 512}).json()
     deadline = time.monotonic() + 60
     while sum(_delta(_counts(stack, "video"), before).values()) == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
