@@ -9,6 +9,9 @@ from pathlib import Path
 # the tests start). The tiny models are all per-op overhead, and the end-to-end tests run three or four model
 # processes at once: on this 2-core machine their OpenMP pools would spin at barriers waiting for each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A stack torn down while jobs still run (a bounded-queue probe, queue blockers) would wait out the production drain
+# (10 s) in the composer and in each backend with a stream in flight; the tests of the drain set their own.
+os.environ.setdefault("TUNEREEL_DRAIN_SECONDS", "2")
 
 import pytest  # noqa: E402
 
