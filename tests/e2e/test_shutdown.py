@@ -34,21 +34,33 @@ def _wait(predicate, timeout: float, what: str):
         time.sleep(0.05)
 
 
+def _start_composer(port, data_dir, music_server, video_server, *, drain: str, extra=()) -> subprocess.Popen:
+    env = {**os.environ, "TUNEREEL_DRAIN_SECONDS": drain}
+    for name in ("TUNEREEL_API_KEYS", "TUNEREEL_API_KEYS_FILE", "TUNEREEL_WEBHOOK_SECRET"):
+        env.pop(name, None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunereel.composer.server", "--port", str(port), "--data-dir", str(data_dir),
+         "--music", f"127.0.0.1:{music_server.port}", "--video", f"127.0.0.1:{video_server.port}", *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _stop_all(composer: subprocess.Popen, *servers) -> None:
+    if composer.poll() is None:
+        composer.kill()
+        composer.wait()
+    for server in servers:
+        server.stop(0)
+
+
 def test_sigterm_stops_claiming_at_once_and_hands_the_running_job_back(tmp_path):
     music, video = FakeMusic(), FakeVideo()
     video.reset("slow")
     music_server, video_server = serve_fake(music), serve_fake(video)
     data_dir = tmp_path / "data"
-    env = {**os.environ, "TUNEREEL_DRAIN_SECONDS": "3"}
     port = free_port()
-    for name in ("TUNEREEL_API_KEYS", "TUNEREEL_API_KEYS_FILE", "TUNEREEL_WEBHOOK_SECRET"):
-        env.pop(name, None)
-    composer = subprocess.Popen(
-        [sys.executable, "-m", "tunereel.composer.server", "--port", str(port), "--data-dir", str(data_dir),
-         "--music", f"127.0.0.1:{music_server.port}", "--video", f"127.0.0.1:{video_server.port}",
-         "--lease-seconds", "60", "--workers", "2"],  # a free worker that could claim
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    composer = _start_composer(port, data_dir, music_server, video_server, drain="3",
+                               extra=["--lease-seconds", "60", "--workers", "2"])  # a free worker that could claim
     try:
         _wait(lambda: (data_dir / "jobs.db").exists(), 60, "the composer never created its store")
         store = JobStore(sqlite_url(data_dir))
@@ -77,26 +89,14 @@ def test_sigterm_stops_claiming_at_once_and_hands_the_running_job_back(tmp_path)
         store.close()
         channel.close()
     finally:
-        if composer.poll() is None:
-            composer.kill()
-            composer.wait()
-        music_server.stop(0)
-        video_server.stop(0)
+        _stop_all(composer, music_server, video_server)
 
 
 def test_an_idle_composer_ends_at_once_on_sigterm(tmp_path):
     """With no job running there is nothing to drain: the process ends without waiting out the drain time."""
-    music, video = FakeMusic(), FakeVideo()
-    music_server, video_server = serve_fake(music), serve_fake(video)
+    music_server, video_server = serve_fake(FakeMusic()), serve_fake(FakeVideo())
     data_dir = tmp_path / "data"
-    env = {**os.environ, "TUNEREEL_DRAIN_SECONDS": "20"}
-    for name in ("TUNEREEL_API_KEYS", "TUNEREEL_API_KEYS_FILE", "TUNEREEL_WEBHOOK_SECRET"):
-        env.pop(name, None)
-    composer = subprocess.Popen(
-        [sys.executable, "-m", "tunereel.composer.server", "--port", str(free_port()), "--data-dir", str(data_dir),
-         "--music", f"127.0.0.1:{music_server.port}", "--video", f"127.0.0.1:{video_server.port}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    composer = _start_composer(free_port(), data_dir, music_server, video_server, drain="20")
     try:
         _wait(lambda: (data_dir / "jobs.db").exists(), 60, "the composer never created its store")
         time.sleep(1.0)  # serving
@@ -106,8 +106,4 @@ def test_an_idle_composer_ends_at_once_on_sigterm(tmp_path):
         assert composer.returncode == 0, stderr[-2000:]
         assert time.monotonic() - signalled < 8.0  # not the 20 s drain
     finally:
-        if composer.poll() is None:
-            composer.kill()
-            composer.wait()
-        music_server.stop(0)
-        video_server.stop(0)
+        _stop_all(composer, music_server, video_server)
