@@ -88,8 +88,10 @@ def test_create_and_watch_a_job_over_grpc_web(models_dir, tmp_path):
                            headers={"Content-Type": "application/grpc-web+proto", "X-Grpc-Web": "1"})  # fmt: skip
         assert huge.status_code == 413
 
-        request = validate_request({"genre": "pop", "duration": 1, "video_prompt": "x", "width": 64, "height": 64, "seed": 9,
-                                    "cuts": "none"})
+        # Long enough to run over several of the watch's 0.25 s polls (measured 1.1 s here; the 1 s job at 64x64 ran
+        # 0.23 s, inside one poll, and a watch could see it go from queued to succeeded).
+        request = validate_request({"genre": "pop", "duration": 6, "video_prompt": "x", "width": 128, "height": 128,
+                                    "seed": 9, "cuts": "none"})  # fmt: skip
         messages, trailers, reply = grpc_web(
             client, "tunereel.v1.JobService/CreateJob", jobs_pb2.CreateJobRequest(request=wire.request_to_proto(request))
         )
