@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import AceStepPipeline
 
 from tunereel.loading import ModelMissing, load_offline, pick_device, pick_dtype
 from tunereel.presets import MusicPreset, resolve_source
@@ -32,6 +32,9 @@ from tunereel.streaming import Cancelled
 from .memory import InvalidMemoryMode, memory_mode
 from .pipeline import InvalidMusicInput, MusicLoadError, MusicPiece
 from .repaint import Repaint, pipeline_arguments, seeded_source_encoding, splice
+
+if TYPE_CHECKING:
+    from diffusers import AceStepPipeline
 
 __all__ = ["AceStepMusic", "SongConditions", "MAX_LYRICS_CHARS", "choose_mode"]
 
@@ -94,6 +97,9 @@ class AceStepMusic:
         device = pick_device()
         dtype = pick_dtype(preset.dtype, device)
         where = {} if local or preset.revision is None else {"revision": preset.revision}
+        # Imported here, not at the top: diffusers costs a MusicGen music service ~3 s of start-up it has no use for.
+        from diffusers import AceStepPipeline
+
         try:
             pipe = load_offline(AceStepPipeline.from_pretrained, source, dtype=dtype, **where)
         except ModelMissing:
