@@ -44,7 +44,7 @@ from tunereel.segments import SegmentProgress, VideoSegment, plan_video, segment
 from tunereel.streaming import Cancelled
 
 from .loading import ModelLoadError, apply_memory_mode, resolve_memory_mode
-from .pipeline import InvalidVideoInput, SegmentJoin, VideoPiece
+from .pipeline import InvalidVideoInput, SegmentJoin, VideoPiece, check_picture
 
 __all__ = ["Ltx2Video", "AudioClip", "log_mel"]
 
@@ -157,15 +157,8 @@ class Ltx2Video:
         return len(self.preset.sigmas)
 
     def check_inputs(self, prompt: str, width: int, height: int, num_frames: int, fps: int, steps: int, guidance: float) -> None:
-        if not prompt or not prompt.strip():
-            raise InvalidVideoInput("prompt", "must not be empty")
-        for name, value in (("width", width), ("height", height)):
-            if not (64 <= value <= 1280) or value % self.spatial_compression:
-                raise InvalidVideoInput(name, f"must be a multiple of {self.spatial_compression} within 64..1280 (got {value})")
-        if not 1 <= num_frames <= self.max_total_frames:
-            raise InvalidVideoInput("num_frames", f"must be within 1..{self.max_total_frames} (got {num_frames})")
-        if not 8 <= fps <= 60:
-            raise InvalidVideoInput("fps", f"must be within 8..60 (got {fps})")
+        check_picture(prompt, width, height, num_frames, fps, spatial_compression=self.spatial_compression,
+                      max_total_frames=self.max_total_frames)  # fmt: skip
         if steps != len(self.preset.sigmas):
             raise InvalidVideoInput("num_inference_steps", f"preset {self.preset.name} runs its {len(self.preset.sigmas)}"
                                     f"-step distilled schedule (got {steps}); leave it 0")  # fmt: skip

@@ -56,6 +56,7 @@ __all__ = [
     "VideoPiece",
     "VideoPipeline",
     "blend_frames",
+    "check_picture",
     "model_frame_count",
 ]
 
@@ -83,6 +84,20 @@ class InvalidVideoInput(ValueError):
     def __init__(self, field: str, reason: str):
         super().__init__(f"{field}: {reason}")
         self.field = field
+
+
+def check_picture(prompt: str, width: int, height: int, num_frames: int, fps: int, *, spatial_compression: int,
+                  max_total_frames: int) -> None:  # fmt: skip
+    """What every video family asks of a request: a prompt, a size its VAE divides, a frame count and rate in range."""
+    if not prompt or not prompt.strip():
+        raise InvalidVideoInput("prompt", "must not be empty")
+    for name, value in (("width", width), ("height", height)):
+        if not (64 <= value <= 1280) or value % spatial_compression:
+            raise InvalidVideoInput(name, f"must be a multiple of {spatial_compression} within 64..1280 (got {value})")
+    if not 1 <= num_frames <= max_total_frames:
+        raise InvalidVideoInput("num_frames", f"must be within 1..{max_total_frames} (got {num_frames})")
+    if not 8 <= fps <= 60:
+        raise InvalidVideoInput("fps", f"must be within 8..60 (got {fps})")
 
 
 @dataclass(frozen=True)
@@ -352,15 +367,8 @@ class VideoPipeline:
         return len(self.preset.timesteps) if self.preset.timesteps else (requested or self.preset.num_inference_steps)
 
     def check_inputs(self, prompt: str, width: int, height: int, num_frames: int, fps: int, steps: int, guidance: float) -> None:
-        if not prompt or not prompt.strip():
-            raise InvalidVideoInput("prompt", "must not be empty")
-        for name, value in (("width", width), ("height", height)):
-            if not (64 <= value <= 1280) or value % self.spatial_compression:
-                raise InvalidVideoInput(name, f"must be a multiple of {self.spatial_compression} within 64..1280 (got {value})")
-        if not 1 <= num_frames <= self.max_total_frames:
-            raise InvalidVideoInput("num_frames", f"must be within 1..{self.max_total_frames} (got {num_frames})")
-        if not 8 <= fps <= 60:
-            raise InvalidVideoInput("fps", f"must be within 8..60 (got {fps})")
+        check_picture(prompt, width, height, num_frames, fps, spatial_compression=self.spatial_compression,
+                      max_total_frames=self.max_total_frames)  # fmt: skip
         if not 1 <= steps <= 100:
             raise InvalidVideoInput("num_inference_steps", f"must be within 1..100 (got {steps})")
         if self.preset.timesteps and steps != len(self.preset.timesteps):

@@ -20,22 +20,23 @@ from tunereel.video import server as video_server
 GRPC_DEFAULT_LIMIT = 4 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def music(models_dir):
-    server = music_server.serve("tiny", host="127.0.0.1", port=0, models_dir=models_dir)
+def _served(serve, preset: str, stub_class, models_dir):
+    """A model service in this process on a free port: (server, channel, stub), stopped after the module."""
+    server = serve(preset, host="127.0.0.1", port=0, models_dir=models_dir)
     channel = open_channel(f"127.0.0.1:{server.port}")
-    yield server, channel, music_pb2_grpc.MusicServiceStub(channel)
+    yield server, channel, stub_class(channel)
     channel.close()
     server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def music(models_dir):
+    yield from _served(music_server.serve, "tiny", music_pb2_grpc.MusicServiceStub, models_dir)
 
 
 @pytest.fixture(scope="module")
 def video(models_dir):
-    server = video_server.serve("tiny", host="127.0.0.1", port=0, models_dir=models_dir)
-    channel = open_channel(f"127.0.0.1:{server.port}")
-    yield server, channel, video_pb2_grpc.VideoServiceStub(channel)
-    channel.close()
-    server.stop(0)
+    yield from _served(video_server.serve, "tiny", video_pb2_grpc.VideoServiceStub, models_dir)
 
 
 def _music_pcm(stub, **fields):
@@ -147,11 +148,7 @@ def test_video_invalid_argument_names_the_field(video, change, field):
 
 @pytest.fixture(scope="module")
 def ltx2_video(models_dir):
-    server = video_server.serve("tiny-ltx2", host="127.0.0.1", port=0, models_dir=models_dir)
-    channel = open_channel(f"127.0.0.1:{server.port}")
-    yield server, channel, video_pb2_grpc.VideoServiceStub(channel)
-    channel.close()
-    server.stop(0)
+    yield from _served(video_server.serve, "tiny-ltx2", video_pb2_grpc.VideoServiceStub, models_dir)
 
 
 def _png(width: int, height: int) -> bytes:
