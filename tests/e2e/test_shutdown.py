@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+import grpc
+
 from tests.fake_backends import FakeMusic, FakeVideo, serve_fake
 from tunereel.channels import open_channel
 from tunereel.composer.store import QUEUED, RUNNING, JobStore, sqlite_url
@@ -70,8 +72,16 @@ def test_sigterm_stops_claiming_at_once_and_hands_the_running_job_back(tmp_path)
         # An open watch (a browser tab) keeps the gRPC drain busy for the whole drain time, as in production.
         channel = open_channel(f"127.0.0.1:{port}")
         watch = jobs_pb2_grpc.JobServiceStub(channel).WatchJob(jobs_pb2.WatchJobRequest(id=running.id))
-        watching = threading.Event()
-        threading.Thread(target=lambda: [watching.set() for _ in watch], daemon=True).start()
+        watching, watch_ended = threading.Event(), []
+
+        def follow() -> None:
+            try:
+                for _ in watch:
+                    watching.set()
+            except grpc.RpcError as error:
+                watch_ended.append(error.code())
+
+        threading.Thread(target=follow, daemon=True).start()
         _wait(watching.is_set, 30, "the watch never answered")
 
         composer.send_signal(signal.SIGTERM)
@@ -79,6 +89,8 @@ def test_sigterm_stops_claiming_at_once_and_hands_the_running_job_back(tmp_path)
         queued, _ = store.create(SHORT)
         _, stderr = composer.communicate(timeout=60)
         assert composer.returncode == 0, stderr[-2000:]
+        _wait(lambda: watch_ended, 10, "the watch outlived the composer")
+        assert watch_ended == [grpc.StatusCode.UNAVAILABLE]  # ended by the shutdown, a status clients retry on
 
         after = store.get(running.id)
         assert after.state == QUEUED, after
