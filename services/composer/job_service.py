@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -23,9 +19,9 @@ from tunereel.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, media_pb2
 
 from .uploads import UploadLibrary, prepare_or_abort
 from .store import QUEUED, RUNNING, SUCCEEDED, IdempotencyConflict, JobRecord, JobStore, QueueFull
+from .watch import JobWatchHub, Versioned
 from .webhooks import WebhookPolicy, check_webhook_url
 
-log = logging.getLogger("tunereel.composer.jobs")
 SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 READ_CHUNK_BYTES = 256 * 1024
 DEFAULT_PAGE_SIZE = 20
@@ -98,90 +94,6 @@ def canonical_job_id(raw: str) -> str | None:
     return canonical if canonical == raw.lower() else None
 
 
-def _snapshot(job: jobs_pb2.Job) -> tuple:
-    """What a watcher sees change (time fields and ETA alone do not make an event)."""
-    return (job.state, round(job.progress, 3), job.stage, job.queue_position, job.attempts, job.error,
-            tuple(sorted(job.stage_progress.items())))  # fmt: skip
-
-
-@dataclass
-class _Watched:
-    watchers: int = 0
-    job: jobs_pb2.Job | None = None
-    ended: bool = False  # terminal, or no longer stored
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class JobWatchHub:
-    """Every open WatchJob of one composer, fed by one poller.
-
-    A watcher is an async generator waiting on an event: it holds no thread while it waits. One task on the server's
-    loop reads all watched jobs in one query per interval (on one thread of its own, off the gRPC pool) and wakes
-    the watchers of the jobs that changed; 200 watchers of one job cost one view per interval, not 200.
-    """
-
-    def __init__(self, load: Callable[[list[str]], dict[str, jobs_pb2.Job | None]],
-                 is_ended: Callable[[jobs_pb2.Job], bool], *, interval_s: float = 0.25):  # fmt: skip
-        self._load = load
-        self._is_ended = is_ended
-        self.interval_s = interval_s
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-watch")
-        self._watched: dict[str, _Watched] = {}
-        self._task: asyncio.Task | None = None
-
-    @property
-    def watching(self) -> int:
-        return sum(entry.watchers for entry in self._watched.values())
-
-    async def watch(self, job_id: str, first: jobs_pb2.Job) -> AsyncIterator[jobs_pb2.Job]:
-        entry = self._watched.setdefault(job_id, _Watched())
-        entry.watchers += 1
-        if entry.job is None:
-            entry.job, entry.ended = first, self._is_ended(first)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._poll())
-        try:
-            last = None
-            while True:
-                changed = entry.changed
-                if entry.job is not None and _snapshot(entry.job) != last:
-                    last = _snapshot(entry.job)
-                    yield entry.job
-                if entry.ended:
-                    return
-                await changed.wait()
-        finally:
-            entry.watchers -= 1
-            if entry.watchers == 0 and self._watched.get(job_id) is entry:
-                del self._watched[job_id]
-
-    async def _poll(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._watched:
-            await asyncio.sleep(self.interval_s)
-            ids = list(self._watched)
-            try:
-                views = await loop.run_in_executor(self.executor, self._load, ids)
-            except Exception:  # noqa: BLE001 - a database hiccup: watchers wait for the next round
-                log.warning("job watch poll failed", exc_info=True)
-                continue
-            for job_id in ids:
-                entry = self._watched.get(job_id)
-                if entry is None:
-                    continue
-                job = views.get(job_id)
-                ended = job is None or self._is_ended(job)
-                if job is not None and entry.job is not None and _snapshot(job) == _snapshot(entry.job) and not ended:
-                    continue
-                entry.job = job if job is not None else entry.job
-                entry.ended = ended
-                entry.changed.set()
-                entry.changed = asyncio.Event()
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
 TERMINAL_STATES = frozenset({jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELED})
 
 
@@ -199,6 +111,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self.webhook_policy = webhook_policy  # None: this server takes no webhooks (it has no secret to sign with)
         self.workers = max(1, workers)
         self.watchers = JobWatchHub(self._views, lambda job: job.state in TERMINAL_STATES)
+        store.add_listener(self._changed)
 
     # --- helpers ------------------------------------------------------------------------------------------------
     def _owner(self, context: grpc.ServicerContext) -> str:
@@ -229,8 +142,15 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         durations = self.store.recent_durations()
         return round(statistics.median(durations) / self.workers, 1) if durations else 30.0
 
-    def _views(self, job_ids: list[str]) -> dict[str, jobs_pb2.Job]:
-        return {job_id: self.view(record) for job_id, record in self.store.get_many(job_ids).items()}
+    def _views(self, job_ids: list[str]) -> dict[str, Versioned]:
+        return {job_id: (record.updated_at, self.view(record)) for job_id, record in self.store.get_many(job_ids).items()}
+
+    def _changed(self, job_id: str) -> None:
+        """The store committed a change of `job_id` in this process (on the thread that made it): its watchers get
+        the view as it is now, so a state that lasts less than one poll is still seen."""
+        if self.watchers.is_watched(job_id):
+            record = self.store.get(job_id)
+            self.watchers.push(job_id, (record.updated_at, self.view(record)) if record is not None else None)
 
     def _eta(self, record: JobRecord, position: int) -> float | None:
         if record.state == RUNNING and record.started_at and record.progress >= 0.05:
@@ -319,8 +239,12 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         record = await loop.run_in_executor(self.watchers.executor, lambda: self.store.get(job_id, owner=owner))
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id}")
-        first = await loop.run_in_executor(self.watchers.executor, self.view, record)
-        async for job in self.watchers.watch(job_id, first):
+
+        def read() -> Versioned | None:
+            current = self.store.get(job_id)
+            return (current.updated_at, self.view(current)) if current is not None else None
+
+        async for job in self.watchers.watch(job_id, read):
             yield job
 
     def ReadJobVideo(self, request: jobs_pb2.ReadJobVideoRequest, context: grpc.ServicerContext):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from sqlalchemy.engine import Engine
 from tunereel.request import UPLOAD_FIELDS, GenerationRequest, scene_upload_ids, trusted_request
 from tunereel.v1 import jobs_pb2
 from tunereel.wire import job_state_name
+
+log = logging.getLogger("tunereel.composer.store")
 
 __all__ = [
     "JobStore",
@@ -263,6 +267,20 @@ class JobStore:
         # Reads take no write lock: on SQLite they open a deferred transaction (WAL lets them run beside a writer).
         self.reader = self.engine.execution_options(**{READ_ONLY: True})
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(job_id)` after this object commits a change of that job, on the thread that made it.
+        Changes committed by other processes (other composer replicas on one database) are not seen here."""
+        self._listeners.append(listener)
+
+    def _changed(self, *job_ids: str) -> None:
+        for job_id in job_ids:
+            for listener in self._listeners:
+                try:
+                    listener(job_id)
+                except Exception:  # noqa: BLE001 - a listener's fault must not undo or stop the committed change
+                    log.warning("job change listener failed for %s", job_id, exc_info=True)
 
     # --- schema -------------------------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -420,7 +438,7 @@ class JobStore:
         """Take the oldest runnable job with a fresh lease; first returns expired leases to the queue."""
         with self.engine.begin() as db:
             now = self.now(db)
-            self._expire_leases(db, now)
+            expired = self._expire_leases(db, now)
             query = (
                 sa.select(jobs.c.id)
                 .where(jobs.c.state == QUEUED, jobs.c.not_before <= now)
@@ -429,9 +447,7 @@ class JobStore:
                 .with_for_update(skip_locked=True)
             )
             job_id = db.execute(query).scalar()
-            if job_id is None:
-                return None
-            claimed = db.execute(
+            claimed = job_id is not None and db.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.state == QUEUED)
                 .values(
@@ -445,12 +461,13 @@ class JobStore:
                     stage_progress_json="{}",
                     updated_at=now,
                 )
-            ).rowcount
-            if claimed != 1:
-                return None
-            return JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
+            ).rowcount == 1
+            record = JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()) if claimed else None
+        self._changed(*expired, *([job_id] if claimed else []))
+        return record
 
-    def _expire_leases(self, db: sa.Connection, now: float) -> None:
+    def _expire_leases(self, db: sa.Connection, now: float) -> list[str]:
+        """Jobs whose worker stopped renewing go back to the queue (or end); returns their ids."""
         expired = db.execute(
             sa.select(jobs.c.id, jobs.c.attempts, jobs.c.max_attempts, jobs.c.cancel_requested)
             .where(jobs.c.state == RUNNING, jobs.c.lease_expires_at < now)
@@ -472,6 +489,7 @@ class JobStore:
                 .where(jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.lease_expires_at < now)
                 .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
             )
+        return [job_id for job_id, *_ in expired]
 
     def heartbeat(
         self,
@@ -497,6 +515,8 @@ class JobStore:
                 jobs.update().where(*self._owned(job_id, worker)).values(**values)
             ).rowcount
             cancel = db.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
+        if renewed == 1:
+            self._changed(job_id)
         return Heartbeat(alive=renewed == 1, cancel_requested=bool(cancel))
 
     def succeed(self, job_id: str, worker: str, *, result_path: str, result_size: int, provenance: dict,
@@ -530,7 +550,8 @@ class JobStore:
                 .where(*self._owned(job_id, worker))
                 .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
             )
-            return values["state"]
+        self._changed(job_id)
+        return values["state"]
 
     def _owned(self, job_id: str, worker: str) -> tuple:
         return (jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.state == RUNNING)
@@ -538,14 +559,14 @@ class JobStore:
     def _end(self, job_id: str, worker: str, *, state: str, **values: Any) -> bool:
         with self.engine.begin() as db:
             now = self.now(db)
-            return (
-                db.execute(
-                    jobs.update()
-                    .where(*self._owned(job_id, worker))
-                    .values(state=state, ended_at=now, updated_at=now, lease_owner=None, lease_expires_at=None, **values)
-                ).rowcount
-                == 1
-            )
+            ended = db.execute(
+                jobs.update()
+                .where(*self._owned(job_id, worker))
+                .values(state=state, ended_at=now, updated_at=now, lease_owner=None, lease_expires_at=None, **values)
+            ).rowcount == 1
+        if ended:
+            self._changed(job_id)
+        return ended
 
     # --- the owner's side ---------------------------------------------------------------------------------------
     def request_cancel(self, job_id: str, owner: str | None = None) -> JobRecord | None:
@@ -562,7 +583,10 @@ class JobStore:
                 jobs.update().where(*where, jobs.c.state == RUNNING).values(cancel_requested=True, updated_at=now)
             )
             row = db.execute(sa.select(jobs).where(*where)).first()
-        return JobRecord.from_row(row) if row is not None else None
+        if row is None:
+            return None
+        self._changed(job_id)
+        return JobRecord.from_row(row)
 
     # --- housekeeping -------------------------------------------------------------------------------------------
     def sweep(self, older_than: float) -> list[str]:
@@ -576,6 +600,7 @@ class JobStore:
             ).all()
             if rows:
                 db.execute(jobs.delete().where(jobs.c.id.in_([row[0] for row in rows])))
+        self._changed(*(row[0] for row in rows))
         return [row[1] for row in rows if row[1]]
 
     def result_paths(self) -> set[str]:
