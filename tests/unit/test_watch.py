@@ -37,12 +37,20 @@ def store(tmp_path):
     store.close()
 
 
-async def _watch(servicer: JobServicer, job_id: str, on_first) -> list[jobs_pb2.Job]:
-    updates = []
-    async for job in servicer.WatchJob(jobs_pb2.WatchJobRequest(id=job_id), context=None):
-        updates.append(job)
-        if len(updates) == 1:
-            on_first()
+def _watch_while(servicer: JobServicer, job_id: str, work) -> list[jobs_pb2.Job]:
+    """Every view WatchJob sends, with `work` run on a thread of its own once the first one has come."""
+    worker = threading.Thread(target=work)
+
+    async def watch() -> list[jobs_pb2.Job]:
+        updates = []
+        async for job in servicer.WatchJob(jobs_pb2.WatchJobRequest(id=job_id), context=None):
+            updates.append(job)
+            if len(updates) == 1:
+                worker.start()
+        return updates
+
+    updates = asyncio.run(asyncio.wait_for(watch(), timeout=20))
+    worker.join()
     return updates
 
 
@@ -58,13 +66,7 @@ def test_a_job_that_runs_within_one_poll_is_seen_in_every_state(store):
         store.heartbeat(claimed.id, "worker", progress=0.5, stage=2)
         store.succeed(claimed.id, "worker", result_path="/nowhere.mp4", result_size=1, provenance={})
 
-    async def main():
-        worker = threading.Thread(target=run_the_job)
-        updates = await asyncio.wait_for(_watch(servicer, job.id, worker.start), timeout=20)
-        worker.join()
-        return updates
-
-    updates = asyncio.run(main())
+    updates = _watch_while(servicer, job.id, run_the_job)
     assert _states(updates) == [QUEUED, RUNNING, SUCCEEDED]
     assert updates[1].attempts == 1 and updates[-1].progress == 1.0
     servicer.watchers.close()
@@ -81,14 +83,8 @@ def test_another_replicas_changes_are_seen_by_the_poll(store, tmp_path):
         threading.Event().wait(0.5)  # several polls while it runs
         other.succeed(claimed.id, "elsewhere", result_path="/nowhere.mp4", result_size=1, provenance={})
 
-    async def main():
-        worker = threading.Thread(target=run_elsewhere)
-        updates = await asyncio.wait_for(_watch(servicer, job.id, worker.start), timeout=20)
-        worker.join()
-        return updates
-
     try:
-        assert _states(asyncio.run(main())) == [QUEUED, RUNNING, SUCCEEDED]
+        assert _states(_watch_while(servicer, job.id, run_elsewhere)) == [QUEUED, RUNNING, SUCCEEDED]
     finally:
         other.close()
         servicer.watchers.close()
