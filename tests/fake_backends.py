@@ -94,6 +94,8 @@ class FakeVideo(FakeBackend, video_pb2_grpc.VideoServiceServicer):
             for offset, data in wire.split_frame(frame):
                 yield video_pb2.GenerateVideoResponse(frame=video_pb2.FrameChunk(frame_index=index, offset=offset, data=data))
             yield video_pb2.GenerateVideoResponse(progress=_progress(common_pb2.STAGE_VIDEO, (index + 1) / request.num_frames))
+        if fault == "unavailable-at-end":  # every frame sent (the music has all come by then), then the replica dies
+            context.abort(grpc.StatusCode.UNAVAILABLE, "video replica went away")
 
 
 def serve_fake(servicer: FakeMusic | FakeVideo) -> GrpcServer:

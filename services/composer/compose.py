@@ -62,6 +62,7 @@ from .backends import (
 )
 from .errors import ComposeError, InvalidAudio, MuxFailed, OutOfSpace, StorageFailed, is_disk_full
 from .hearing import HearingVideoSource, listening_sources
+from .kept_music import KeptMusic
 from .live_plan import LivePlan
 from .muxer import AudioSpec, Chapter, Mp4Muxer, MuxError, MuxResult, VideoSpec
 from .shot_runner import ShotResult, ShotRunner
@@ -118,10 +119,11 @@ class Composer:
                 self._analyser = MusicAnalyser(ANALYSIS)
             return self._analyser
 
-    def sources(self, request: GenerationRequest, uploads: Uploads, seed: int, timeout: float) -> tuple[Source, Source]:
+    def sources(self, request: GenerationRequest, uploads: Uploads, seed: int, timeout: float,
+                kept_music: KeptMusic | None = None) -> tuple[Source, Source]:  # fmt: skip
         """The audio source (the user's song, or MusicService — guided by a melody clip, or singing lyrics, if given)
         and the video source (starting from the user's image, if one is given) of one composition."""
-        music = self.music(request, uploads, seed, timeout)
+        music = self.music(request, uploads, seed, timeout, kept_music)
         image = self.scene_images(request, uploads)[0]  # one continuous take: one scene
         expected = ExpectedVideo(request.width, request.height, request.fps, request.frame_count)
         # A video preset that hears the music (LTX-2) gets the music of its span with its request (hearing.py).
@@ -133,9 +135,11 @@ class Composer:
                              model=request.video_model or "", timeout=timeout, image=image)  # fmt: skip
         return music, video
 
-    def music(self, request: GenerationRequest, uploads: Uploads, seed: int, timeout: float) -> Source:
+    def music(self, request: GenerationRequest, uploads: Uploads, seed: int, timeout: float,
+              kept_music: KeptMusic | None = None) -> Source:  # fmt: skip
         """The audio source: the user's song as it is; or MusicService's music — from nothing (guided by a melody
-        clip, or singing lyrics, if given), or the song's window with one range re-made (repaint_start/end)."""
+        clip, or singing lyrics, if given), or the song's window with one range re-made (repaint_start/end). With
+        `kept_music` (a job's), music an earlier attempt received whole is replayed, and new music is kept."""
         repaint = request.repaint_start is not None and request.repaint_end is not None
         if "song" in uploads and not repaint:
             return SongSource(uploads["song"], start_s=request.start, seconds=request.exact_duration)
@@ -149,9 +153,13 @@ class Composer:
             song |= dict(source_pcm=repaint_source_pcm(uploads["song"], start_s=request.start,
                                                        seconds=request.exact_duration),
                          repaint_start_seconds=request.repaint_start, repaint_end_seconds=end)  # fmt: skip
-        return music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
+        if kept_music is not None and (recording := kept_music.recording()) is not None and recording.seed == seed:
+            log.info("music kept from an earlier attempt (%s, seed %d): not made again", recording.model_id, seed)
+            return kept_music.replay(recording)
+        made = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
                             seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody,
                             song=song)  # fmt: skip
+        return kept_music.record(made, seed) if kept_music is not None else made
 
     def uploads_of(self, request: GenerationRequest) -> Uploads:
         """The request's uploads, each id looked up once (one image may be several scenes'); `compose` does this once
@@ -194,18 +202,21 @@ class Composer:
         on_progress: ProgressSink,
         cancelled: threading.Event,
         timeout: float | None = None,
+        kept_music: KeptMusic | None = None,
     ) -> Composition:
-        # 1. Inputs: a seed for both models (the request's, or a new one) and one deadline for every backend call.
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+        # 1. Inputs: a seed for both models (the request's, or the one of the music an earlier attempt of this job kept,
+        #    or a new one) and one deadline for every backend call.
+        kept = kept_music.recording() if kept_music is not None else None
+        seed = request.seed if request.seed is not None else kept.seed if kept is not None else secrets.randbelow(2**32)
         deadline = min(timeout or self.backend_timeout, self.backend_timeout)
         path = self.work_dir / f"compose-{uuid.uuid4().hex}.mp4"
         uploads = self.uploads_of(request)
         if request.cuts != "none":  # a video cut into shots with the music: see compose_shots
-            return self.compose_shots(request, uploads, seed, deadline, path, on_progress, cancelled)
+            return self.compose_shots(request, uploads, seed, deadline, path, on_progress, cancelled, kept_music)
 
         # 2. Start the sources: music and video generate at the same time, each read on its own thread. The video is
         #    read no further than VIDEO_LEAD_S ahead of the audio received.
-        audio, video = self.sources(request, uploads, seed, deadline)
+        audio, video = self.sources(request, uploads, seed, deadline, kept_music)
         streams = EventStreams([audio, video], gated=video.name, fps=request.fps)
         streams.start()
         try:
@@ -264,6 +275,7 @@ class Composer:
         path: Path,
         on_progress: ProgressSink,
         cancelled: threading.Event,
+        kept_music: KeptMusic | None = None,
     ) -> Composition:
         """A video cut with its music, in numbered steps like `compose`:
 
@@ -276,7 +288,7 @@ class Composer:
         5. finish: the audio track drains, the muxer writes the MP4;
         6. return it with its provenance and its timeline.
         """
-        audio_source, whole_video = self.sources(request, uploads, seed, deadline)
+        audio_source, whole_video = self.sources(request, uploads, seed, deadline, kept_music)
         # A video preset that hears the music (LTX-2): the audio source keeps the music, each shot is sent its slice.
         hearing = whole_video if isinstance(whole_video, HearingVideoSource) else None
         streams = EventStreams([audio_source], gated="", fps=request.fps)

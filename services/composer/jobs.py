@@ -20,6 +20,7 @@ from tunereel.v1 import common_pb2
 from .backends import Progress
 from .compose import Composer, failure_of
 from .errors import ComposeError, public_message
+from .kept_music import KeptMusic
 from .store import JobRecord, JobStore
 from .webhooks import WebhookSender
 
@@ -177,14 +178,18 @@ class JobRunner:
 
         beat_thread = threading.Thread(target=keep_lease, name=f"lease-{job.id[:8]}", daemon=True)
         beat_thread.start()
+        # Music made whole by an attempt is kept until the job ends: an attempt after a failure replays it.
+        kept_music = KeptMusic(self.settings.work_dir, job.id)
+        ended = True  # the job ends with this attempt (no later attempt to keep the music for)
         try:
-            composition = self.composer.compose(job.request, on_progress=progress.update, cancelled=cancelled)
+            composition = self.composer.compose(job.request, on_progress=progress.update, cancelled=cancelled,
+                                                kept_music=kept_music)  # fmt: skip
             result = self._move_into_place(job, composition.path)
         except Cancelled:
-            self._after_cancel(job, worker, why_stopped[0] if why_stopped else "shutdown")
+            ended = self._after_cancel(job, worker, why_stopped[0] if why_stopped else "shutdown")
             return
         except ComposeError as error:
-            self._after_failure(job, worker, error)
+            ended = self._after_failure(job, worker, error)
             return
         except Exception as error:  # noqa: BLE001 - a bug: the job fails now, saying what it was
             reference = uuid.uuid4().hex[:12]
@@ -194,6 +199,8 @@ class JobRunner:
         finally:
             cancelled.set()
             beat_thread.join()
+            if ended:
+                kept_music.discard()
 
         provenance = wire.provenance_to_dict(composition.provenance)
         if self.store.succeed(job.id, worker, result_path=str(result), result_size=result.stat().st_size, provenance=provenance,
@@ -214,27 +221,32 @@ class JobRunner:
             raise failure_of(error) from error
         return result
 
-    def _after_cancel(self, job: JobRecord, worker: str, reason: str) -> None:
+    def _after_cancel(self, job: JobRecord, worker: str, reason: str) -> bool:
+        """Whether the job ended (canceled); a job handed back or owned by another worker now has attempts to come."""
         if reason == "cancel":
             self.store.cancel_done(job.id, worker)
             log.info("job %s: canceled", job.id)
-        elif reason == "shutdown":  # back to the queue now, not when the lease runs out
+            return True
+        if reason == "shutdown":  # back to the queue now, not when the lease runs out
             self.store.retry_later(job.id, worker, "the composer running this job shut down", 0.0)
             log.info("job %s: handed back (shutting down)", job.id)
         else:
             log.warning("job %s: lease lost; another worker owns it now", job.id)
+        return False
 
-    def _after_failure(self, job: JobRecord, worker: str, error: ComposeError) -> None:
+    def _after_failure(self, job: JobRecord, worker: str, error: ComposeError) -> bool:
+        """Whether the job ended (failed for good); a job queued again, or owned by another worker, has not."""
         kind = type(error).__name__
         message = public_message(error)  # the job's `error` is read by its owner: no paths or peer addresses
         if not should_retry(error):
             self.store.fail(job.id, worker, message)
             log.info("job %s: failed (%s): %s", job.id, kind, message)
-            return
+            return True
         delay = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (job.attempts - 1))
         outcome = self.store.retry_later(job.id, worker, message, delay)
         log.info("job %s: %s (%s); %s", job.id, kind, message,
                  f"retry in {delay:.1f} s" if outcome == "queued" else outcome)  # fmt: skip
+        return outcome == "failed"
 
     # --- housekeeping -------------------------------------------------------------------------------------------
     def _sweep_loop(self, _name: str) -> None:

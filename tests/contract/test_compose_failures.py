@@ -156,6 +156,18 @@ def test_unavailable_backend_is_retried_with_backoff_and_then_succeeds(system):
     assert job.attempts == 2 and system["video"].calls == 2
 
 
+def test_music_received_whole_before_a_video_failure_is_not_made_again(system):
+    """The video replica dies after its last frame: the retry replays the music the first attempt received whole (and
+    makes its video with that music's seed: the request has none, so the first attempt drew it)."""
+    system["video"].reset("unavailable-at-end", times=1)
+    job = run_job(system, seed=None)
+    assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job
+    assert job.attempts == 2 and system["video"].calls == 2
+    assert system["music"].calls == 1, "the music was made again"
+    assert job.provenance.seed == system["music"].last_request.seed == system["video"].last_request.seed
+    assert not list(system["composer"].runner.settings.work_dir.glob("music-*")), "kept music outlived its job"
+
+
 def test_unavailable_backend_that_stays_down_fails_after_the_attempts(system):
     system["music"].reset("unavailable")
     job = run_job(system)
