@@ -441,7 +441,14 @@ async function showTimeline(id) {
     block.title = `shot ${shot.index + 1} · ${shot.start_s.toFixed(2)}–${shot.end_s.toFixed(2)} s · ${shot.prompt}` +
       (shot.replica ? ` · made on ${shot.replica}` : "") + (shot.attempts > 1 ? ` (attempt ${shot.attempts})` : "");
     block.setAttribute("aria-label", block.title);
-    block.addEventListener("click", () => { video.currentTime = shot.start_s; video.play?.(); });
+    block.addEventListener("click", () => {
+      video.currentTime = shot.start_s;
+      // The seek stands either way: play() is refused before the page may play sound (NotAllowedError), and its
+      // promise is rejected when a pause comes before playback starts (AbortError).
+      video.play?.()?.catch((error) => {
+        if (error.name !== "AbortError" && error.name !== "NotAllowedError") throw error;
+      });
+    });
     place(block, shot.start_s, shot.end_s);
     return block;
   });
