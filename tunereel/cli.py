@@ -24,7 +24,7 @@ from typing import NoReturn
 
 import httpx
 
-from tunereel.request import LIMITS
+from tunereel.request import LIMITS, check_repaint_range
 from tunereel.wire import enum_names
 
 __all__ = ["main"]
@@ -406,10 +406,10 @@ def _repaint_problem(args: argparse.Namespace) -> str | None:
         return "only with --song (the song whose range is re-made)"
     if args.genre is None:
         return "needs --genre (it describes the re-made range)"
-    if end <= start:
-        return f"END ({end:g} s) must be after START ({start:g} s)"
-    if args.duration is not None and end > args.duration:
-        return f"END ({end:g} s) must be within --duration ({args.duration:g} s)"
+    try:
+        check_repaint_range(start, end, args.duration)  # the request model's own rule
+    except ValueError as error:
+        return str(error)
     return None
 
 

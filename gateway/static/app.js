@@ -481,8 +481,8 @@ function showError(name, message) {
   const box = $(`${name}-error`);
   box.textContent = message;
   input.setAttribute("aria-invalid", "true");
-  const described = [`${name}-error`];
-  if (hintOf(name)) described.push(hintOf(name));
+  const hint = hintOf(name);
+  const described = [`${name}-error`, ...(hint ? [hint] : [])];
   input.setAttribute("aria-describedby", described.join(" "));
 }
 
@@ -490,7 +490,8 @@ function clearError(name) {
   const input = form.elements[name];
   $(`${name}-error`).textContent = "";
   input.removeAttribute("aria-invalid");
-  if (hintOf(name)) input.setAttribute("aria-describedby", hintOf(name));
+  const hint = hintOf(name);
+  if (hint) input.setAttribute("aria-describedby", hint);
   else input.removeAttribute("aria-describedby");
 }
 

@@ -153,9 +153,9 @@ class Composer:
             song |= dict(source_pcm=repaint_source_pcm(uploads["song"], start_s=request.start,
                                                        seconds=request.exact_duration),
                          repaint_start_seconds=request.repaint_start, repaint_end_seconds=end)  # fmt: skip
-        if kept_music is not None and (recording := kept_music.recording()) is not None and recording.seed == seed:
-            log.info("music kept from an earlier attempt (%s, seed %d): not made again", recording.model_id, seed)
-            return kept_music.replay(recording)
+        if kept_music is not None and kept_music.earlier is not None and kept_music.earlier.seed == seed:
+            log.info("music kept from an earlier attempt (%s, seed %d): not made again", kept_music.earlier.model_id, seed)
+            return kept_music.replay()
         made = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
                             seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody,
                             song=song)  # fmt: skip
@@ -206,7 +206,7 @@ class Composer:
     ) -> Composition:
         # 1. Inputs: a seed for both models (the request's, or the one of the music an earlier attempt of this job kept,
         #    or a new one) and one deadline for every backend call.
-        kept = kept_music.recording() if kept_music is not None else None
+        kept = kept_music.earlier if kept_music is not None else None
         seed = request.seed if request.seed is not None else kept.seed if kept is not None else secrets.randbelow(2**32)
         deadline = min(timeout or self.backend_timeout, self.backend_timeout)
         path = self.work_dir / f"compose-{uuid.uuid4().hex}.mp4"

@@ -41,12 +41,15 @@ class Recording:
 
 
 class KeptMusic:
+    """One attempt's view of a job's kept music: what earlier attempts kept (read once, when the attempt starts), and
+    where this attempt keeps the music it receives."""
+
     def __init__(self, work_dir: Path, job_id: str):
         self.meta_path = work_dir / f"music-{job_id}.json"
         self.pcm_path = work_dir / f"music-{job_id}.f32"
+        self.earlier = self._read()  # None: no whole music kept
 
-    def recording(self) -> Recording | None:
-        """The kept music, when there is whole music kept (its samples all there)."""
+    def _read(self) -> Recording | None:
         try:
             recording = Recording(**json.loads(self.meta_path.read_text()))
             whole = self.pcm_path.stat().st_size == recording.total_samples * recording.channels * 4
@@ -54,8 +57,11 @@ class KeptMusic:
             return None
         return recording if whole else None
 
-    def replay(self, recording: Recording, name: str = "music") -> Source:
-        return _Replay(self.pcm_path, recording, name)
+    def replay(self, name: str = "music") -> Source:
+        """The music earlier attempts kept, as an audio source (only when `earlier` is not None)."""
+        if self.earlier is None:
+            raise ValueError("no whole music kept to replay")
+        return _Replay(self.pcm_path, self.earlier, name)
 
     def record(self, source: Source, seed: int) -> Source:
         """`source`, its events passed on as they come and its music kept once the stream has ended whole."""

@@ -49,10 +49,11 @@ def test_whole_music_is_kept_exactly_and_replayed_with_its_header_and_seed(tmp_p
     passed = list(kept.record(source, seed=1234).events())
     assert np.array_equal(_pcm(passed), source.pcm) and isinstance(passed[-1], Ended)  # passed on as it came
 
-    recording = kept.recording()
+    kept = KeptMusic(tmp_path, "job-1")  # the next attempt's
+    recording = kept.earlier
     assert (recording.seed, recording.sample_rate, recording.channels, recording.total_samples, recording.model_id) == (
         1234, RATE, CHANNELS, source.total, "model-x")  # fmt: skip
-    replayed = list(kept.replay(recording).events())
+    replayed = list(kept.replay().events())
     assert replayed[0] == AudioHeader("music", RATE, CHANNELS, source.total, "model-x")
     assert isinstance(replayed[-1], Ended)
     pieces = [event for event in replayed if isinstance(event, Pcm)]
@@ -61,24 +62,48 @@ def test_whole_music_is_kept_exactly_and_replayed_with_its_header_and_seed(tmp_p
     assert sorted(path.name for path in tmp_path.iterdir()) == ["music-job-1.f32", "music-job-1.json"]
 
     kept.discard()
-    assert kept.recording() is None and not list(tmp_path.iterdir())
+    assert KeptMusic(tmp_path, "job-1").earlier is None and not list(tmp_path.iterdir())
 
 
 def test_music_cut_short_is_not_kept(tmp_path):
     kept = KeptMusic(tmp_path, "job-2")
     with pytest.raises(ConnectionError):
         list(kept.record(Scripted(RATE * 3, fail_after=2), seed=1).events())
-    assert kept.recording() is None and not list(tmp_path.iterdir())
+    assert KeptMusic(tmp_path, "job-2").earlier is None and not list(tmp_path.iterdir())
 
     events = kept.record(Scripted(RATE * 3), seed=1).events()  # a composition that stopped reading (cancel, failure)
     next(events), next(events)
     events.close()
-    assert kept.recording() is None and not list(tmp_path.iterdir())
+    assert KeptMusic(tmp_path, "job-2").earlier is None and not list(tmp_path.iterdir())
 
 
 def test_a_truncated_recording_is_not_replayed(tmp_path):
     kept = KeptMusic(tmp_path, "job-3")
     list(kept.record(Scripted(RATE), seed=5).events())
+    assert KeptMusic(tmp_path, "job-3").earlier is not None
     with open(kept.pcm_path, "r+b") as file:  # a disk that lost the tail of the file
         file.truncate(kept.pcm_path.stat().st_size - 8)
-    assert kept.recording() is None
+    assert KeptMusic(tmp_path, "job-3").earlier is None
+
+
+def test_a_full_disk_costs_the_keeping_not_the_music(tmp_path, monkeypatch):
+    import errno
+
+    import tunereel.composer.kept_music as kept_music_module
+
+    class FullDisk:
+        def __init__(self, path, mode):
+            self.path, self.closed = path, False
+            open(path, mode).close()  # the part file exists, as on a real disk that filled up
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(kept_music_module, "open", FullDisk, raising=False)
+    source = Scripted(RATE * 2)
+    passed = list(KeptMusic(tmp_path, "job-4").record(source, seed=1).events())
+    assert np.array_equal(_pcm(passed), source.pcm) and isinstance(passed[-1], Ended)  # the composition got it all
+    assert KeptMusic(tmp_path, "job-4").earlier is None and not list(tmp_path.iterdir())
