@@ -91,6 +91,7 @@ jobs = sa.Table(
     sa.UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
     sa.Index("ix_jobs_state_created", "state", "created_at"),
     sa.Index("ix_jobs_owner_created", "owner", "created_at"),
+    sa.Index("ix_jobs_created", "created_at", "id"),
 )
 
 
@@ -248,6 +249,9 @@ def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+# A microsecond: a step an epoch-seconds double still holds (its spacing is at most 4.8e-7 s until 2106).
+CREATION_STEP = 1e-6
+
 READ_ONLY = "tunereel_read_only"  # an execution option: this connection only reads
 
 
@@ -319,9 +323,9 @@ class JobStore:
         """Queue a job; returns (job, created). `identity` is what idempotency compares (defaults to `request`)."""
         digest = request_hash(identity if identity is not None else request.model_dump())
         with self.engine.begin() as db:
-            now = self.now(db)
             if self.is_postgres:  # count-then-insert must be atomic for the queue bound
                 db.execute(sa.text("SELECT pg_advisory_xact_lock(727275)"))
+            now = self.now(db)
             if idempotency_key:
                 existing = db.execute(
                     sa.select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == idempotency_key)
@@ -339,6 +343,7 @@ class JobStore:
             if self.quotas is not None:
                 self._check_quotas(db, owner)
             job_id = str(uuid.uuid4())
+            created_at = self._next_created_at(db, now)
             db.execute(
                 jobs.insert().values(
                     id=job_id,
@@ -349,13 +354,21 @@ class JobStore:
                     idempotency_key=idempotency_key,
                     webhook_url=webhook_url,
                     max_attempts=self.max_attempts,
-                    created_at=now,
-                    updated_at=now,
+                    created_at=created_at,
+                    updated_at=created_at,
                     not_before=0.0,
                     webhook_state="pending" if webhook_url else "none",
                 )
             )
             return JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()), True
+
+    def _next_created_at(self, db: sa.Connection, now: float) -> float:
+        """`now`, or just after the newest job when that is not earlier: creation order is strict, so lists,
+        queue positions and claims follow the order jobs were submitted in. The clock alone ties (SQLite's reads in
+        milliseconds; several jobs fit in one) and the random id would then decide. Creations are serialised (the
+        write lock, or the advisory lock on PostgreSQL), so the newest is read and passed without a race."""
+        newest = db.execute(sa.select(sa.func.max(jobs.c.created_at))).scalar()
+        return now if newest is None or now > newest else newest + CREATION_STEP
 
     def _check_quotas(self, db: sa.Connection, owner: str) -> None:
         assert self.quotas is not None

@@ -136,6 +136,20 @@ def test_list_newest_first_with_pages(make_store):
     assert store.queue_position(store.get(ids[3])) == 3
 
 
+def test_jobs_made_in_one_tick_of_the_clock_keep_the_order_they_were_made_in(make_store, monkeypatch):
+    # SQLite's clock reads in milliseconds and a fast machine makes several jobs in one; the random id must not
+    # then decide which is newest, which is next in the queue, or which a worker takes first.
+    store = make_store()
+    tick = store.now
+    monkeypatch.setattr(store, "now", lambda db: tick_at)
+    with store.engine.connect() as db:
+        tick_at = tick(db)
+    ids = [store.create(REQUEST)[0].id for _ in range(6)]
+    assert [job.id for job in store.list(None, limit=10)] == ids[::-1]
+    assert [store.queue_position(store.get(job_id)) for job_id in ids] == list(range(6))
+    assert [store.claim("w").id for _ in ids] == ids
+
+
 def test_concurrent_workers_never_share_a_job(make_store):
     store = make_store()
     ids = {store.create(REQUEST)[0].id for _ in range(20)}
