@@ -250,7 +250,7 @@ def request_hash(request: dict[str, Any]) -> str:
 
 
 # A microsecond: a step an epoch-seconds double still holds (its spacing is at most 4.8e-7 s until 2106).
-CREATION_STEP = 1e-6
+ORDER_STEP = 1e-6
 
 READ_ONLY = "tunereel_read_only"  # an execution option: this connection only reads
 
@@ -368,7 +368,7 @@ class JobStore:
         milliseconds; several jobs fit in one) and the random id would then decide. Creations are serialised (the
         write lock, or the advisory lock on PostgreSQL), so the newest is read and passed without a race."""
         newest = db.execute(sa.select(sa.func.max(jobs.c.created_at))).scalar()
-        return now if newest is None or now > newest else newest + CREATION_STEP
+        return now if newest is None or now > newest else newest + ORDER_STEP
 
     def _check_quotas(self, db: sa.Connection, owner: str) -> None:
         assert self.quotas is not None
@@ -472,7 +472,7 @@ class JobStore:
                     progress=0.0,
                     stage=0,
                     stage_progress_json="{}",
-                    updated_at=now,
+                    updated_at=_after(now),
                 )
             ).rowcount == 1
             record = JobRecord.from_row(db.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()) if claimed else None
@@ -500,7 +500,7 @@ class JobStore:
             db.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.lease_expires_at < now)
-                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+                .values(lease_owner=None, lease_expires_at=None, updated_at=_after(now), **values)
             )
         return [job_id for job_id, *_ in expired]
 
@@ -523,7 +523,7 @@ class JobStore:
             values["stage_progress_json"] = json.dumps(stage_progress, sort_keys=True)
         with self.engine.begin() as db:
             now = self.now(db)
-            values.update(lease_expires_at=now + self.lease_seconds, updated_at=now)
+            values.update(lease_expires_at=now + self.lease_seconds, updated_at=_after(now))
             renewed = db.execute(
                 jobs.update().where(*self._owned(job_id, worker)).values(**values)
             ).rowcount
@@ -561,7 +561,7 @@ class JobStore:
             db.execute(
                 jobs.update()
                 .where(*self._owned(job_id, worker))
-                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+                .values(lease_owner=None, lease_expires_at=None, updated_at=_after(now), **values)
             )
         self._changed(job_id)
         return values["state"]
@@ -575,7 +575,8 @@ class JobStore:
             ended = db.execute(
                 jobs.update()
                 .where(*self._owned(job_id, worker))
-                .values(state=state, ended_at=now, updated_at=now, lease_owner=None, lease_expires_at=None, **values)
+                .values(state=state, ended_at=now, updated_at=_after(now), lease_owner=None, lease_expires_at=None,
+                        **values)
             ).rowcount == 1
         if ended:
             self._changed(job_id)
@@ -590,10 +591,12 @@ class JobStore:
             db.execute(
                 jobs.update()
                 .where(*where, jobs.c.state == QUEUED)
-                .values(state=CANCELED, ended_at=now, updated_at=now, cancel_requested=True, error="canceled")
+                .values(state=CANCELED, ended_at=now, updated_at=_after(now), cancel_requested=True, error="canceled")
             )
             db.execute(
-                jobs.update().where(*where, jobs.c.state == RUNNING).values(cancel_requested=True, updated_at=now)
+                jobs.update()
+                .where(*where, jobs.c.state == RUNNING)
+                .values(cancel_requested=True, updated_at=_after(now))
             )
             row = db.execute(sa.select(jobs).where(*where)).first()
         if row is None:
@@ -729,6 +732,12 @@ class JobStore:
     def webhook_attempts(self, job_id: str) -> int:
         with self.reader.connect() as db:
             return db.execute(sa.select(jobs.c.webhook_attempts).where(jobs.c.id == job_id)).scalar_one()
+
+
+def _after(now: float) -> sa.ColumnElement[float]:
+    """A changed job's `updated_at`: `now`, or just after its last change when the clock has not moved since, so
+    each change of a job has a later `updated_at` than the one before (the job watchers order views by it)."""
+    return sa.case((jobs.c.updated_at < now, now), else_=jobs.c.updated_at + ORDER_STEP)
 
 
 def _engine(url: str) -> Engine:

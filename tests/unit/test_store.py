@@ -150,6 +150,29 @@ def test_jobs_made_in_one_tick_of_the_clock_keep_the_order_they_were_made_in(mak
     assert [store.claim("w").id for _ in ids] == ids
 
 
+def test_each_change_of_a_job_in_one_tick_of_the_clock_is_later_than_the_one_before(make_store, monkeypatch):
+    # The job watchers drop a view older than the one they delivered; a change in the same tick must not look older.
+    store = make_store()
+    tick = store.now
+    monkeypatch.setattr(store, "now", lambda db: tick_at)
+    with store.engine.connect() as db:
+        tick_at = tick(db)
+    job, _ = store.create(REQUEST)
+    seen = [job.updated_at]
+    for change in (
+        lambda: store.claim("w"),
+        lambda: store.heartbeat(job.id, "w", progress=0.5),
+        lambda: store.retry_later(job.id, "w", "busy", delay=0.0),
+        lambda: store.claim("w"),
+        lambda: store.request_cancel(job.id),
+        lambda: store.cancel_done(job.id, "w"),
+    ):
+        change()
+        seen.append(store.get(job.id).updated_at)
+    assert store.get(job.id).state == CANCELED
+    assert all(earlier < later for earlier, later in zip(seen, seen[1:])), seen
+
+
 def test_concurrent_workers_never_share_a_job(make_store):
     store = make_store()
     ids = {store.create(REQUEST)[0].id for _ in range(20)}
