@@ -255,7 +255,7 @@ def serve(
     webhooks = WebhookSender(store, webhook_policy, signing_key, job_view)
     runner = JobRunner(store, composer, settings, webhooks, extra_sweeps=(library.sweep,))
     runner.start()
-    return Composed(server=server, mirror=mirror, runner=runner, store=store, backends=backends)
+    return Composed(server=server, mirror=mirror, runner=runner, store=store, backends=backends, servicer=servicer)
 
 
 @dataclass
@@ -265,6 +265,7 @@ class Composed:
     runner: JobRunner
     store: JobStore
     backends: Backends
+    servicer: ComposerServicer
 
     @property
     def port(self) -> int:

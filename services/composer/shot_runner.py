@@ -253,7 +253,8 @@ class ShotRunner:
         path = self.work_dir / f"shot-{shot.index}-{id(self):x}-{attempt}.mp4"
         source = self.make_source(shot)
         with self._changed:
-            if self._stop.is_set():
+            if self._stop.is_set():  # closed while the call was made: it is cancelled like any other
+                source.cancel()
                 return None
             self._in_flight[shot.index] = source
         started = time.monotonic()

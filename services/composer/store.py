@@ -706,7 +706,7 @@ class JobStore:
             job_id = db.execute(
                 sa.select(jobs.c.id)
                 .where(jobs.c.webhook_state == "pending", jobs.c.state.in_(list(TERMINAL)), jobs.c.webhook_next_at <= now)
-                .order_by(jobs.c.ended_at)
+                .order_by(jobs.c.ended_at, jobs.c.created_at, jobs.c.id)  # jobs that ended in one tick: in turn
                 .limit(1)
                 .with_for_update(skip_locked=True)
             ).scalar()

@@ -86,6 +86,17 @@ def system(models_dir, tmp_path_factory):
         server.stop(0)
 
 
+@pytest.fixture(autouse=True)
+def composer_is_free_after(system):
+    """The composer here runs one composition at a time: a test that cancelled one (or ran out of its deadline) hands
+    on a composer that may still be winding it down after the backends stopped; the next test starts when it is done.
+    """
+    yield
+    slots = system["composer"].servicer.slots
+    assert slots.acquire(timeout=30), "the composer still holds a composition 30 s after the test"
+    slots.release()
+
+
 def _request(**fields):
     # one continuous take: music and video in flight together (videos cut into shots: tests/contract/test_shots.py)
     body = {"genre": "pop", "duration": 2, "video_prompt": "a sunset", "width": 256, "height": 256, "cuts": "none", **fields}
@@ -131,7 +142,8 @@ def test_stream_layout_and_both_backends_in_flight_together(system):
 def test_cancel_reaches_both_backends_and_stops_them(system):
     music_pipeline = system["music"].servicer.host.pipeline
     video_pipeline = system["video"].servicer.host.pipeline
-    music_pipeline.step_delay = video_pipeline.step_delay = 0.05  # slow models: both still busy when we cancel
+    # slow models: both still busy when we cancel (the video has 4 steps: a 0.3 s step leaves ~1 s to stop it in)
+    music_pipeline.step_delay, video_pipeline.step_delay = 0.05, 0.3
     try:
         call = system["stub"].Compose(_request(duration=10, width=768, height=512), timeout=300)
         seen = set()
@@ -225,24 +237,9 @@ def test_health_and_reflection(system):
     assert {"tunereel.v1.ComposerService", "grpc.health.v1.Health"} <= services
 
 
-def _compose_when_free(system, request, timeout: float):
-    """(call, first message). The composer here runs one composition at a time, and the test before may still be
-    winding down a cancelled one: RESOURCE_EXHAUSTED is retried for a while."""
-    deadline = time.monotonic() + 30
-    while True:
-        call = system["stub"].Compose(request, timeout=timeout)
-        try:
-            return call, next(call)
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def test_long_request_is_made_in_segments_and_muxed_as_they_arrive(system):
     # 40 s: two music windows (30 s + 10 s continuing the last 10 s) and four video segments (257 + 3 x 240 frames)
-    call, first = _compose_when_free(system, _request(duration=40, width=64, height=64, seed=9), timeout=600)
-    messages = [first, *call]
+    messages = list(system["stub"].Compose(_request(duration=40, width=64, height=64, seed=9), timeout=600))
     result = next(m.result for m in messages if m.WhichOneof("payload") == "result")
     assert result.frame_count == 960 and result.duration_seconds == pytest.approx(40.0)
     assert result.audio_samples == 40 * 32000
@@ -265,7 +262,7 @@ def test_cancel_mid_way_through_a_long_request_stops_within_a_segment(system):
     video_pipeline.step_delay = 0.2  # 4 steps of 0.2 s per segment: the cancel lands while segments are made
     before = len(video_pipeline.calls)
     try:
-        call, _ = _compose_when_free(system, _request(duration=60, width=64, height=64), timeout=300)
+        call = system["stub"].Compose(_request(duration=60, width=64, height=64), timeout=300)
         # cancel once the video service itself (not what has reached us: streams buffer) is in its third segment
         for _ in call:
             if len(video_pipeline.calls) > before and video_pipeline.calls[-1].get("segment", 0) >= 2:

@@ -20,8 +20,15 @@ BUSY = {**TINY, "duration": 5, "width": 768, "height": 512}  # several seconds o
 
 
 def _succeeded_counts(stack: LocalStack, job_ids: list[str]) -> dict[str, int]:
-    text = "".join(path.read_text(errors="replace") for path in stack.log_dir.glob("composer*.log"))
-    return {job_id: len(re.findall(rf"job {job_id}: succeeded", text)) for job_id in job_ids}
+    """How often each job's success was logged; the composer logs it just after its commit, which the API may show
+    first, so a job not yet logged is waited for (a few seconds)."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = "".join(path.read_text(errors="replace") for path in stack.log_dir.glob("composer*.log"))
+        counts = {job_id: len(re.findall(rf"job {job_id}: succeeded", text)) for job_id in job_ids}
+        if all(counts.values()) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.1)
 
 
 def test_composer_killed_mid_job_then_restarted(models_dir, tmp_path):

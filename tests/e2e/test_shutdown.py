@@ -11,6 +11,7 @@ import threading
 import time
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.fake_backends import FakeMusic, FakeVideo, serve_fake
 from tunereel.channels import open_channel
@@ -24,6 +25,14 @@ LONG = validate_request({"genre": "pop", "duration": 10, "video_prompt": "a long
                          "fps": 24, "seed": 1, "cuts": "none"})  # fmt: skip
 SHORT = validate_request({"genre": "pop", "duration": 1, "video_prompt": "queued after the signal", "width": 64,
                           "height": 64, "seed": 2, "cuts": "none"})  # fmt: skip
+
+
+def _health_refused(channel: grpc.Channel) -> bool:
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+    except grpc.RpcError:
+        return True
+    return reply.status != health_pb2.HealthCheckResponse.SERVING
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -85,7 +94,8 @@ def test_sigterm_stops_claiming_at_once_and_hands_the_running_job_back(tmp_path)
         _wait(watching.is_set, 30, "the watch never answered")
 
         composer.send_signal(signal.SIGTERM)
-        time.sleep(0.3)  # the handler runs at once; nothing queued from now on may be claimed
+        # The handler stops claiming, then refuses new calls: once health is refused, nothing queued may be claimed.
+        _wait(lambda: _health_refused(channel), 10, "the composer never began its drain")
         queued, _ = store.create(SHORT)
         _, stderr = composer.communicate(timeout=60)
         assert composer.returncode == 0, stderr[-2000:]
