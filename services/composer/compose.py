@@ -143,6 +143,10 @@ class Composer:
         repaint = request.repaint_start is not None and request.repaint_end is not None
         if "song" in uploads and not repaint:
             return SongSource(uploads["song"], start_s=request.start, seconds=request.exact_duration)
+        if kept_music is not None and kept_music.earlier is not None and kept_music.earlier.seed == seed:
+            # before the melody or the repaint's song window is decoded: a replay needs neither
+            log.info("music kept from an earlier attempt (%s, seed %d): not made again", kept_music.earlier.model_id, seed)
+            return kept_music.replay()
         melody = melody_pcm(uploads["melody"]) if "melody" in uploads else b""
         song = dict(lyrics=request.lyrics or "", vocal_language=request.vocal_language or "", key=request.key or "",
                     time_signature=request.time_signature or "", bpm=request.tempo_bpm or 0)  # fmt: skip
@@ -153,9 +157,6 @@ class Composer:
             song |= dict(source_pcm=repaint_source_pcm(uploads["song"], start_s=request.start,
                                                        seconds=request.exact_duration),
                          repaint_start_seconds=request.repaint_start, repaint_end_seconds=end)  # fmt: skip
-        if kept_music is not None and kept_music.earlier is not None and kept_music.earlier.seed == seed:
-            log.info("music kept from an earlier attempt (%s, seed %d): not made again", kept_music.earlier.model_id, seed)
-            return kept_music.replay()
         made = music_source(self.backends, prompt=request.music_prompt, duration_seconds=request.exact_duration,
                             seed=seed, model=request.music_model or "", timeout=timeout, melody_pcm=melody,
                             song=song)  # fmt: skip

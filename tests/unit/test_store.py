@@ -136,14 +136,18 @@ def test_list_newest_first_with_pages(make_store):
     assert store.queue_position(store.get(ids[3])) == 3
 
 
+def _frozen_clock(store: JobStore, monkeypatch) -> JobStore:
+    """`store` with its database clock stopped at the current reading: every statement happens in one tick."""
+    with store.engine.connect() as db:
+        now = store.now(db)
+    monkeypatch.setattr(store, "now", lambda db: now)
+    return store
+
+
 def test_jobs_made_in_one_tick_of_the_clock_keep_the_order_they_were_made_in(make_store, monkeypatch):
     # SQLite's clock reads in milliseconds and a fast machine makes several jobs in one; the random id must not
     # then decide which is newest, which is next in the queue, or which a worker takes first.
-    store = make_store()
-    tick = store.now
-    monkeypatch.setattr(store, "now", lambda db: tick_at)
-    with store.engine.connect() as db:
-        tick_at = tick(db)
+    store = _frozen_clock(make_store(), monkeypatch)
     ids = [store.create(REQUEST)[0].id for _ in range(6)]
     assert [job.id for job in store.list(None, limit=10)] == ids[::-1]
     assert [store.queue_position(store.get(job_id)) for job_id in ids] == list(range(6))
@@ -152,11 +156,7 @@ def test_jobs_made_in_one_tick_of_the_clock_keep_the_order_they_were_made_in(mak
 
 def test_each_change_of_a_job_in_one_tick_of_the_clock_is_later_than_the_one_before(make_store, monkeypatch):
     # The job watchers drop a view older than the one they delivered; a change in the same tick must not look older.
-    store = make_store()
-    tick = store.now
-    monkeypatch.setattr(store, "now", lambda db: tick_at)
-    with store.engine.connect() as db:
-        tick_at = tick(db)
+    store = _frozen_clock(make_store(), monkeypatch)
     job, _ = store.create(REQUEST)
     seen = [job.updated_at]
     for change in (
